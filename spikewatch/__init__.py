@@ -1,0 +1,3 @@
+"""spikewatch: continuous WebSocket spike and recovery prober."""
+
+__version__ = "0.1.0"

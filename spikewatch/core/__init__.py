@@ -1,0 +1,1 @@
+"""The pure core: planning, recovery, statistics, verdicts. No sockets, no sleeping."""

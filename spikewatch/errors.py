@@ -1,0 +1,59 @@
+"""The one exception root of spikewatch.
+
+    SpikewatchError
+    ├── ConfigError          a config file or override is invalid (carries every problem)
+    ├── UsageError           the command line names something that does not exist
+    ├── AuthError            a JWT could not be minted (missing or unreadable key)
+    └── ProtocolError        the peer broke RFC 6455 or HTTP/1.1 (outcome ``protocol_error``)
+        └── MessageTooBigError   a frame or message exceeds ``max_message_bytes``
+
+Failures of a *target* are not exceptions that escape: the engine turns them into
+outcomes (see :mod:`spikewatch.core.outcomes`). These exceptions are for the places
+where a caller must act: fix the config, fix the command line, fix a key file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class SpikewatchError(Exception):
+    """Root of every error spikewatch raises on purpose."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigProblem:
+    """One thing wrong with a config, at a field path like ``scenarios[0].spike.batches``."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class ConfigError(SpikewatchError):
+    """The config is invalid; ``problems`` lists every problem found, not just the first."""
+
+    def __init__(self, problems: list[ConfigProblem], source: str = "") -> None:
+        self.problems = problems
+        self.source = source
+        where = f" in {source}" if source else ""
+        lines = "\n".join(f"  {p}" for p in problems)
+        super().__init__(f"invalid config{where}:\n{lines}")
+
+
+class UsageError(SpikewatchError):
+    """The command line asks for something that does not exist (an unknown target, say)."""
+
+
+class AuthError(SpikewatchError):
+    """A per-connection credential could not be produced."""
+
+
+class ProtocolError(SpikewatchError):
+    """The peer sent something RFC 6455 / RFC 9112 does not allow."""
+
+
+class MessageTooBigError(ProtocolError):
+    """A frame or a reassembled message is larger than the configured limit."""
