@@ -1,0 +1,214 @@
+"""WebSocket framing for a client (RFC 6455 §5), bytes in and events out.
+
+The client masks what it sends (§5.3) and rejects masked frames from the server
+(§5.1). Oversized frames are rejected from their header alone, before any payload
+is buffered, so a frame that declares 2^40 bytes costs nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+
+from spikewatch.errors import MessageTooBigError, ProtocolError
+
+
+class Opcode(IntEnum):
+    """Frame opcodes (RFC 6455 §5.2)."""
+
+    CONTINUATION = 0x0
+    TEXT = 0x1
+    BINARY = 0x2
+    CLOSE = 0x8
+    PING = 0x9
+    PONG = 0xA
+
+
+_DATA_OPCODES = frozenset((0x0, 0x1, 0x2))
+_CONTROL_OPCODES = frozenset((0x8, 0x9, 0xA))
+
+#: Close codes a peer may send (RFC 6455 §7.4.1 and the IANA registry); 3000-4999 are free.
+_VALID_CLOSE_CODES = frozenset(
+    (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014)
+)
+
+_PACK_16 = struct.Struct("!BBH").pack
+_PACK_64 = struct.Struct("!BBQ").pack
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A complete data message: ``str`` for text, ``bytes`` for binary."""
+
+    data: str | bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """A ping the client must answer with a pong carrying the same payload."""
+
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    """A pong, usually the answer to our ping."""
+
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """The peer's close frame: its code (None when it sent none) and reason."""
+
+    code: int | None
+    reason: str
+
+
+Event = Message | Ping | Pong | Close
+
+
+def mask_payload(payload: bytes, mask: bytes) -> bytes:
+    """XOR ``payload`` with the 4-byte ``mask`` repeated (RFC 6455 §5.3)."""
+    n = len(payload)
+    if not n:
+        return b""
+    repeated = (mask * (n // 4 + 1))[:n]
+    return (int.from_bytes(payload, "big") ^ int.from_bytes(repeated, "big")).to_bytes(n, "big")
+
+
+def encode_frame(opcode: int, payload: bytes, mask: bytes | None = None) -> bytes:
+    """Return one final, masked client frame; ``mask`` is random unless given (tests)."""
+    if mask is None:
+        mask = os.urandom(4)
+    n = len(payload)
+    first = 0x80 | opcode
+    if n < 126:
+        head = bytes((first, 0x80 | n))
+    elif n < 0x10000:
+        head = _PACK_16(first, 0x80 | 126, n)
+    else:
+        head = _PACK_64(first, 0x80 | 127, n)
+    return head + mask + mask_payload(payload, mask)
+
+
+def encode_close(code: int = 1000, reason: str = "") -> bytes:
+    """Return a masked close frame with ``code`` and ``reason``."""
+    return encode_frame(Opcode.CLOSE, code.to_bytes(2, "big") + reason.encode())
+
+
+def _parse_close(payload: bytes) -> Close:
+    if not payload:
+        return Close(None, "")
+    if len(payload) == 1:
+        raise ProtocolError("close frame with a 1-byte payload (RFC 6455 §5.5.1)")
+    code = int.from_bytes(payload[:2], "big")
+    if code not in _VALID_CLOSE_CODES and not 3000 <= code <= 4999:
+        raise ProtocolError(f"close frame with invalid code {code} (RFC 6455 §7.4)")
+    try:
+        reason = payload[2:].decode()
+    except UnicodeDecodeError as exc:
+        raise ProtocolError("close reason is not valid UTF-8 (RFC 6455 §5.5.1)") from exc
+    return Close(code, reason)
+
+
+class FrameParser:
+    """Turn the server's bytes into :data:`Event` values, enforcing RFC 6455 §5."""
+
+    __slots__ = ("_buffer", "_fragments", "_fragments_size", "_max_message", "_message_opcode")
+
+    def __init__(self, max_message_bytes: int) -> None:
+        self._buffer = bytearray()
+        self._max_message = max_message_bytes
+        self._message_opcode = -1  # opcode of the fragmented message in progress, -1 if none
+        self._fragments: list[bytes] = []
+        self._fragments_size = 0
+
+    def feed(self, data: bytes) -> list[Event]:
+        """Add received bytes; return the events they complete (possibly none)."""
+        buf = self._buffer
+        buf += data
+        events: list[Event] = []
+        pos = 0
+        end = len(buf)
+        while end - pos >= 2:
+            b0 = buf[pos]
+            b1 = buf[pos + 1]
+            if b0 & 0x70:
+                raise ProtocolError("reserved bits set but no extension was negotiated (§5.2)")
+            if b1 & 0x80:
+                raise ProtocolError("masked frame from the server (RFC 6455 §5.1)")
+            opcode = b0 & 0x0F
+            length = b1 & 0x7F
+            head = 2
+            if length == 126:
+                if end - pos < 4:
+                    break
+                length = (buf[pos + 2] << 8) | buf[pos + 3]
+                head = 4
+            elif length == 127:
+                if end - pos < 10:
+                    break
+                length = int.from_bytes(buf[pos + 2 : pos + 10], "big")
+                head = 10
+                if length >> 63:
+                    raise ProtocolError("frame length with the most significant bit set (§5.2)")
+            fin = b0 & 0x80
+            self._check_header(opcode, fin, length)
+            if end - pos < head + length:
+                break
+            payload = bytes(buf[pos + head : pos + head + length])
+            pos += head + length
+            event = self._on_frame(opcode, fin, payload)
+            if event is not None:
+                events.append(event)
+        if pos:
+            del buf[:pos]
+        return events
+
+    def _check_header(self, opcode: int, fin: int, length: int) -> None:
+        if opcode in _CONTROL_OPCODES:
+            if not fin or length > 125:
+                raise ProtocolError("fragmented or oversized control frame (RFC 6455 §5.5)")
+            return
+        if opcode not in _DATA_OPCODES:
+            raise ProtocolError(f"unknown opcode {opcode:#x} (RFC 6455 §5.2)")
+        in_progress = self._message_opcode >= 0
+        if opcode == Opcode.CONTINUATION and not in_progress:
+            raise ProtocolError("continuation frame without a message to continue (§5.4)")
+        if opcode != Opcode.CONTINUATION and in_progress:
+            raise ProtocolError("new data frame inside a fragmented message (§5.4)")
+        if self._fragments_size + length > self._max_message:
+            raise MessageTooBigError(
+                f"message of at least {self._fragments_size + length} bytes exceeds "
+                f"max_message_bytes={self._max_message}"
+            )
+
+    def _on_frame(self, opcode: int, fin: int, payload: bytes) -> Event | None:
+        if opcode == Opcode.PING:
+            return Ping(payload)
+        if opcode == Opcode.PONG:
+            return Pong(payload)
+        if opcode == Opcode.CLOSE:
+            return _parse_close(payload)
+        if not fin:
+            if opcode != Opcode.CONTINUATION:
+                self._message_opcode = opcode
+            self._fragments.append(payload)
+            self._fragments_size += len(payload)
+            return None
+        if opcode == Opcode.CONTINUATION:
+            self._fragments.append(payload)
+            payload = b"".join(self._fragments)
+            opcode = self._message_opcode
+            self._fragments = []
+            self._fragments_size = 0
+            self._message_opcode = -1
+        if opcode == Opcode.TEXT:
+            try:
+                return Message(payload.decode())
+            except UnicodeDecodeError as exc:
+                raise ProtocolError("text message is not valid UTF-8 (RFC 6455 §8.1)") from exc
+        return Message(payload)

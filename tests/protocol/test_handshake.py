@@ -1,0 +1,212 @@
+"""The opening handshake, bytes in and out (RFC 6455 §4)."""
+
+from __future__ import annotations
+
+import pytest
+
+from spikewatch.errors import ProtocolError
+from spikewatch.protocol.handshake import (
+    MAX_HEAD_BYTES,
+    UpgradeRequest,
+    accept_for,
+    check_upgrade,
+    new_key,
+    parse_response_head,
+)
+
+KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
+ACCEPT = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+
+
+def answer(*headers: str, status: str = "101 Switching Protocols") -> bytes:
+    lines = [f"HTTP/1.1 {status}", *headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+GOOD = answer("Upgrade: websocket", "Connection: Upgrade", f"Sec-WebSocket-Accept: {ACCEPT}")
+
+
+def test_accept_matches_rfc_example() -> None:
+    """The accept value for the RFC 6455 §1.3 sample key is the RFC's."""
+    assert accept_for(KEY) == ACCEPT
+
+
+def test_new_key_is_16_random_bytes_base64() -> None:
+    """Every key is 24 base64 characters and keys differ."""
+    keys = {new_key() for _ in range(50)}
+    assert len(keys) == 50
+    assert all(len(k) == 24 for k in keys)
+
+
+def test_request_has_the_mandatory_headers_in_order() -> None:
+    """The request carries Host, Upgrade, Connection, version, custom headers and the key."""
+    req = UpgradeRequest(
+        resource="/ws?x=1", host_header="example.com:8080", headers=[("X-Client", "sw")]
+    )
+    text = req.render(KEY).decode()
+    assert text.startswith("GET /ws?x=1 HTTP/1.1\r\nHost: example.com:8080\r\n")
+    assert "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n" in text
+    assert "X-Client: sw\r\n" in text
+    assert text.endswith(f"Sec-WebSocket-Key: {KEY.decode()}\r\n\r\n")
+    assert "Sec-WebSocket-Protocol" not in text
+
+
+def test_request_with_per_connection_credentials() -> None:
+    """Extra headers, query parameters and subprotocols are added for one connection only."""
+    req = UpgradeRequest(resource="/ws?x=1", host_header="h", subprotocols=["chat.v1"])
+    text = req.render(
+        KEY,
+        headers=[("Authorization", "Bearer a.b.c")],
+        query=[("token", "a b/c")],
+        subprotocols=["tok"],
+    ).decode()
+    assert text.startswith("GET /ws?x=1&token=a%20b%2Fc HTTP/1.1\r\n")
+    assert "Authorization: Bearer a.b.c\r\n" in text
+    assert "Sec-WebSocket-Protocol: chat.v1, tok\r\n" in text
+    plain = req.render(KEY).decode()
+    assert "Sec-WebSocket-Protocol: chat.v1\r\n" in plain
+    assert "Authorization" not in plain
+    assert req.subprotocols == ("chat.v1",)
+    assert (
+        "GET /ws?x=1&t=1 "
+        in UpgradeRequest(resource="/ws?x=1", host_header="h")
+        .render(KEY, query=[("t", "1")])
+        .decode()
+    )
+
+
+@pytest.mark.parametrize(("name", "value"), [("X-A", "b\r\nEvil: 1"), ("X:A", "b"), ("X\nA", "b")])
+def test_header_injection_is_refused(name: str, value: str) -> None:
+    """A header with a line break (or a colon in its name) is refused, never sent."""
+    with pytest.raises(ValueError, match="line break"):
+        UpgradeRequest(resource="/", host_header="h", headers=[(name, value)])
+    with pytest.raises(ValueError, match="line break"):
+        UpgradeRequest(resource="/", host_header="h").render(KEY, headers=[(name, value)])
+
+
+def test_parse_complete_answer_reports_its_length() -> None:
+    """A complete head parses to status, reason and lower-cased headers; the rest is left."""
+    parsed = parse_response_head(GOOD + b"\x81\x00")
+    assert parsed is not None
+    response, used = parsed
+    assert used == len(GOOD)
+    assert response.status == 101
+    assert response.reason == "Switching Protocols"
+    assert response.header("upgrade") == "websocket"
+    assert response.header("missing") is None
+
+
+def test_parse_waits_for_the_whole_head() -> None:
+    """Every strict prefix of a valid head asks for more bytes."""
+    for cut in range(1, len(GOOD)):
+        assert parse_response_head(GOOD[:cut]) is None
+
+
+def test_repeated_headers_are_joined() -> None:
+    """Repeated header lines read as one comma-separated value."""
+    parsed = parse_response_head(answer("Connection: keep-alive", "Connection: Upgrade"))
+    assert parsed is not None
+    assert parsed[0].header("connection") == "keep-alive, Upgrade"
+
+
+def test_status_without_reason() -> None:
+    """A status line without a reason phrase is accepted."""
+    parsed = parse_response_head(b"HTTP/1.1 503\r\n\r\n")
+    assert parsed is not None
+    assert (parsed[0].status, parsed[0].reason) == (503, "")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"SSH-2.0-OpenSSH_9.6\r\n",
+        b"H",  # a prefix of HTTP is fine, checked below; this is its own case
+        b"<html>",
+        b"HTTP/2 101\r\n\r\n",
+        b"HTTP/1.1 1O1 Switching\r\n\r\n",
+        b"HTTP/1.1\r\n\r\n",
+        b"HTTP/1.1 101 OK\r\nbad header line\r\n\r\n",
+        b"HTTP/1.1 101 OK\r\n folded: value\r\n\r\n",
+        b"HTTP/1.1 101 OK\r\nName : value\r\n\r\n",
+    ],
+)
+def test_malformed_answers_are_protocol_errors(data: bytes) -> None:
+    """Garbage, a wrong version, a bad status code or header line is a protocol error."""
+    if data == b"H":
+        assert parse_response_head(data) is None
+        return
+    with pytest.raises(ProtocolError):
+        parse_response_head(data)
+
+
+def test_garbage_is_rejected_from_its_first_bytes() -> None:
+    """Non-HTTP bytes fail at once, without waiting for a blank line that never comes."""
+    with pytest.raises(ProtocolError, match="not HTTP"):
+        parse_response_head(b"\x16\x03\x01")
+
+
+def test_oversized_head_is_rejected() -> None:
+    """A head larger than the limit fails, complete or not."""
+    endless = b"HTTP/1.1 101 OK\r\n" + b"X: " + b"a" * MAX_HEAD_BYTES
+    with pytest.raises(ProtocolError, match="exceeds"):
+        parse_response_head(endless)
+    with pytest.raises(ProtocolError, match="exceeds"):
+        parse_response_head(endless + b"\r\n\r\n")
+
+
+def parsed(data: bytes):  # type: ignore[no-untyped-def]
+    result = parse_response_head(data)
+    assert result is not None
+    return result[0]
+
+
+def test_check_upgrade_accepts_a_correct_answer() -> None:
+    """A correct 101 answer passes and selects no subprotocol."""
+    assert check_upgrade(parsed(GOOD), KEY, ()) is None
+
+
+def test_check_upgrade_returns_selected_subprotocol() -> None:
+    """An offered subprotocol chosen by the server is returned."""
+    data = answer(
+        "Upgrade: WebSocket",
+        "Connection: keep-alive, upgrade",
+        f"Sec-WebSocket-Accept: {ACCEPT}",
+        "Sec-WebSocket-Protocol: chat.v1",
+    )
+    assert check_upgrade(parsed(data), KEY, ("chat.v1",)) == "chat.v1"
+
+
+@pytest.mark.parametrize(
+    ("headers", "message"),
+    [
+        (("Connection: Upgrade", f"Sec-WebSocket-Accept: {ACCEPT}"), "Upgrade: websocket"),
+        (("Upgrade: websocket", f"Sec-WebSocket-Accept: {ACCEPT}"), "Connection: Upgrade"),
+        (("Upgrade: websocket", "Connection: Upgrade"), "Sec-WebSocket-Accept"),
+        (
+            ("Upgrade: websocket", "Connection: Upgrade", "Sec-WebSocket-Accept: AAAA"),
+            "Sec-WebSocket-Accept",
+        ),
+        (
+            (
+                "Upgrade: websocket",
+                "Connection: Upgrade",
+                f"Sec-WebSocket-Accept: {ACCEPT}",
+                "Sec-WebSocket-Extensions: permessage-deflate",
+            ),
+            "extension",
+        ),
+        (
+            (
+                "Upgrade: websocket",
+                "Connection: Upgrade",
+                f"Sec-WebSocket-Accept: {ACCEPT}",
+                "Sec-WebSocket-Protocol: other",
+            ),
+            "not offered",
+        ),
+    ],
+)
+def test_check_upgrade_rejects_violations(headers: tuple[str, ...], message: str) -> None:
+    """Missing upgrade headers, a wrong accept, an unasked extension or subprotocol fail."""
+    with pytest.raises(ProtocolError, match=message):
+        check_upgrade(parsed(answer(*headers)), KEY, ("chat.v1",))
