@@ -1,0 +1,43 @@
+"""What was measured of one connection attempt."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from spikewatch.core.outcomes import Outcome, Phase
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One connection attempt and what was measured of it (monotonic seconds).
+
+    ``handshake`` is connect start → upgrade complete, ``first_message`` upgrade complete →
+    welcome, ``rtt`` echo sent → echo received, ``latency`` connect start → end of the last
+    expectation (the probe latency that baseline and recovery compare).
+    """
+
+    phase: Phase
+    conn: int
+    planned: float | None = None
+    started: float | None = None
+    ended: float | None = None
+    outcome: Outcome | None = None
+    detail: str = ""
+    status: int | None = None
+    handshake: float | None = None
+    first_message: float | None = None
+    rtt: float | None = None
+    latency: float | None = None
+
+    def abort(self, now: float, detail: str) -> None:
+        """Record that this attempt was not made because a safety limit stopped it."""
+        self.outcome = Outcome.ABORTED
+        self.detail = detail
+        self.ended = now
+
+    @property
+    def lateness(self) -> float | None:
+        """Actual minus planned start, when both are known."""
+        if self.planned is None or self.started is None:
+            return None
+        return self.started - self.planned

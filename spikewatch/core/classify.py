@@ -1,0 +1,46 @@
+"""Classify why a connection attempt failed into one outcome of the contract."""
+
+from __future__ import annotations
+
+import errno
+import socket
+import ssl
+
+from spikewatch.core.outcomes import Outcome
+
+_FD_EXHAUSTED = frozenset((errno.EMFILE, errno.ENFILE))
+_NO_ROUTE = frozenset((errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN))
+
+
+def classify_connect_error(exc: BaseException, *, tls: bool) -> tuple[Outcome, str]:
+    """Map an exception from the TCP connect or TLS handshake to (outcome, detail).
+
+    ``tls`` says whether a TLS handshake was part of the connect, so that a reset
+    while it ran is reported as the TLS failure it most likely is.
+    """
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return Outcome.TLS_ERROR, f"certificate verification failed: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLError):
+        return Outcome.TLS_ERROR, f"TLS handshake failed: {exc.reason or exc}"
+    if isinstance(exc, socket.gaierror):
+        return Outcome.DNS_ERROR, f"name resolution failed: {exc.strerror or exc}"
+    if isinstance(exc, ConnectionRefusedError):
+        return Outcome.REFUSED, "connection refused"
+    if isinstance(exc, ConnectionError):
+        if tls:
+            return Outcome.TLS_ERROR, f"connection lost during the TLS handshake: {exc}"
+        return Outcome.CLOSED, f"connection lost while connecting: {exc}"
+    if isinstance(exc, TimeoutError):
+        return Outcome.TIMEOUT, "connect timed out"
+    if isinstance(exc, OSError):
+        if exc.errno in _FD_EXHAUSTED:
+            return (
+                Outcome.ERROR,
+                f"file descriptor limit reached, prober cannot open sockets: {exc}",
+            )
+        if exc.errno in _NO_ROUTE:
+            return Outcome.ERROR, f"no route to the target: {exc}"
+        if exc.errno == errno.EADDRNOTAVAIL:
+            return Outcome.ERROR, f"no local address or port available: {exc}"
+        return Outcome.ERROR, f"{type(exc).__name__}: {exc}"
+    return Outcome.ERROR, f"{type(exc).__name__}: {exc}"
