@@ -1,0 +1,7 @@
+"""``python -m spikewatch``."""
+
+import sys
+
+from spikewatch.cli import main
+
+sys.exit(main())

@@ -1,0 +1,172 @@
+"""The ``spikewatch`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import resource
+import sys
+import time
+from collections.abc import Sequence
+
+from spikewatch import __version__
+from spikewatch.config import ScenarioConfig, SpikewatchConfig, TargetConfig, load_config
+from spikewatch.config.render import render_effective_config
+from spikewatch.core.saturation import ProberLimits
+from spikewatch.engine.registry import ConnectionRegistry
+from spikewatch.engine.runner import Prober, ProgressFn, RunReport, execute_run
+from spikewatch.engine.selfcheck import ProberMonitor
+from spikewatch.errors import ConfigError, UsageError
+from spikewatch.summary import format_summary
+from spikewatch.target.cli import add_target_arguments, run_target_command
+
+EXIT_PASSED, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft open-files limit to the hard one; a spike needs a socket each."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def make_prober(config: SpikewatchConfig) -> Prober:
+    """Build the shared machinery of runs from the config."""
+    p = config.prober
+    return Prober(
+        registry=ConnectionRegistry(config.limits.max_connections),
+        monitor=ProberMonitor(interval=p.lag_sample_interval),
+        limits=ProberLimits(
+            max_loop_lag_p99=p.max_loop_lag_p99,
+            max_start_lateness_p99=p.max_start_lateness_p99,
+            max_cpu_percent=p.max_cpu_percent,
+        ),
+    )
+
+
+def pick(
+    config: SpikewatchConfig, target: str, scenario: str
+) -> tuple[TargetConfig, ScenarioConfig]:
+    """Return the named target and scenario, or raise UsageError listing what exists."""
+    try:
+        t = config.target(target)
+    except KeyError:
+        known = ", ".join(x.name for x in config.targets)
+        raise UsageError(f"unknown target {target!r} (known: {known})") from None
+    try:
+        s = config.scenario(scenario)
+    except KeyError:
+        known = ", ".join(x.name for x in config.scenarios)
+        raise UsageError(f"unknown scenario {scenario!r} (known: {known})") from None
+    return t, s
+
+
+def stderr_progress() -> ProgressFn:
+    """Return a progress reporter that prints timestamped lines on stderr."""
+    start = time.monotonic()
+
+    def progress(message: str) -> None:
+        print(f"[{time.monotonic() - start:7.3f}s] {message}", file=sys.stderr, flush=True)
+
+    return progress
+
+
+async def run_once(
+    config: SpikewatchConfig,
+    target: TargetConfig,
+    scenario: ScenarioConfig,
+    *,
+    progress: ProgressFn | None = None,
+) -> RunReport:
+    """Execute one run now with a prober built from ``config``."""
+    return await execute_run(target, scenario, make_prober(config), progress=progress)
+
+
+def cmd_once(args: argparse.Namespace) -> int:
+    """``spikewatch once``: one run now; exit 0 when it passed, 1 when not."""
+    config = load_config(args.config)
+    target, scenario = pick(config, args.target, args.scenario)
+    raise_fd_limit()
+    progress = None if args.quiet else stderr_progress()
+    report = asyncio.run(run_once(config, target, scenario, progress=progress))
+    if args.json:
+        print(json.dumps(report.result.as_dict(), indent=2))
+    else:
+        print(format_summary(report.result))
+    return EXIT_PASSED if report.result.passed else EXIT_FAILED
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """``spikewatch check-config``: validate and print the effective config."""
+    config = load_config(args.file)
+    print(render_effective_config(config), end="")
+    print(
+        f"# ok: {len(config.targets)} target(s), {len(config.scenarios)} scenario(s)",
+        file=sys.stderr,
+    )
+    return EXIT_PASSED
+
+
+def cmd_target(args: argparse.Namespace) -> int:
+    """``spikewatch target``: serve the reference target."""
+    return run_target_command(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="spikewatch",
+        description="Fire WebSocket connection spikes at a target and measure its recovery.",
+    )
+    parser.add_argument("--version", action="version", version=f"spikewatch {__version__}")
+    parser.add_argument(
+        "--log-level", default="warning", choices=["debug", "info", "warning", "error"]
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    once = sub.add_parser("once", help="run one scenario against one target now")
+    once.add_argument("--config", help="config file (default: $SPIKEWATCH_CONFIG)")
+    once.add_argument("--target", required=True, help="target name from the config")
+    once.add_argument("--scenario", required=True, help="scenario name from the config")
+    once.add_argument("--json", action="store_true", help="print the result as JSON")
+    once.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    once.set_defaults(func=cmd_once)
+
+    check = sub.add_parser("check-config", help="validate a config and print it, secrets masked")
+    check.add_argument("file", help="config file")
+    check.set_defaults(func=cmd_check_config)
+
+    target = sub.add_parser("target", help="serve the reference WebSocket target")
+    add_target_arguments(target)
+    target.set_defaults(func=cmd_target)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        print(f"spikewatch: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except UsageError as exc:
+        print(f"spikewatch: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("spikewatch: interrupted", file=sys.stderr)
+        return 130
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,530 @@
+"""One WebSocket client connection: an ``asyncio.Protocol`` over the sans-I/O core.
+
+Every step is timed in the callback where it happens (``connection_made``,
+``data_received``), not when some coroutine later resumes, so a busy event loop shows
+up as start lateness and loop lag rather than as target latency. Timeouts are timer
+handles (``loop.call_at``), not a task per connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from spikewatch.core.attempt import Attempt
+from spikewatch.core.classify import classify_connect_error
+from spikewatch.core.outcomes import Outcome
+from spikewatch.engine.registry import ConnectionRegistry
+from spikewatch.engine.spec import ConnectionSpec
+from spikewatch.errors import MessageTooBigError, ProtocolError, SpikewatchError
+from spikewatch.protocol.frames import (
+    Close,
+    FrameParser,
+    Message,
+    Opcode,
+    Ping,
+    Pong,
+    encode_close,
+    encode_frame,
+)
+from spikewatch.protocol.handshake import check_upgrade, new_key, parse_response_head
+
+# Connection states, in the order a healthy connection passes through them.
+_UPGRADE, _WELCOME, _ECHO, _OPEN, _CLOSING, _GONE = range(6)
+_STEP_NAMES = {_UPGRADE: "the upgrade", _WELCOME: "the welcome", _ECHO: "the echo"}
+
+#: How much of an unexpected message is kept as the example in the run's detail.
+_EXAMPLE_CHARS = 120
+
+
+@dataclass(frozen=True, slots=True)
+class Keepalive:
+    """How a held (stable) connection proves it is still alive."""
+
+    interval: float
+    timeout: float
+    mode: Literal["ping", "echo"]
+    on_rtt: Callable[[float], None]
+
+
+def _as_text(data: str | bytes) -> str:
+    return data if isinstance(data, str) else data.decode("utf-8", "replace")
+
+
+class ClientConnection(asyncio.Protocol):
+    """Drive one connection through upgrade, welcome and echo, then close or hold it."""
+
+    __slots__ = (
+        "_closed_waiter",
+        "_echo_pattern",
+        "_echo_sent",
+        "_head",
+        "_keepalive",
+        "_keepalive_payload",
+        "_loop",
+        "_offered",
+        "_parser",
+        "_registry",
+        "_request",
+        "_slot_held",
+        "_spec",
+        "_state",
+        "_timer",
+        "_transport",
+        "_transport_gone",
+        "_unmatched",
+        "_upgraded_at",
+        "attempt",
+        "done",
+        "keep_open",
+        "key",
+        "lost_at",
+        "lost_reason",
+        "seq",
+    )
+
+    def __init__(
+        self,
+        spec: ConnectionSpec,
+        attempt: Attempt,
+        loop: asyncio.AbstractEventLoop,
+        registry: ConnectionRegistry,
+        *,
+        keep_open: bool = False,
+        keepalive: Keepalive | None = None,
+    ) -> None:
+        self._spec = spec
+        self._loop = loop
+        self._registry = registry
+        self.attempt = attempt
+        self.keep_open = keep_open or keepalive is not None
+        self._keepalive = keepalive
+        self.key = new_key()
+        # Built before the clock starts: minting a token is the prober's cost, not the target's.
+        self._request, self._offered = spec.render_request(self.key, attempt.conn)
+        self.done: asyncio.Future[None] = loop.create_future()
+        self._transport: asyncio.Transport | None = None
+        self._state = _UPGRADE
+        self._head = bytearray()
+        self._parser: FrameParser | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._upgraded_at = 0.0
+        self._echo_sent = 0.0
+        self._echo_pattern: re.Pattern[str] | None = None
+        self._keepalive_payload = b""
+        self._unmatched: str | None = None
+        self._slot_held = True
+        self._transport_gone = False
+        self._closed_waiter: asyncio.Future[None] | None = None
+        self.seq = 0
+        self.lost_at: float | None = None
+        self.lost_reason: str | None = None
+        registry.track(self)
+
+    # -- asyncio.Protocol ---------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        if self._state == _GONE:  # aborted while connecting
+            transport.abort()
+            return
+        transport.write(self._request)
+        started = self.attempt.started
+        assert started is not None
+        self._timer = self._loop.call_at(started + self._spec.handshake_timeout, self._on_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        now = self._loop.time()
+        if self._state == _UPGRADE:
+            self._on_upgrade_bytes(data, now)
+        elif self._parser is not None and self._state != _GONE:
+            self._on_frame_bytes(data, now)
+
+    def eof_received(self) -> bool | None:
+        return None  # let the transport close; connection_lost classifies
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timer()
+        self._transport_gone = True
+        if self._closed_waiter is not None and not self._closed_waiter.done():
+            self._closed_waiter.set_result(None)
+        self._registry.forget(self)
+        self._release_slot()
+        state = self._state
+        self._state = _GONE
+        if self.attempt.outcome is None:
+            step = _STEP_NAMES.get(state, "the exchange")
+            cause = f": {exc}" if exc else ""
+            self._decide(Outcome.CLOSED, f"the peer closed the connection during {step}{cause}")
+        elif state == _OPEN:
+            self._mark_lost(f"connection lost{': ' + str(exc) if exc else ''}")
+
+    # -- public controls ----------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close a held connection with a closing handshake (RFC 6455 §7.1.2)."""
+        if self._state == _OPEN:
+            self._start_close(1000)
+        elif self._state < _OPEN:
+            self.abort()
+
+    def abort(self) -> None:
+        """Close at once; used on cancellation and shutdown."""
+        if self.attempt.outcome is None:
+            self._decide(Outcome.ERROR, "cancelled before the attempt finished")
+        self._cancel_timer()
+        self._state = _GONE
+        if self._transport is not None:
+            self._transport.abort()
+        else:
+            self._registry.forget(self)
+            self._release_slot()
+
+    def connect_failed(self, outcome: Outcome, detail: str) -> None:
+        """Record a failure of the TCP connect or TLS handshake (no transport exists)."""
+        self._decide(outcome, detail)
+        self._state = _GONE
+        if self._transport is None:
+            self._registry.forget(self)
+            self._release_slot()
+
+    async def wait_closed(self) -> None:
+        """Wait until the TCP connection is gone (or was never made)."""
+        if self._transport is None or self._transport_gone:
+            return
+        if self._closed_waiter is None:
+            self._closed_waiter = self._loop.create_future()
+        await self._closed_waiter
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the connection is established and held."""
+        return self._state == _OPEN
+
+    # -- the upgrade --------------------------------------------------------------------
+
+    def _on_upgrade_bytes(self, data: bytes, now: float) -> None:
+        head = self._head
+        head += data
+        try:
+            parsed = parse_response_head(head)
+            if parsed is None:
+                return
+            response, used = parsed
+            if response.status != 101:
+                self.attempt.status = response.status
+                reason = f" {response.reason}" if response.reason else ""
+                self._fail(Outcome.HTTP_STATUS, f"upgrade answered {response.status}{reason}")
+                return
+            check_upgrade(response, self.key, self._offered)
+        except ProtocolError as exc:
+            self._fail(Outcome.PROTOCOL_ERROR, str(exc))
+            return
+        started = self.attempt.started
+        assert started is not None
+        self.attempt.handshake = now - started
+        self._upgraded_at = now
+        rest = bytes(head[used:])
+        self._head = bytearray()
+        self._parser = FrameParser(self._spec.max_message_bytes)
+        spec = self._spec
+        if spec.welcome is not None:
+            self._state = _WELCOME
+            self._rearm(now + spec.welcome_timeout)
+        else:
+            self._start_echo_or_succeed(now)
+        if rest and self._state != _GONE:
+            self._on_frame_bytes(rest, now)
+
+    # -- frames -------------------------------------------------------------------------
+
+    def _on_frame_bytes(self, data: bytes, now: float) -> None:
+        assert self._parser is not None
+        try:
+            events = self._parser.feed(data)
+        except MessageTooBigError as exc:
+            self._protocol_failure(str(exc), 1009)
+            return
+        except ProtocolError as exc:
+            self._protocol_failure(str(exc), 1002)
+            return
+        for event in events:
+            if self._state == _GONE:
+                return
+            if isinstance(event, Message):
+                self._on_message(event.data, now)
+            elif isinstance(event, Ping):
+                self._send(Opcode.PONG, event.payload)
+            elif isinstance(event, Pong):
+                self._on_pong(event.payload, now)
+            elif isinstance(event, Close):
+                self._on_close_frame(event)
+
+    def _on_message(self, data: str | bytes, now: float) -> None:
+        state = self._state
+        if state == _WELCOME:
+            pattern = self._spec.welcome
+            assert pattern is not None
+            text = _as_text(data)
+            if pattern.search(text) is None:
+                self._fail(
+                    Outcome.UNEXPECTED_MESSAGE,
+                    f"welcome did not match {pattern.pattern!r}: {text[:_EXAMPLE_CHARS]!r}",
+                )
+                return
+            self.attempt.first_message = now - self._upgraded_at
+            self._start_echo_or_succeed(now)
+        elif state in (_ECHO, _OPEN) and self._echo_pattern is not None:
+            text = _as_text(data)
+            if self._echo_pattern.search(text) is None:
+                # Other traffic (a broadcast, say) may precede the echo; judge at the timeout.
+                self._unmatched = text[:_EXAMPLE_CHARS]
+                return
+            rtt = now - self._echo_sent
+            self._echo_pattern = None
+            self._unmatched = None
+            if state == _ECHO:
+                self.attempt.rtt = rtt
+                self._succeed(now)
+            else:
+                self._keepalive_answered(rtt)
+
+    def _on_pong(self, payload: bytes, now: float) -> None:
+        if self._state == _OPEN and self._keepalive_payload and payload == self._keepalive_payload:
+            self._keepalive_payload = b""
+            self._keepalive_answered(now - self._echo_sent)
+
+    def _on_close_frame(self, event: Close) -> None:
+        state = self._state
+        if state == _CLOSING:
+            self._close_transport()
+            return
+        code = "no code" if event.code is None else f"code {event.code}"
+        reason = f" ({event.reason})" if event.reason else ""
+        # RFC 6455 §5.5.1: answer a close with a close, then let the TCP connection end.
+        self._send_close(1000)
+        if self.attempt.outcome is None:
+            step = _STEP_NAMES.get(state, "the exchange")
+            self._fail(Outcome.CLOSED, f"the peer closed with {code}{reason} during {step}")
+        else:
+            self._mark_lost(f"the peer closed with {code}{reason}")
+            self._state = _CLOSING
+            self._close_transport()
+
+    # -- steps --------------------------------------------------------------------------
+
+    def _start_echo_or_succeed(self, now: float) -> None:
+        if self._spec.echo_payload is None:
+            self._succeed(now)
+            return
+        self._state = _ECHO
+        self._send_echo(now)
+        self._rearm(now + self._spec.echo_timeout)
+
+    def _send_echo(self, now: float) -> None:
+        self.seq += 1
+        text, self._echo_pattern = self._spec.echo_for(self.attempt.conn, self.seq)
+        self._echo_sent = now
+        self._send(Opcode.TEXT, text.encode())
+
+    def _succeed(self, now: float) -> None:
+        attempt = self.attempt
+        started = attempt.started
+        assert started is not None
+        attempt.latency = now - started
+        self._decide(Outcome.OK, "")
+        attempt.ended = now
+        self._cancel_timer()
+        if self.keep_open:
+            self._state = _OPEN
+            if self._keepalive is not None:
+                self._schedule_keepalive(now + self._keepalive.interval)
+        else:
+            self._start_close(1000)
+
+    def _on_timeout(self) -> None:
+        self._timer = None
+        state = self._state
+        spec = self._spec
+        if state == _UPGRADE:
+            self._fail(Outcome.TIMEOUT, f"no upgrade answer within {spec.handshake_timeout:g}s")
+        elif state == _WELCOME:
+            self._fail(Outcome.TIMEOUT, f"no welcome within {spec.welcome_timeout:g}s")
+        elif state == _ECHO:
+            if self._unmatched is not None:
+                self._fail(
+                    Outcome.UNEXPECTED_MESSAGE,
+                    f"no message matched the echo pattern within {spec.echo_timeout:g}s; "
+                    f"last one: {self._unmatched!r}",
+                )
+            else:
+                self._fail(Outcome.TIMEOUT, f"no echo answer within {spec.echo_timeout:g}s")
+
+    # -- held connections ---------------------------------------------------------------
+
+    def _schedule_keepalive(self, when: float) -> None:
+        self._rearm(when, self._keepalive_tick)
+
+    def _keepalive_tick(self) -> None:
+        self._timer = None
+        keepalive = self._keepalive
+        if keepalive is None or self._state != _OPEN:
+            return
+        now = self._loop.time()
+        if keepalive.mode == "echo":
+            self._send_echo(now)
+        else:
+            self.seq += 1
+            self._keepalive_payload = self.seq.to_bytes(8, "big")
+            self._echo_sent = now
+            self._send(Opcode.PING, self._keepalive_payload)
+        self._rearm(now + keepalive.timeout, self._keepalive_timeout)
+
+    def _keepalive_answered(self, rtt: float) -> None:
+        keepalive = self._keepalive
+        assert keepalive is not None
+        keepalive.on_rtt(rtt)
+        # Keep the cadence from when the ping was sent, not from when it was answered.
+        self._schedule_keepalive(max(self._loop.time(), self._echo_sent + keepalive.interval))
+
+    def _keepalive_timeout(self) -> None:
+        self._timer = None
+        keepalive = self._keepalive
+        assert keepalive is not None
+        what = "echo" if keepalive.mode == "echo" else "pong"
+        self._mark_lost(f"no {what} within {keepalive.timeout:g}s")
+        self._start_close(1001)
+
+    def _mark_lost(self, reason: str) -> None:
+        if self.lost_at is None:
+            self.lost_at = self._loop.time()
+            self.lost_reason = reason
+
+    # -- endings ------------------------------------------------------------------------
+
+    def _decide(self, outcome: Outcome, detail: str) -> None:
+        attempt = self.attempt
+        if attempt.outcome is not None:
+            return
+        attempt.outcome = outcome
+        attempt.detail = detail
+        attempt.ended = self._loop.time()
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def _fail(self, outcome: Outcome, detail: str) -> None:
+        self._decide(outcome, detail)
+        self._cancel_timer()
+        if self._state in (_WELCOME, _ECHO) and outcome != Outcome.CLOSED:
+            self._send_close(1008 if outcome == Outcome.UNEXPECTED_MESSAGE else 1001)
+        self._state = _GONE
+        self._close_transport()
+
+    def _protocol_failure(self, detail: str, code: int) -> None:
+        if self.attempt.outcome is None:
+            self._send_close(code)
+            self._fail(Outcome.PROTOCOL_ERROR, detail)
+        else:
+            self._mark_lost(f"protocol error: {detail}")
+            self._send_close(code)
+            self._state = _GONE
+            self._close_transport()
+
+    def _start_close(self, code: int) -> None:
+        self._state = _CLOSING
+        self._send_close(code)
+        # Wait for the server's close frame (it closes TCP first, §7.1.1), but not forever.
+        self._rearm(self._loop.time() + self._spec.close_timeout, self._abort_transport)
+
+    def _send_close(self, code: int) -> None:
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.write(encode_close(code))
+
+    def _send(self, opcode: int, payload: bytes) -> None:
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.write(encode_frame(opcode, payload))
+
+    def _close_transport(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def _abort_transport(self) -> None:
+        self._timer = None
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _rearm(self, when: float, callback: Callable[[], None] | None = None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_at(when, callback or self._on_timeout)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _release_slot(self) -> None:
+        if self._slot_held:
+            self._slot_held = False
+            self._registry.release()
+
+
+async def open_connection(
+    spec: ConnectionSpec,
+    attempt: Attempt,
+    registry: ConnectionRegistry,
+    *,
+    keep_open: bool = False,
+    keepalive: Keepalive | None = None,
+) -> ClientConnection | None:
+    """Make one attempt and wait until its outcome is decided.
+
+    Return the connection (held open when ``keep_open`` and it succeeded), or None when
+    no attempt was made (no free slot, or no credential could be minted).
+    """
+    loop = asyncio.get_running_loop()
+    if not registry.try_acquire():
+        attempt.abort(loop.time(), f"limits.max_connections={registry.limit} reached")
+        return None
+    try:
+        conn = ClientConnection(
+            spec, attempt, loop, registry, keep_open=keep_open, keepalive=keepalive
+        )
+    except SpikewatchError as exc:
+        registry.release()
+        now = loop.time()
+        attempt.started = attempt.ended = now
+        attempt.outcome = Outcome.ERROR
+        attempt.detail = f"cannot prepare the request: {exc}"
+        return None
+    started = loop.time()
+    attempt.started = started
+    try:
+        async with asyncio.timeout_at(started + spec.handshake_timeout):
+            await loop.create_connection(
+                lambda: conn,
+                spec.address,
+                spec.port,
+                ssl=spec.ssl,
+                server_hostname=spec.server_hostname,
+            )
+    except asyncio.CancelledError:
+        conn.abort()
+        raise
+    except TimeoutError:
+        what = "TCP/TLS connection" if spec.ssl is not None else "TCP connection"
+        conn.connect_failed(Outcome.TIMEOUT, f"no {what} within {spec.handshake_timeout:g}s")
+    except Exception as exc:  # noqa: BLE001 - every connect failure becomes a classified outcome
+        conn.connect_failed(*classify_connect_error(exc, tls=spec.ssl is not None))
+    try:
+        await conn.done
+    except asyncio.CancelledError:
+        conn.abort()
+        raise
+    return conn

@@ -1,0 +1,61 @@
+"""Count and own every open connection, so that limits hold and shutdown closes them all."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Closable(Protocol):
+    """Anything the registry can close at shutdown."""
+
+    def abort(self) -> None:
+        """Close at once, without a closing handshake."""
+
+
+class ConnectionRegistry:
+    """The one place that knows how many connections are open, across all runs.
+
+    ``limits.max_connections`` is enforced here: a connection that cannot get a slot is
+    not attempted (outcome ``aborted``) rather than queued, because a queued spike is no
+    longer the spike that was asked for.
+    """
+
+    __slots__ = ("_live", "_open", "limit", "peak")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._open = 0
+        self.peak = 0
+        self._live: set[Closable] = set()
+
+    @property
+    def open(self) -> int:
+        """Slots in use now (connections being opened or open)."""
+        return self._open
+
+    def try_acquire(self) -> bool:
+        """Take a slot if one is free."""
+        if self._open >= self.limit:
+            return False
+        self._open += 1
+        self.peak = max(self.peak, self._open)
+        return True
+
+    def release(self) -> None:
+        """Give a slot back."""
+        self._open -= 1
+
+    def track(self, conn: Closable) -> None:
+        """Remember a live connection so that :meth:`abort_all` can reach it."""
+        self._live.add(conn)
+
+    def forget(self, conn: Closable) -> None:
+        """Forget a connection that is gone."""
+        self._live.discard(conn)
+
+    def abort_all(self) -> int:
+        """Close every live connection now; return how many there were."""
+        live = list(self._live)
+        for conn in live:
+            conn.abort()
+        return len(live)

@@ -1,0 +1,546 @@
+"""One run of one scenario against one target.
+
+The phases, in order (``../shared/spec.md``): baseline → stable (opened) → spike or
+ramp → hold → recovery → verdict. The decisions (baseline, recovery, abort, verdict)
+are the pure core's; this module only opens connections at the planned times and
+hands their timestamps over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import socket
+import time
+import uuid
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from spikewatch.config import ScenarioConfig, TargetConfig
+from spikewatch.core.abort import AbortRule
+from spikewatch.core.attempt import Attempt
+from spikewatch.core.outcomes import Outcome, Phase, RunResultKind
+from spikewatch.core.plan import PlannedConnection, plan_duration, plan_ramp, plan_spike
+from spikewatch.core.recovery import (
+    Baseline,
+    RecoveryDecision,
+    RecoveryTracker,
+    decide_baseline,
+    good_probe_limit,
+    is_good_probe,
+)
+from spikewatch.core.result import (
+    BaselineSummary,
+    ProberReport,
+    RecoverySummary,
+    RunResult,
+    SpikeSummary,
+    StableSummary,
+    count_outcomes,
+    count_upgrade_statuses,
+    group_errors,
+)
+from spikewatch.core.saturation import ProberLimits, saturation_reasons
+from spikewatch.core.stats import summarize
+from spikewatch.core.verdict import (
+    Measurements,
+    ThresholdCheck,
+    ThresholdLimits,
+    decide_result,
+    evaluate_thresholds,
+)
+from spikewatch.engine.connection import ClientConnection, Keepalive, open_connection
+from spikewatch.engine.registry import ConnectionRegistry
+from spikewatch.engine.selfcheck import Mark, ProberMonitor
+from spikewatch.engine.spec import ConnectionSpec, build_connection_spec, resolve
+from spikewatch.errors import SpikewatchError
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[str], None]
+
+#: Added to the computed deadline of a run: time to close connections and decide.
+_DEADLINE_MARGIN = 30.0
+
+
+def _quiet(_: str) -> None:
+    """Discard progress messages."""
+
+
+@dataclass(frozen=True, slots=True)
+class Prober:
+    """What every run shares: the connection registry, the health monitor, the limits."""
+
+    registry: ConnectionRegistry
+    monitor: ProberMonitor
+    limits: ProberLimits
+    wall_clock: Callable[[], float] = time.time
+
+
+@dataclass(slots=True)
+class RunReport:
+    """A finished run: its result, and the raw attempts behind it (for metrics)."""
+
+    result: RunResult
+    attempts: list[Attempt] = field(default_factory=list)
+    stable_rtts: list[float] = field(default_factory=list)
+    stable_dropped: int = 0
+
+
+def spike_plan(scenario: ScenarioConfig) -> tuple[PlannedConnection, ...]:
+    """Return the planned spike (avalanche or ramp) of a scenario."""
+    if scenario.spike is not None:
+        s = scenario.spike
+        return plan_spike(s.connections, s.batches, s.batch_interval)
+    assert scenario.ramp is not None
+    return plan_ramp(scenario.ramp.steps, scenario.ramp.step_interval)
+
+
+def run_deadline(scenario: ScenarioConfig, target: TargetConfig) -> float:
+    """Return the longest a run may take: the configured timeout, or an upper bound."""
+    if scenario.timeout is not None:
+        return scenario.timeout
+    one = target.handshake_timeout + target.close_timeout
+    one += target.welcome.timeout if target.welcome else 0.0
+    one += target.echo.timeout if target.echo else 0.0
+    baseline = scenario.baseline.probes * scenario.baseline.interval + one
+    stable = one if scenario.stable else 0.0
+    spike = plan_duration(spike_plan(scenario)) + one
+    recovery = max(scenario.hold, scenario.recovery.timeout + one)
+    return baseline + stable + spike + recovery + _DEADLINE_MARGIN
+
+
+async def _sleep_until(loop: asyncio.AbstractEventLoop, when: float) -> None:
+    delay = when - loop.time()
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+class ScenarioRun:
+    """The state of one run while it executes; see :func:`execute_run`."""
+
+    def __init__(
+        self,
+        target: TargetConfig,
+        scenario: ScenarioConfig,
+        prober: Prober,
+        *,
+        progress: ProgressFn | None = None,
+        run_id: str | None = None,
+    ) -> None:
+        self.target = target
+        self.scenario = scenario
+        self.prober = prober
+        self.progress = progress or _quiet
+        self.id = run_id or uuid.uuid4().hex[:16]
+        self.loop = asyncio.get_running_loop()
+        self.spec: ConnectionSpec | None = None
+        self.baseline_attempts: list[Attempt] = []
+        self.stable_attempts: list[Attempt] = []
+        self.spike_attempts: list[Attempt] = []
+        self.recovery_attempts: list[Attempt] = []
+        self.stable_conns: list[ClientConnection] = []
+        self.spike_conns: list[ClientConnection] = []
+        self.stable_rtts: list[float] = []
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.timeline: dict[str, float] = {}
+        self.baseline: Baseline | None = None
+        self.recovery: RecoveryDecision | None = None
+        self.good_limit: float | None = None
+        self.spike_aborted = False
+        self.spike_marks: tuple[Mark, Mark] | None = None
+        self._conn_ids = itertools.count()
+        self._start = 0.0
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = self.loop.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    def _mark(self, name: str) -> float:
+        now = self.loop.time()
+        self.timeline[name] = now - self._start
+        return now
+
+    async def _probe(self, attempt: Attempt) -> Attempt:
+        assert self.spec is not None
+        await open_connection(self.spec, attempt, self.prober.registry)
+        return attempt
+
+    def _new_attempt(self, phase: Phase, planned: float | None = None) -> Attempt:
+        return Attempt(phase, next(self._conn_ids), planned=planned)
+
+    # -- the run ------------------------------------------------------------------------
+
+    async def execute(self) -> RunReport:
+        """Run every phase within the deadline; always close what was opened."""
+        wall_start = self.prober.wall_clock()
+        self._start = self.loop.time()
+        deadline = run_deadline(self.scenario, self.target)
+        monitor = self.prober.monitor
+        monitor.start()
+        kind: RunResultKind | None = None
+        message = ""
+        try:
+            async with asyncio.timeout(deadline):
+                await self._phases()
+        except TimeoutError:
+            kind, message = RunResultKind.ERROR, f"run exceeded its deadline of {deadline:g}s"
+        except SpikewatchError as exc:
+            kind, message = RunResultKind.ERROR, str(exc)
+        except Exception as exc:
+            log.exception("run %s of %s/%s failed", self.id, self.target.name, self.scenario.name)
+            kind, message = RunResultKind.ERROR, f"internal error: {type(exc).__name__}: {exc}"
+        finally:
+            await self._close_everything()
+            monitor.stop()
+        duration = self.loop.time() - self._start
+        return self._report(kind, message, wall_start, duration)
+
+    async def _phases(self) -> None:
+        target = self.target
+        try:
+            address = await resolve(target.host, target.port)
+        except socket.gaierror as exc:
+            self._all_baseline_failed(Outcome.DNS_ERROR, f"cannot resolve {target.host}: {exc}")
+            return
+        self.spec = build_connection_spec(target, address)
+        await self._run_baseline()
+        assert self.baseline is not None
+        if self.baseline.target_down:
+            return
+        if self.scenario.stable is not None:
+            await self._open_stable()
+        t0 = await self._run_spike()
+        await self._run_recovery(t0)
+
+    def _all_baseline_failed(self, outcome: Outcome, detail: str) -> None:
+        now = self.loop.time()
+        for _ in range(self.scenario.baseline.probes):
+            attempt = self._new_attempt(Phase.BASELINE)
+            attempt.started = attempt.ended = now
+            attempt.outcome = outcome
+            attempt.detail = detail
+            self.baseline_attempts.append(attempt)
+        self.baseline = decide_baseline(self.scenario.baseline.probes, [])
+        self.progress(f"baseline: {detail}; target down, no spike fired")
+
+    async def _run_baseline(self) -> None:
+        cfg = self.scenario.baseline
+        self.progress(f"baseline: {cfg.probes} probes every {cfg.interval:g}s")
+        start = self._mark("baseline_start")
+        tasks = []
+        for i in range(cfg.probes):
+            await _sleep_until(self.loop, start + i * cfg.interval)
+            attempt = self._new_attempt(Phase.BASELINE)
+            self.baseline_attempts.append(attempt)
+            tasks.append(self._spawn(self._probe(attempt)))
+        await asyncio.gather(*tasks)
+        ok = [a.latency for a in self.baseline_attempts if a.outcome == Outcome.OK]
+        latencies = [x for x in ok if x is not None]
+        self.baseline = decide_baseline(cfg.probes, latencies)
+        self._mark("baseline_end")
+        if self.baseline.target_down:
+            self.progress(
+                f"baseline: {len(latencies)}/{cfg.probes} ok; target down, no spike fired"
+            )
+        else:
+            assert self.baseline.latency is not None
+            self.progress(
+                f"baseline: {len(latencies)}/{cfg.probes} ok, "
+                f"B = {self.baseline.latency * 1000:.2f} ms"
+            )
+
+    async def _open_stable(self) -> None:
+        cfg = self.scenario.stable
+        assert cfg is not None
+        assert self.spec is not None
+        mode = cfg.mode
+        if mode == "auto":
+            mode = "echo" if self.target.echo is not None else "ping"
+        keepalive = Keepalive(cfg.ping_interval, cfg.timeout, mode, self.stable_rtts.append)
+        self._mark("stable_start")
+
+        async def open_one(attempt: Attempt) -> None:
+            assert self.spec is not None
+            conn = await open_connection(
+                self.spec, attempt, self.prober.registry, keepalive=keepalive
+            )
+            if conn is not None and conn.is_open:
+                self.stable_conns.append(conn)
+
+        for _ in range(cfg.connections):
+            self.stable_attempts.append(self._new_attempt(Phase.STABLE))
+        await asyncio.gather(*(self._spawn(open_one(a)) for a in self.stable_attempts))
+        self._mark("stable_open")
+        self.progress(
+            f"stable: {len(self.stable_conns)}/{cfg.connections} open, "
+            f"{mode} every {cfg.ping_interval:g}s"
+        )
+
+    async def _run_spike(self) -> float:
+        assert self.spec is not None
+        plan = spike_plan(self.scenario)
+        abort_cfg = self.scenario.abort
+        rule = AbortRule(abort_cfg.error_ratio, abort_cfg.min_attempts)
+        groups = [list(g) for _, g in itertools.groupby(plan, key=lambda p: p.group)]
+        self.progress(
+            f"spike: {len(plan)} connections in {len(groups)} "
+            f"{'batches' if self.scenario.spike is not None else 'steps'} "
+            f"over {plan_duration(plan):g}s"
+        )
+        registry = self.prober.registry
+        spec = self.spec
+        finished = failed = 0
+        abort_reason = ""
+
+        async def one(attempt: Attempt) -> None:
+            nonlocal finished, failed, abort_reason
+            conn = await open_connection(spec, attempt, registry, keep_open=True)
+            if conn is not None and conn.is_open:
+                self.spike_conns.append(conn)
+            if attempt.outcome == Outcome.ABORTED:
+                return
+            finished += 1
+            if attempt.outcome != Outcome.OK:
+                failed += 1
+            if not abort_reason and rule.should_abort(finished, failed):
+                abort_reason = (
+                    f"abort.error_ratio={rule.error_ratio:g} reached: {failed} of {finished} failed"
+                )
+
+        spike_start = self._mark("spike_start")
+        start_mark = self.prober.monitor.mark()
+        tasks = []
+        for group in groups:
+            planned = spike_start + group[0].offset
+            await _sleep_until(self.loop, planned)
+            attempts = [self._new_attempt(Phase.SPIKE, planned) for _ in group]
+            self.spike_attempts.extend(attempts)
+            if abort_reason:
+                now = self.loop.time()
+                for attempt in attempts:
+                    attempt.abort(now, abort_reason)
+                continue
+            tasks.extend(self._spawn(one(a)) for a in attempts)
+        await asyncio.gather(*tasks)
+        self.spike_marks = (start_mark, self.prober.monitor.mark())
+        if abort_reason:
+            self.spike_aborted = True
+            self.progress(f"spike: stopped early, {abort_reason}")
+        ended = [a.ended for a in self.spike_attempts if a.outcome != Outcome.ABORTED]
+        t0 = max((e for e in ended if e is not None), default=self.loop.time())
+        self.timeline["t0"] = t0 - self._start
+        summary = count_outcomes(self.spike_attempts)
+        outcomes = ", ".join(f"{n} {o}" for o, n in summary.items())
+        self.progress(
+            f"spike: last attempt finished {t0 - spike_start:.3f}s after start: {outcomes}"
+        )
+        return t0
+
+    async def _run_recovery(self, t0: float) -> None:
+        cfg = self.scenario.recovery
+        assert self.baseline is not None
+        assert self.baseline.latency is not None
+        limit = good_probe_limit(self.baseline.latency, cfg.tolerance, cfg.slack)
+        self.good_limit = limit
+        tracker = RecoveryTracker(t0, cfg.consecutive, cfg.timeout)
+        self.progress(
+            f"recovery: a probe every {cfg.probe_interval:g}s, good when ≤ {limit * 1000:.2f} ms, "
+            f"{cfg.consecutive} in a row, timeout {cfg.timeout:g}s"
+        )
+        hold = self._spawn(self._hold_then_close(t0 + self.scenario.hold))
+
+        async def probe(probe_id: int, attempt: Attempt) -> None:
+            await self._probe(attempt)
+            ok = attempt.outcome == Outcome.OK
+            tracker.probe_finished(probe_id, is_good_probe(ok, attempt.latency, limit))
+
+        tasks = []
+        for probe_id in itertools.count():
+            await _sleep_until(self.loop, t0 + probe_id * cfg.probe_interval)
+            now = self.loop.time()
+            if not tracker.wants_more_probes(now):
+                break
+            tracker.probe_started(probe_id, now)
+            attempt = self._new_attempt(Phase.RECOVERY, now)
+            self.recovery_attempts.append(attempt)
+            tasks.append(self._spawn(probe(probe_id, attempt)))
+        await asyncio.gather(*tasks)
+        decision = tracker.decision()
+        if decision.state == "pending":
+            decision = tracker.close()
+        self.recovery = decision
+        self._mark("recovery_end")
+        if decision.state == "recovered":
+            assert decision.seconds is not None
+            self.progress(
+                f"recovery: recovered after {decision.seconds:.3f}s "
+                f"({len(self.recovery_attempts)} probes)"
+            )
+        else:
+            self.progress(f"recovery: did not recover within {cfg.timeout:g}s")
+        await hold
+
+    async def _hold_then_close(self, until: float) -> None:
+        await _sleep_until(self.loop, until)
+        for conn in self.spike_conns:
+            conn.close()
+
+    async def _close_everything(self) -> None:
+        """Close every connection of the run on every path, cancellation included."""
+        for task in list(self.tasks):
+            task.cancel()
+        if self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+        conns = self.stable_conns + self.spike_conns
+        for conn in conns:
+            conn.close()
+        if conns:
+            waits = asyncio.gather(*(c.wait_closed() for c in conns))
+            try:
+                async with asyncio.timeout(self.target.close_timeout + 1.0):
+                    await waits
+            except TimeoutError:
+                for conn in conns:
+                    conn.abort()
+
+    # -- the verdict --------------------------------------------------------------------
+
+    def _prober_report(self) -> ProberReport:
+        monitor = self.prober.monitor
+        if self.spike_marks is None:
+            now = monitor.mark()
+            window = monitor.report(now, now)
+            return ProberReport(False, None, None, window.rss_bytes)
+        window = monitor.report(*self.spike_marks)
+        lateness = SpikeSummary.from_attempts(self.spike_attempts, aborted=False).start_lateness
+        reasons = saturation_reasons(
+            self.prober.limits,
+            loop_lag_p99=window.loop_lag_p99,
+            start_lateness_p99=lateness.p99 if lateness else None,
+            cpu_percent=window.cpu_percent,
+        )
+        return ProberReport(
+            bool(reasons), window.loop_lag_p99, window.cpu_percent, window.rss_bytes, reasons
+        )
+
+    def _report(
+        self, kind: RunResultKind | None, message: str, wall_start: float, duration: float
+    ) -> RunReport:
+        scenario = self.scenario
+        baseline = self.baseline or decide_baseline(scenario.baseline.probes, [])
+        spike = None
+        if self.spike_attempts:
+            spike = SpikeSummary.from_attempts(self.spike_attempts, aborted=self.spike_aborted)
+        stable = None
+        dropped = sum(1 for c in self.stable_conns if c.lost_at is not None)
+        if scenario.stable is not None and self.stable_attempts:
+            example = next((c.lost_reason for c in self.stable_conns if c.lost_reason), None)
+            stable = StableSummary(
+                connections=scenario.stable.connections,
+                opened=sum(1 for a in self.stable_attempts if a.outcome == Outcome.OK),
+                dropped=dropped,
+                outcomes=count_outcomes(self.stable_attempts),
+                message_rtt=summarize(self.stable_rtts),
+                drop_example=example,
+            )
+        recovery = None
+        if self.recovery is not None or self.recovery_attempts:
+            decision = self.recovery
+            recovery = RecoverySummary(
+                recovered=decision is not None and decision.state == "recovered",
+                seconds=decision.seconds if decision is not None else None,
+                probes=len(self.recovery_attempts),
+                outcomes=count_outcomes(self.recovery_attempts),
+                good_limit=self.good_limit,
+                timeout=scenario.recovery.timeout,
+            )
+        prober = self._prober_report()
+        checks: tuple[ThresholdCheck, ...] = ()
+        if spike is not None and kind is None:
+            t = scenario.thresholds
+            limits = ThresholdLimits(
+                success_ratio=t.success_ratio,
+                handshake_p95=t.handshake_p95,
+                first_message_p95=t.first_message_p95,
+                message_rtt_p95=t.message_rtt_p95,
+                recovery=t.recovery,
+                dropped_stable=t.dropped_stable,
+            )
+            checks = evaluate_thresholds(
+                limits,
+                Measurements(
+                    success_ratio=spike.success_ratio,
+                    handshake_p95=spike.handshake.p95 if spike.handshake else None,
+                    first_message_p95=spike.first_message.p95 if spike.first_message else None,
+                    message_rtt_p95=spike.message_rtt.p95 if spike.message_rtt else None,
+                    recovered=recovery is not None and recovery.recovered,
+                    recovery_seconds=recovery.seconds if recovery else None,
+                    dropped_stable=dropped,
+                ),
+            )
+        if kind is None:
+            kind = decide_result(
+                target_down=baseline.target_down,
+                aborted=self.spike_aborted,
+                invalid=prober.saturated,
+                checks=checks,
+            )
+            message = _explain(kind, checks, prober)
+        everything = (
+            self.baseline_attempts + self.stable_attempts + self.spike_attempts
+        ) + self.recovery_attempts
+        result = RunResult(
+            id=self.id,
+            target=self.target.name,
+            scenario=scenario.name,
+            result=kind,
+            started_at=wall_start,
+            duration=duration,
+            baseline=BaselineSummary(
+                probes=scenario.baseline.probes,
+                ok=baseline.ok,
+                outcomes=count_outcomes(self.baseline_attempts),
+                latency=baseline.latency,
+            ),
+            spike=spike,
+            stable=stable,
+            recovery=recovery,
+            thresholds=checks,
+            prober=prober,
+            errors=group_errors(everything),
+            message=message,
+            upgrade_statuses=count_upgrade_statuses(everything),
+            timeline=dict(self.timeline),
+        )
+        self.progress(f"verdict: {kind.value}{': ' + message if message else ''}")
+        return RunReport(result, everything, list(self.stable_rtts), dropped)
+
+
+def _explain(kind: RunResultKind, checks: tuple[ThresholdCheck, ...], prober: ProberReport) -> str:
+    if kind == RunResultKind.INVALID:
+        return "prober saturated: " + "; ".join(prober.reasons)
+    if kind == RunResultKind.TARGET_DOWN:
+        return "fewer than half of the baseline probes succeeded"
+    if kind == RunResultKind.ABORTED:
+        return "the spike was stopped by the abort rule"
+    failed = [c.name for c in checks if not c.passed]
+    return ("missed: " + ", ".join(failed)) if failed else ""
+
+
+async def execute_run(
+    target: TargetConfig,
+    scenario: ScenarioConfig,
+    prober: Prober,
+    *,
+    progress: ProgressFn | None = None,
+    run_id: str | None = None,
+) -> RunReport:
+    """Run ``scenario`` against ``target`` once and return what was measured."""
+    return await ScenarioRun(target, scenario, prober, progress=progress, run_id=run_id).execute()

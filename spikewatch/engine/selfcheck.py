@@ -1,0 +1,128 @@
+"""Watch the prober's own health: event-loop lag, CPU time and memory."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import psutil
+
+from spikewatch.core.stats import percentile
+
+
+class ProcessSampler(Protocol):
+    """Where CPU time and memory of this process come from."""
+
+    def cpu_seconds(self) -> float:
+        """User plus system CPU seconds used so far."""
+
+    def rss_bytes(self) -> int:
+        """Resident memory now."""
+
+
+class PsutilSampler:
+    """The real process, read through psutil."""
+
+    def __init__(self) -> None:
+        self._process = psutil.Process()
+
+    def cpu_seconds(self) -> float:
+        times = self._process.cpu_times()
+        return float(times.user + times.system)
+
+    def rss_bytes(self) -> int:
+        return int(self._process.memory_info().rss)
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """A point in time to measure a window from."""
+
+    time: float
+    cpu_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class WindowReport:
+    """The prober's health over one window."""
+
+    loop_lag_p99: float | None
+    loop_lag_max: float | None
+    cpu_percent: float | None
+    rss_bytes: int
+
+
+class ProberMonitor:
+    """Sample event-loop lag continuously; report lag, CPU and RSS over any window.
+
+    Lag is how late a timer callback runs: while the loop is busy with connections,
+    the sample comes late, which is exactly the delay every measured timestamp suffers.
+    """
+
+    def __init__(
+        self,
+        *,
+        interval: float,
+        sampler: ProcessSampler | None = None,
+        on_lag: Callable[[float], None] | None = None,
+        capacity: int = 65_536,
+    ) -> None:
+        self._interval = interval
+        self._sampler = sampler or PsutilSampler()
+        self._on_lag = on_lag
+        self._samples: deque[tuple[float, float]] = deque(maxlen=capacity)
+        self._handle: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._expected = 0.0
+        self._users = 0
+
+    def start(self) -> None:
+        """Begin sampling (idempotent; counted, so nested users can share one monitor)."""
+        self._users += 1
+        if self._handle is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._schedule(self._loop.time())
+
+    def stop(self) -> None:
+        """Stop sampling once the last user has stopped."""
+        self._users = max(0, self._users - 1)
+        if self._users == 0 and self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _schedule(self, now: float) -> None:
+        assert self._loop is not None
+        self._expected = now + self._interval
+        self._handle = self._loop.call_at(self._expected, self._tick)
+
+    def _tick(self) -> None:
+        assert self._loop is not None
+        now = self._loop.time()
+        lag = max(0.0, now - self._expected)
+        self._samples.append((now, lag))
+        if self._on_lag is not None:
+            self._on_lag(lag)
+        self._schedule(now)
+
+    def mark(self) -> Mark:
+        """Return a mark for the start of a window."""
+        loop = self._loop or asyncio.get_running_loop()
+        return Mark(loop.time(), self._sampler.cpu_seconds())
+
+    def report(self, since: Mark, until: Mark) -> WindowReport:
+        """Report lag, CPU share of one core and RSS between two marks."""
+        lags = sorted(lag for t, lag in self._samples if since.time <= t <= until.time)
+        wall = until.time - since.time
+        cpu = None
+        if wall > 0:
+            cpu = 100.0 * (until.cpu_seconds - since.cpu_seconds) / wall
+        return WindowReport(
+            loop_lag_p99=percentile(lags, 0.99) if lags else None,
+            loop_lag_max=lags[-1] if lags else None,
+            cpu_percent=cpu,
+            rss_bytes=self._sampler.rss_bytes(),
+        )

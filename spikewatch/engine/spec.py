@@ -1,0 +1,149 @@
+"""Everything about connecting to one target that is worked out once per run."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import ssl
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from spikewatch.auth.jwt import TokenMinter, place_token
+from spikewatch.protocol.handshake import UpgradeRequest
+
+if TYPE_CHECKING:
+    from spikewatch.config import TargetConfig, TlsConfig
+
+_PLACEHOLDERS = ("{seq}", "{conn}")
+
+
+def build_ssl_context(tls: TlsConfig) -> ssl.SSLContext:
+    """Return the client TLS context a target's ``tls`` settings ask for."""
+    ca_file = str(tls.ca_file) if tls.ca_file else None
+    context = ssl.create_default_context(cafile=ca_file)
+    if tls.cert_file is not None:
+        key_file = str(tls.key_file) if tls.key_file else None
+        context.load_cert_chain(str(tls.cert_file), key_file)
+    if tls.insecure_skip_verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    # A WebSocket upgrade is HTTP/1.1; say so to servers that negotiate h2 by ALPN.
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+async def resolve(host: str, port: int) -> str:
+    """Resolve ``host`` to the address to connect to (the first one the resolver gives).
+
+    Raise :class:`socket.gaierror` when the name does not resolve.
+    """
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return str(infos[0][4][0])
+
+
+def _fill(template: str, conn: int, seq: int) -> str:
+    return template.replace("{seq}", str(seq)).replace("{conn}", str(conn))
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionSpec:
+    """A target's connection settings, resolved and precomputed for one run."""
+
+    address: str
+    port: int
+    ssl: ssl.SSLContext | None
+    server_hostname: str | None
+    request: UpgradeRequest
+    handshake_timeout: float
+    close_timeout: float
+    welcome: re.Pattern[str] | None
+    welcome_timeout: float
+    echo_payload: str | None
+    echo_match: str | None
+    echo_pattern: re.Pattern[str] | None
+    echo_timeout: float
+    max_message_bytes: int
+    minter: TokenMinter | None = None
+    send_as: Literal["header", "query", "subprotocol"] = "header"
+    query_param: str | None = None
+
+    def render_request(self, key: bytes, conn: int) -> tuple[bytes, tuple[str, ...]]:
+        """Return connection ``conn``'s upgrade request and the subprotocols it offers."""
+        if self.minter is None:
+            return self.request.render(key), self.request.subprotocols
+        placement = place_token(self.send_as, self.minter.mint(conn), self.query_param)
+        request = self.request.render(
+            key,
+            headers=placement.headers,
+            query=placement.query,
+            subprotocols=placement.subprotocols,
+        )
+        return request, (*self.request.subprotocols, *placement.subprotocols)
+
+    def echo_for(self, conn: int, seq: int) -> tuple[str, re.Pattern[str]]:
+        """Return the echo payload for message ``seq`` of ``conn`` and the pattern to match."""
+        assert self.echo_payload is not None
+        payload = _fill(self.echo_payload, conn, seq)
+        if self.echo_pattern is not None:
+            return payload, self.echo_pattern
+        assert self.echo_match is not None
+        match = self.echo_match.replace("{seq}", re.escape(str(seq)))
+        return payload, re.compile(match.replace("{conn}", re.escape(str(conn))))
+
+
+def build_connection_spec(
+    target: TargetConfig,
+    address: str,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+) -> ConnectionSpec:
+    """Precompute what every connection to ``target`` at ``address`` shares."""
+    if target.secure and ssl_context is None:
+        ssl_context = build_ssl_context(target.tls)
+    server_hostname = None
+    if ssl_context is not None:
+        server_hostname = target.tls.server_name or target.host
+    welcome = target.welcome
+    echo = target.echo
+    echo_pattern = None
+    if echo is not None and not any(p in echo.match for p in _PLACEHOLDERS):
+        echo_pattern = re.compile(echo.match)
+    minter = None
+    send_as: Literal["header", "query", "subprotocol"] = "header"
+    query_param = None
+    if target.auth is not None:
+        jwt = target.auth.jwt
+        minter = TokenMinter(
+            algorithm=jwt.algorithm,
+            key_material=jwt.key_material(),
+            claims=jwt.claims,
+            ttl=jwt.ttl,
+        )
+        send_as = jwt.send_as_kind
+        query_param = jwt.query_param
+    return ConnectionSpec(
+        address=address,
+        port=target.port,
+        ssl=ssl_context,
+        server_hostname=server_hostname,
+        request=UpgradeRequest(
+            resource=target.resource,
+            host_header=target.host_header,
+            headers=list(target.headers.items()),
+            subprotocols=target.subprotocols,
+        ),
+        handshake_timeout=target.handshake_timeout,
+        close_timeout=target.close_timeout,
+        welcome=welcome.pattern if welcome is not None else None,
+        welcome_timeout=welcome.timeout if welcome is not None else 0.0,
+        echo_payload=echo.payload if echo is not None else None,
+        echo_match=echo.match if echo is not None else None,
+        echo_pattern=echo_pattern,
+        echo_timeout=echo.timeout if echo is not None else 0.0,
+        max_message_bytes=target.max_message_bytes,
+        minter=minter,
+        send_as=send_as,
+        query_param=query_param,
+    )

@@ -1,0 +1,337 @@
+"""Whole runs against real servers on loopback: phases, verdicts, recovery time."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from spikewatch.config import SpikewatchConfig, load_config
+from spikewatch.core.outcomes import Outcome, RunResultKind
+from spikewatch.core.saturation import ProberLimits
+from spikewatch.engine.registry import ConnectionRegistry
+from spikewatch.engine.runner import Prober, RunReport, execute_run
+from spikewatch.engine.selfcheck import ProberMonitor
+from spikewatch.target.behaviour import TargetBehaviour
+from spikewatch.target.server import RunningTarget, start_reference_target
+from tests import hostile
+from tests.conftest import scaled
+
+FAST_RECOVERY = {
+    "probe_interval": "100ms",
+    "consecutive": 3,
+    "timeout": "5s",
+    "tolerance": 0.5,
+    "slack": "20ms",
+}
+
+
+def write_config(
+    tmp_path: Path, url: str, scenario: dict[str, Any], **target: Any
+) -> SpikewatchConfig:
+    document = {
+        "targets": [
+            {
+                "name": "t",
+                "url": url,
+                "welcome": {"match": r'"type":\s*"welcome"', "timeout": "2s"},
+                "echo": {"payload": '{"type":"ping","seq":{seq}}', "match": '"seq":{seq}'},
+                **target,
+            }
+        ],
+        "scenarios": [
+            {
+                "name": "s",
+                "baseline": {"probes": 3, "interval": "50ms"},
+                "recovery": FAST_RECOVERY,
+                **scenario,
+            }
+        ],
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return load_config(path)
+
+
+def make_prober(limit: int = 2000, **limits: float) -> Prober:
+    return Prober(
+        registry=ConnectionRegistry(limit),
+        monitor=ProberMonitor(interval=0.02),
+        limits=ProberLimits(
+            max_loop_lag_p99=limits.get("lag", 1.0),
+            max_start_lateness_p99=limits.get("lateness", 1.0),
+            max_cpu_percent=limits.get("cpu", 1000.0),
+        ),
+    )
+
+
+async def run(config: SpikewatchConfig, prober: Prober | None = None) -> RunReport:
+    prober = prober or make_prober()
+    report = await execute_run(config.targets[0], config.scenarios[0], prober)
+    assert prober.registry.open == 0, "a run leaves no connection open"
+    return report
+
+
+@pytest.fixture
+async def reference() -> AsyncIterator[RunningTarget]:
+    async with await start_reference_target(TargetBehaviour()) as target:
+        yield target
+
+
+async def test_avalanche_against_healthy_target_passes(
+    tmp_path: Path, reference: RunningTarget
+) -> None:
+    """A healthy target passes: every spike connection ok, recovered at once."""
+    config = write_config(
+        tmp_path,
+        reference.url,
+        {
+            "spike": {"connections": 30, "batches": 3, "batch_interval": "100ms"},
+            "thresholds": {"success_ratio": 1.0, "handshake_p95": "2s", "dropped_stable": 0},
+        },
+    )
+    report = await run(config)
+    r = report.result
+    assert r.result == RunResultKind.PASSED, r.message
+    assert r.baseline.ok == 3
+    assert r.baseline.latency is not None
+    assert r.spike is not None
+    assert r.spike.attempted == 30
+    assert r.spike.outcomes == {"ok": 30}
+    assert r.spike.handshake is not None
+    assert r.spike.first_message is not None
+    assert r.spike.message_rtt is not None
+    assert r.spike.start_lateness is not None
+    assert r.recovery is not None
+    assert r.recovery.recovered
+    assert r.recovery.seconds is not None
+    assert r.recovery.seconds < 1.0
+    assert [c.name for c in r.thresholds] == [
+        "success_ratio",
+        "handshake_p95",
+        "dropped_stable",
+        "recovered",
+    ]
+    assert all(c.passed for c in r.thresholds)
+    assert r.errors == ()
+    assert len(report.attempts) == 3 + 30 + r.recovery.probes
+    timeline = r.timeline
+    assert timeline["baseline_start"] <= timeline["spike_start"] <= timeline["t0"]
+    # Batches start 100 ms apart: lateness is measured against that plan.
+    planned = sorted(
+        {a.planned for a in report.attempts if a.planned is not None and a.phase.value == "spike"}
+    )
+    assert planned[1] - planned[0] == pytest.approx(0.1, abs=1e-6)
+    doc = r.as_dict()
+    assert doc["result"] == "passed"
+    assert doc["spike"]["attempted"] == 30
+    await reference.wait_for_stats(lambda s: s.open == 0, scaled(5))
+
+
+async def test_ramp_opens_each_step_at_its_time(tmp_path: Path, reference: RunningTarget) -> None:
+    """A ramp opens step k at k times step_interval with the step's count."""
+    config = write_config(
+        tmp_path, reference.url, {"ramp": {"steps": [2, 3, 4], "step_interval": "150ms"}}
+    )
+    report = await run(config)
+    spike = [a for a in report.attempts if a.phase.value == "spike"]
+    assert len(spike) == 9
+    starts = sorted({a.planned for a in spike if a.planned is not None})
+    assert [round(b - starts[0], 6) for b in starts] == [0.0, 0.15, 0.3]
+    assert report.result.result == RunResultKind.PASSED
+
+
+async def test_target_down_fires_no_spike(tmp_path: Path) -> None:
+    """With the baseline failing, the run is target_down and no spike is fired."""
+    config = write_config(
+        tmp_path,
+        f"ws://127.0.0.1:{hostile.unused_port()}/ws",
+        {"spike": {"connections": 50}},
+    )
+    r = (await run(config)).result
+    assert r.result == RunResultKind.TARGET_DOWN
+    assert r.spike is None
+    assert r.recovery is None
+    assert r.baseline.outcomes == {"refused": 3}
+    assert [(e.outcome, e.count) for e in r.errors] == [(Outcome.REFUSED, 3)]
+
+
+async def test_unresolvable_host_is_target_down_with_dns_error(tmp_path: Path) -> None:
+    """A target whose name does not resolve is target_down with dns_error outcomes."""
+    config = write_config(
+        tmp_path, "ws://no-such-host.invalid:80/ws", {"spike": {"connections": 5}}
+    )
+    r = (await run(config)).result
+    assert r.result == RunResultKind.TARGET_DOWN
+    assert r.baseline.outcomes == {"dns_error": 3}
+
+
+async def test_stable_connections_dropped_during_burst_are_counted(tmp_path: Path) -> None:
+    """A server that drops open connections when a burst arrives: every loss counted."""
+    behaviour = TargetBehaviour(drop_on_burst=True, burst_threshold=15, burst_window=1.0)
+    async with await start_reference_target(behaviour) as target:
+        config = write_config(
+            tmp_path,
+            target.url,
+            {
+                "spike": {"connections": 20},
+                "stable": {"connections": 4, "ping_interval": "100ms", "timeout": "1s"},
+                "thresholds": {"dropped_stable": 0},
+            },
+        )
+        r = (await run(config)).result
+    assert r.stable is not None
+    assert r.stable.opened == 4
+    assert r.stable.dropped == 4
+    assert r.stable.drop_example is not None
+    assert "1012" in r.stable.drop_example
+    assert r.result == RunResultKind.FAILED
+    failed = [c for c in r.thresholds if not c.passed]
+    assert [c.name for c in failed] == ["dropped_stable"]
+
+
+async def test_stable_connections_survive_a_healthy_spike(
+    tmp_path: Path, reference: RunningTarget
+) -> None:
+    """Stable connections exchange echoes through the run and none is lost."""
+    config = write_config(
+        tmp_path,
+        reference.url,
+        {
+            "spike": {"connections": 10},
+            "hold": "300ms",
+            "stable": {"connections": 3, "ping_interval": "50ms"},
+        },
+    )
+    report = await run(config)
+    r = report.result
+    assert r.stable is not None
+    assert r.stable.dropped == 0
+    assert r.stable.opened == 3
+    assert r.stable.message_rtt is not None
+    assert r.stable.message_rtt.count >= 3
+    assert len(report.stable_rtts) == r.stable.message_rtt.count
+
+
+async def test_recovery_time_matches_the_targets_slow_period(tmp_path: Path) -> None:
+    """A target slow for a known time after a burst: recovery within one probe interval of it."""
+    behaviour = TargetBehaviour(
+        burst_threshold=20, burst_window=0.5, recovery_delay=1.5, slow_delay=0.15
+    )
+    async with await start_reference_target(behaviour) as target:
+        config = write_config(
+            tmp_path,
+            target.url,
+            {
+                "spike": {"connections": 40},
+                "recovery": {**FAST_RECOVERY, "tolerance": 0.5, "slack": "30ms"},
+            },
+        )
+        r = (await run(config)).result
+        stats = target.stats()
+    assert r.recovery is not None
+    assert r.recovery.recovered, r.message
+    assert r.recovery.seconds is not None
+    assert stats.degraded_until_epoch is not None
+    t0_wall = r.started_at + r.timeline["t0"]
+    truth = stats.degraded_until_epoch - t0_wall
+    assert truth > 1.0
+    # The first good probe starts in the probe slot after the slow period ends.
+    assert truth - 0.02 <= r.recovery.seconds <= truth + 0.1 + scaled(0.05)
+
+
+async def test_never_recovering_target_fails(tmp_path: Path) -> None:
+    """A target that stays slow past the timeout did not recover, and the run fails."""
+    behaviour = TargetBehaviour(
+        burst_threshold=10, burst_window=0.5, recovery_delay=30, slow_delay=0.1
+    )
+    async with await start_reference_target(behaviour) as target:
+        config = write_config(
+            tmp_path,
+            target.url,
+            {
+                "spike": {"connections": 15},
+                "recovery": {**FAST_RECOVERY, "timeout": "1s", "slack": "5ms", "tolerance": 0.2},
+            },
+        )
+        r = (await run(config)).result
+    assert r.recovery is not None
+    assert not r.recovery.recovered
+    assert r.result == RunResultKind.FAILED
+    assert "recovered" in r.message
+
+
+async def test_abort_rule_stops_the_spike(tmp_path: Path) -> None:
+    """Past abort.error_ratio the remaining batches are not attempted ('aborted')."""
+    async with await start_reference_target(TargetBehaviour(capacity=5)) as target:
+        config = write_config(
+            tmp_path,
+            target.url,
+            {
+                "spike": {"connections": 50, "batches": 5, "batch_interval": "200ms"},
+                "abort": {"error_ratio": 0.4, "min_attempts": 10},
+            },
+        )
+        r = (await run(config)).result
+    assert r.result == RunResultKind.ABORTED
+    assert r.spike is not None
+    assert r.spike.aborted
+    assert r.spike.outcomes == {"ok": 5, "http_status": 5, "aborted": 40}
+    assert r.upgrade_statuses == {"503": 5}
+
+
+async def test_connection_limit_is_respected(tmp_path: Path, reference: RunningTarget) -> None:
+    """The shared connection limit caps the spike; the excess is 'aborted', not queued."""
+    config = write_config(tmp_path, reference.url, {"spike": {"connections": 12}, "hold": "200ms"})
+    prober = make_prober(limit=8)
+    r = (await run(config, prober)).result
+    assert r.spike is not None
+    assert r.spike.outcomes["ok"] <= 8
+    assert r.spike.outcomes["ok"] + r.spike.outcomes["aborted"] == 12
+    assert prober.registry.peak <= 8
+
+
+async def test_saturated_prober_makes_the_run_invalid(
+    tmp_path: Path, reference: RunningTarget
+) -> None:
+    """Past the prober's own limits the run is invalid, never the target's failure."""
+    config = write_config(tmp_path, reference.url, {"spike": {"connections": 20}})
+    r = (await run(config, make_prober(lateness=1e-9))).result
+    assert r.result == RunResultKind.INVALID
+    assert r.prober.saturated
+    assert "start lateness" in r.message
+
+
+async def test_missed_threshold_fails_with_its_name(
+    tmp_path: Path, reference: RunningTarget
+) -> None:
+    """A threshold that does not hold fails the run and names itself."""
+    config = write_config(
+        tmp_path,
+        reference.url,
+        {"spike": {"connections": 5}, "thresholds": {"handshake_p95": "1us"}},
+    )
+    r = (await run(config)).result
+    assert r.result == RunResultKind.FAILED
+    assert "handshake_p95" in r.message
+
+
+async def test_run_deadline_ends_a_stuck_run(tmp_path: Path) -> None:
+    """A run that would outlast its timeout ends as 'error' at the deadline, sockets closed."""
+    async with hostile.silent_server() as server:
+        config = write_config(
+            tmp_path,
+            server.url,
+            {"spike": {"connections": 3}, "timeout": "500ms"},
+            handshake_timeout="10s",
+        )
+        start = time.monotonic()
+        r = (await run(config)).result
+        elapsed = time.monotonic() - start
+    assert r.result == RunResultKind.ERROR
+    assert "deadline of 0.5s" in r.message
+    assert elapsed < 0.5 + scaled(2)
