@@ -189,6 +189,8 @@ class TargetState:
     def stats(self) -> TargetStats:
         """Return the counters, with times converted to epoch seconds."""
         now = self._clock()
+        # One reading of each clock, so that reported instants keep their true distances.
+        to_epoch = self._wall_clock() - now
         return {
             "requests": self._requests,
             "upgrades": self._upgrades,
@@ -199,8 +201,8 @@ class TargetState:
             "bursts": self._bursts,
             "dropped": self._dropped,
             "degraded": self._degraded_at(now),
-            "degraded_until_epoch": self._epoch(self._degraded_until, now),
-            "last_burst_epoch": self._epoch(self._last_burst_member, now),
+            "degraded_until_epoch": _shifted(self._degraded_until, to_epoch),
+            "last_burst_epoch": _shifted(self._last_burst_member, to_epoch),
         }
 
     def _degraded_at(self, now: float) -> bool:
@@ -209,7 +211,6 @@ class TargetState:
     def _open_before(self, start: float) -> tuple[int, ...]:
         return tuple(conn for conn, at in self._opened_at.items() if at < start)
 
-    def _epoch(self, instant: float | None, now: float) -> float | None:
-        if instant is None:
-            return None
-        return self._wall_clock() + (instant - now)
+
+def _shifted(instant: float | None, offset: float) -> float | None:
+    return None if instant is None else instant + offset

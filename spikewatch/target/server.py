@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import json
 import ssl
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Self
 
@@ -60,6 +60,21 @@ class _ReferenceTarget:
         self.closing = asyncio.Event()
         self._sockets: dict[int, web.WebSocketResponse] = {}
         self._closers: set[asyncio.Task[bool]] = set()
+        # Set and replaced whenever a connection arrives, opens, is refused or closes.
+        self._changed = asyncio.Event()
+
+    def changed(self) -> None:
+        """Wake every :meth:`RunningTarget.wait_for_stats` caller."""
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def wait_for_stats(self, predicate: Callable[[TargetStats], bool]) -> TargetStats:
+        while True:
+            changed = self._changed
+            stats = self.state.stats()
+            if predicate(stats):
+                return stats
+            await changed.wait()
 
     def build_app(self) -> web.Application:
         app = web.Application()
@@ -76,6 +91,7 @@ class _ReferenceTarget:
         if request.headers.get(hdrs.UPGRADE, "").lower() != "websocket":
             return _error(400, "expected a WebSocket upgrade (RFC 6455 §4.1)")
         arrival = self.state.upgrade_requested()
+        self.changed()
         if arrival.drop:
             self._close_sockets(arrival.drop, SERVICE_RESTART, b"burst")
         if arrival.delay > 0 and await self._closing_within(arrival.delay):
@@ -89,9 +105,11 @@ class _ReferenceTarget:
             token is None or not token_is_valid(token, behaviour)
         ):
             self.state.auth_rejected()
+            self.changed()
             reason = "missing token" if token is None else "invalid token"
             return _error(401, reason, {hdrs.WWW_AUTHENTICATE: 'Bearer realm="spikewatch"'})
         if not self.state.reserve():
+            self.changed()
             retry = str(self.state.retry_after())
             return _error(503, "over capacity", {hdrs.RETRY_AFTER: retry})
         protocol = select_subprotocol(offered, behaviour.subprotocols, token)
@@ -101,18 +119,30 @@ class _ReferenceTarget:
             heartbeat=None,
             timeout=CLOSE_TIMEOUT,
         )
+        if protocol is None and offered:
+            # aiohttp logs the offered list when it selects none, and a token offered
+            # there is a credential that must never reach a log.
+            headers = request.headers.copy()
+            headers.popall(hdrs.SEC_WEBSOCKET_PROTOCOL)
+            request = request.clone(headers=headers)
         try:
             await ws.prepare(request)
+        except ConnectionResetError:
+            # The client left while the upgrade was delayed: nobody is there to answer.
+            self.state.release()
+            return _error(400, "client left before the upgrade")
         except BaseException:
             self.state.release()
             raise
         conn = self.state.opened()
         self._sockets[conn] = ws
+        self.changed()
         try:
             await self._serve(ws, conn, welcome=behaviour.welcome)
         finally:
             del self._sockets[conn]
             self.state.closed(conn)
+            self.changed()
         return ws
 
     async def _serve(self, ws: web.WebSocketResponse, conn: int, *, welcome: bool) -> None:
@@ -139,11 +169,10 @@ class _ReferenceTarget:
 
     def _close_sockets(self, conns: Iterable[int], code: int, message: bytes) -> None:
         for conn in conns:
-            ws = self._sockets.get(conn)
-            if ws is not None:
-                task = asyncio.create_task(ws.close(code=code, message=message))
-                self._closers.add(task)
-                task.add_done_callback(self._closers.discard)
+            # The state and _sockets change together, so every named connection is here.
+            task = asyncio.create_task(self._sockets[conn].close(code=code, message=message))
+            self._closers.add(task)
+            task.add_done_callback(self._closers.discard)
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -224,6 +253,15 @@ class RunningTarget:
     def stats(self) -> TargetStats:
         """Return the same counters as ``GET /stats``."""
         return self._target.state.stats()
+
+    async def wait_for_stats(self, predicate: Callable[[TargetStats], bool]) -> TargetStats:
+        """Wait until ``predicate(stats)`` holds and return those stats.
+
+        It re-checks whenever a connection arrives, opens, is refused or closes. Time
+        passing alone does not wake it: to see ``degraded`` turn false, sleep past
+        ``degraded_until_epoch`` instead. Bound the wait with ``asyncio.timeout``.
+        """
+        return await self._target.wait_for_stats(predicate)
 
     async def set_behaviour(self, **knobs: object) -> TargetBehaviour:
         """Replace some knobs now, as ``POST /degrade`` does; raise InvalidKnobError if bad."""
