@@ -18,6 +18,9 @@ from spikewatch.errors import SpikewatchError
 #: JWT algorithms the target can verify; ``none`` is never one of them.
 SUPPORTED_JWT_ALGORITHMS = frozenset(get_default_algorithms()) - {"none"}
 
+#: Paths of the target's control endpoints, which the WebSocket path must not shadow.
+CONTROL_PATHS = frozenset({"/healthz", "/stats", "/degrade", "/reset"})
+
 #: RFC 7518 §3.2: an HMAC key must be at least as long as the hash output.
 _HMAC_MIN_KEY_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
 
@@ -51,6 +54,8 @@ class TargetBehaviour:
     def __post_init__(self) -> None:
         if not self.path.startswith("/"):
             raise InvalidKnobError("path", "must start with '/'")
+        if self.path in CONTROL_PATHS:
+            raise InvalidKnobError("path", "is taken by a control endpoint")
         for knob in ("handshake_delay", "recovery_delay", "slow_delay"):
             if getattr(self, knob) < 0:
                 raise InvalidKnobError(knob, "must be ≥ 0")

@@ -44,9 +44,6 @@ SHUTDOWN_TIMEOUT = 1.0
 #: Pending connections the listen queue holds, so that an avalanche is not refused by it.
 BACKLOG = 4096
 
-#: Paths of the control endpoints, which the WebSocket path must not shadow.
-CONTROL_PATHS = frozenset({"/healthz", "/stats", "/degrade", "/reset"})
-
 #: Close code for connections dropped by a burst (RFC 6455 §7.4.1, IANA registry).
 SERVICE_RESTART = 1012
 
@@ -299,8 +296,6 @@ async def start_reference_target(
     ssl_context: ssl.SSLContext | None = None,
 ) -> RunningTarget:
     """Start the reference target on ``host:port`` (0: any free port) and return it."""
-    if behaviour.path in CONTROL_PATHS:
-        raise InvalidKnobError("path", "is taken by a control endpoint")
     target = _ReferenceTarget(behaviour)
     runner = web.AppRunner(target.build_app(), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
     await runner.setup()

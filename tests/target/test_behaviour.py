@@ -24,6 +24,7 @@ def test_defaults_are_a_healthy_echo_server() -> None:
     ("knobs", "knob"),
     [
         ({"path": "ws"}, "path"),
+        ({"path": "/stats"}, "path"),
         ({"handshake_delay": -1}, "handshake_delay"),
         ({"recovery_delay": -0.1}, "recovery_delay"),
         ({"slow_delay": -2}, "slow_delay"),
