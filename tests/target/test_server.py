@@ -18,6 +18,7 @@ from spikewatch.target.behaviour import InvalidKnobError, TargetBehaviour
 from spikewatch.target.degrade import TargetStats
 from spikewatch.target.server import RunningTarget, start_reference_target
 from tests.conftest import scaled
+from tests.hostile import INVALID_UTF8, Opcode, encode_frame, read_frame
 
 SECRET = "reference-target-test-secret-0123456789"
 OTHER_SECRET = "a-different-secret-of-enough-length-xyz"
@@ -480,3 +481,26 @@ async def test_busy_port_fails_to_start(start: StartTarget) -> None:
     first = await start()
     with pytest.raises(OSError, match="in use"):
         await start_reference_target(TargetBehaviour(), port=first.port)
+
+
+async def test_invalid_utf8_from_a_client_closes_with_1007(start: StartTarget) -> None:
+    """A text message that is not UTF-8 is not echoed; the target closes with 1007."""
+    target = await start(TargetBehaviour(welcome=False))
+    reader, writer = await asyncio.open_connection(target.host, target.port)
+    try:
+        async with asyncio.timeout(scaled(5)):
+            writer.write(
+                f"GET /ws HTTP/1.1\r\nHost: {target.host}\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+            )
+            assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+            writer.write(encode_frame(Opcode.TEXT, INVALID_UTF8, mask=b"\x00\x01\x02\x03"))
+            frame = await read_frame(reader)
+            assert frame.opcode == Opcode.CLOSE
+            assert frame.payload[:2] == (1007).to_bytes(2, "big")
+            writer.write(encode_frame(Opcode.CLOSE, frame.payload[:2], mask=b"\x00\x01\x02\x03"))
+            assert await reader.read() == b""
+        await wait_for_stats(target, lambda s: s["open"] == 0)
+    finally:
+        writer.close()
