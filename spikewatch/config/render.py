@@ -1,0 +1,49 @@
+"""Show the effective config, as ``spikewatch check-config`` prints it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Final
+
+import yaml
+from pydantic import BaseModel, SecretStr
+
+from spikewatch.config.model import SpikewatchConfig
+
+__all__ = ["MASK", "render_effective_config"]
+
+#: What a secret is shown as.
+MASK: Final = "***"
+
+# Static credentials put in plain headers are secrets too, even though the config
+# cannot know what every custom header carries.
+_CREDENTIAL_HEADERS: Final = frozenset({"authorization", "proxy-authorization", "cookie"})
+
+
+def render_effective_config(cfg: SpikewatchConfig) -> str:
+    """Return ``cfg`` as YAML, defaults filled in, durations in seconds, secrets masked."""
+    header = "# effective spikewatch config: durations in seconds, secrets shown as ***\n"
+    body = yaml.safe_dump(_plain(cfg), sort_keys=False, allow_unicode=True)
+    return header + body
+
+
+def _plain(value: Any) -> Any:
+    # Walk the models rather than model_dump(): every SecretStr is masked by type, so a
+    # secret field added later cannot slip through.
+    if isinstance(value, SecretStr):
+        return MASK
+    if isinstance(value, BaseModel):
+        plain = {name: _plain(getattr(value, name)) for name in type(value).model_fields}
+        if "headers" in plain:
+            plain["headers"] = {
+                name: MASK if name.lower() in _CREDENTIAL_HEADERS else header_value
+                for name, header_value in plain["headers"].items()
+            }
+        return plain
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
