@@ -14,17 +14,18 @@ Burst rules, for knobs ``burst_threshold`` N, ``burst_window`` W, ``recovery_del
   degraded, is answered ``slow_delay`` seconds later than usual.
 - A burst starts (``bursts`` counts it) with a request that is part of a burst while
   the target was not degraded and the previous request was not part of a burst within
-  the last W seconds. It started at the oldest of the N requests that made it a burst.
+  the last W seconds. With ``drop_on_burst``, every connection open at that moment was
+  open before the burst started, and is dropped.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TypedDict
 
 from spikewatch.target.behaviour import TargetBehaviour
 
@@ -32,20 +33,54 @@ from spikewatch.target.behaviour import TargetBehaviour
 Clock = Callable[[], float]
 
 
-class TargetStats(TypedDict):
-    """The counters of ``GET /stats``; times are epoch seconds."""
+@dataclass(frozen=True, slots=True, eq=False)
+class TargetStats(Mapping[str, object]):
+    """The counters of ``GET /stats``; times are epoch seconds.
 
+    Read them as attributes (``stats.open``) or as the JSON object's keys
+    (``stats["open"]``); a TargetStats equals the dict ``GET /stats`` answers.
+    """
+
+    #: Upgrade requests that arrived, whatever their answer.
     requests: int
+    #: Upgrades accepted (101).
     upgrades: int
+    #: Upgrades refused with 503 because the target was full.
     rejected_capacity: int
+    #: Upgrades refused with 401 for a missing or invalid token.
     rejected_auth: int
+    #: WebSocket connections open now.
     open: int
+    #: The most connections open at once so far.
     peak_open: int
+    #: Bursts detected so far.
     bursts: int
+    #: Connections closed (1012) by ``drop_on_burst``.
     dropped: int
+    #: Whether the target is degraded now.
     degraded: bool
+    #: When the latest degradation ends, or ended; None before the first burst.
     degraded_until_epoch: float | None
+    #: When the latest request that was part of a burst arrived; None before the first.
     last_burst_epoch: float | None
+
+    def __getitem__(self, key: str) -> object:
+        if key not in _STATS_FIELDS:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_STATS_FIELDS)
+
+    def __len__(self) -> int:
+        return len(_STATS_FIELDS)
+
+    def as_dict(self) -> dict[str, object]:
+        """Return the counters as a plain JSON-ready dict."""
+        return {name: getattr(self, name) for name in _STATS_FIELDS}
+
+
+_STATS_FIELDS = tuple(f.name for f in dataclasses.fields(TargetStats))
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +117,7 @@ class TargetState:
         self._streak_from: float | None = None
         self._degraded_until: float | None = None
         self._next_conn = 1
-        self._opened_at: dict[int, float] = {}
+        self._open: set[int] = set()
         self._reserved = 0
         self._requests = 0
         self._upgrades = 0
@@ -107,7 +142,7 @@ class TargetState:
     @property
     def open(self) -> int:
         """Return how many WebSocket connections are open now."""
-        return len(self._opened_at)
+        return len(self._open)
 
     def upgrade_requested(self) -> UpgradeArrival:
         """Record an upgrade request arriving now and decide how it is answered."""
@@ -133,7 +168,7 @@ class TargetState:
             if started:
                 self._bursts += 1
                 if knobs.drop_on_burst:
-                    drop = self._open_before(self._arrivals[0])
+                    drop = tuple(sorted(self._open))
                     self._dropped += len(drop)
         degraded = member or was_degraded
         delay = knobs.handshake_delay + (knobs.slow_delay if degraded else 0.0)
@@ -161,14 +196,14 @@ class TargetState:
         self._reserved -= 1
         conn = self._next_conn
         self._next_conn += 1
-        self._opened_at[conn] = self._clock()
+        self._open.add(conn)
         self._upgrades += 1
         self._peak_open = max(self._peak_open, self.open)
         return conn
 
     def closed(self, conn: int) -> None:
         """Forget connection ``conn``, which is closed now."""
-        self._opened_at.pop(conn, None)
+        self._open.discard(conn)
 
     def retry_after(self) -> int:
         """Return the whole seconds a refused client should wait (``Retry-After``)."""
@@ -191,25 +226,22 @@ class TargetState:
         now = self._clock()
         # One reading of each clock, so that reported instants keep their true distances.
         to_epoch = self._wall_clock() - now
-        return {
-            "requests": self._requests,
-            "upgrades": self._upgrades,
-            "rejected_capacity": self._rejected_capacity,
-            "rejected_auth": self._rejected_auth,
-            "open": self.open,
-            "peak_open": self._peak_open,
-            "bursts": self._bursts,
-            "dropped": self._dropped,
-            "degraded": self._degraded_at(now),
-            "degraded_until_epoch": _shifted(self._degraded_until, to_epoch),
-            "last_burst_epoch": _shifted(self._last_burst_member, to_epoch),
-        }
+        return TargetStats(
+            requests=self._requests,
+            upgrades=self._upgrades,
+            rejected_capacity=self._rejected_capacity,
+            rejected_auth=self._rejected_auth,
+            open=self.open,
+            peak_open=self._peak_open,
+            bursts=self._bursts,
+            dropped=self._dropped,
+            degraded=self._degraded_at(now),
+            degraded_until_epoch=_shifted(self._degraded_until, to_epoch),
+            last_burst_epoch=_shifted(self._last_burst_member, to_epoch),
+        )
 
     def _degraded_at(self, now: float) -> bool:
         return self._degraded_until is not None and now < self._degraded_until
-
-    def _open_before(self, start: float) -> tuple[int, ...]:
-        return tuple(conn for conn, at in self._opened_at.items() if at < start)
 
 
 def _shifted(instant: float | None, offset: float) -> float | None:

@@ -57,21 +57,28 @@ class _ReferenceTarget:
         self.closing = asyncio.Event()
         self._sockets: dict[int, web.WebSocketResponse] = {}
         self._closers: set[asyncio.Task[bool]] = set()
-        # Set and replaced whenever a connection arrives, opens, is refused or closes.
+        # Set and replaced whenever a connection arrives, opens, is refused or closes,
+        # but only while someone waits: a benchmark's thousands of upgrades pay nothing.
         self._changed = asyncio.Event()
+        self._watchers = 0
 
     def changed(self) -> None:
         """Wake every :meth:`RunningTarget.wait_for_stats` caller."""
-        self._changed.set()
-        self._changed = asyncio.Event()
+        if self._watchers:
+            self._changed.set()
+            self._changed = asyncio.Event()
 
     async def wait_for_stats(self, predicate: Callable[[TargetStats], bool]) -> TargetStats:
-        while True:
-            changed = self._changed
-            stats = self.state.stats()
-            if predicate(stats):
-                return stats
-            await changed.wait()
+        self._watchers += 1
+        try:
+            while True:
+                changed = self._changed
+                stats = self.state.stats()
+                if predicate(stats):
+                    return stats
+                await changed.wait()
+        finally:
+            self._watchers -= 1
 
     def build_app(self) -> web.Application:
         app = web.Application()
@@ -175,7 +182,7 @@ class _ReferenceTarget:
         return web.json_response({"status": "ok"})
 
     async def stats(self, request: web.Request) -> web.Response:
-        return web.json_response(self.state.stats())
+        return web.json_response(self.state.stats().as_dict())
 
     async def degrade(self, request: web.Request) -> web.Response:
         try:

@@ -143,24 +143,28 @@ def test_no_threshold_never_degrades() -> None:
     assert state.stats()["degraded_until_epoch"] is None
 
 
-def test_drop_on_burst_names_connections_open_before_the_burst() -> None:
-    """A new burst drops the connections opened before its first request, not after."""
+def test_drop_on_burst_names_every_connection_open_when_the_burst_starts() -> None:
+    """A new burst drops every connection open before its first request, but none after."""
     state, clock = make_state(dataclasses.replace(BURSTY, drop_on_burst=True))
     clock.now = 50.0
-    old = [open_connection(state), open_connection(state)]
+    stable = [open_connection(state), open_connection(state)]
     clock.now = 100.0
     assert state.upgrade_requested().drop == ()
-    young = open_connection(state)
+    early = open_connection(state)
     clock.now = 100.1
     state.upgrade_requested()
     clock.now = 100.2
     arrival = state.upgrade_requested()
     assert arrival.burst_started is True
-    assert arrival.drop == tuple(old)
-    assert young not in arrival.drop
-    assert state.stats()["dropped"] == 2
+    assert arrival.drop == (*stable, early)
+    assert state.stats().dropped == 3
+    for conn in arrival.drop:
+        state.closed(conn)
+    open_connection(state)
     clock.now = 100.3
-    assert state.upgrade_requested().drop == ()
+    later = state.upgrade_requested()
+    assert later.degraded is True
+    assert later.drop == ()
 
 
 def test_burst_without_drop_on_burst_drops_nothing() -> None:
@@ -209,6 +213,21 @@ def test_peak_open_and_connection_numbers() -> None:
     assert stats["peak_open"] == 3
     assert stats["open"] == 1
     assert stats["upgrades"] == 4
+
+
+def test_stats_read_as_attributes_keys_or_a_dict() -> None:
+    """TargetStats reads as attributes and as a mapping equal to its JSON dict."""
+    state, _ = make_state()
+    open_connection(state)
+    stats = state.stats()
+    assert stats.open == stats["open"] == 1
+    assert stats == stats.as_dict()
+    assert stats.as_dict() == stats
+    assert list(stats) == list(stats.as_dict())
+    assert len(stats) == 11
+    assert stats.get("colour") is None
+    with pytest.raises(KeyError):
+        stats["colour"]
 
 
 def test_auth_rejections_are_counted() -> None:
