@@ -60,7 +60,7 @@ async def test_full_cycle_against_reference_target(
     assert a.latency is not None
     assert 0 < a.handshake <= a.latency
     assert a.latency == pytest.approx(a.handshake + a.first_message + a.rtt, abs=1e-3)
-    await reference.wait_for_stats(lambda s: s.open == 0, scaled(5))
+    await asyncio.wait_for(reference.wait_for_stats(lambda s: s.open == 0), scaled(5))
 
 
 async def test_added_handshake_latency_is_measured(registry: ConnectionRegistry) -> None:
@@ -244,10 +244,10 @@ async def test_held_connection_closes_on_request(
     conn = await open_connection(make_spec(reference.url), attempt, registry, keep_open=True)
     assert conn is not None
     assert conn.is_open
-    await reference.wait_for_stats(lambda s: s.open == 1, scaled(5))
+    await asyncio.wait_for(reference.wait_for_stats(lambda s: s.open == 1), scaled(5))
     conn.close()
     await asyncio.wait_for(conn.wait_closed(), scaled(5))
-    await reference.wait_for_stats(lambda s: s.open == 0, scaled(5))
+    await asyncio.wait_for(reference.wait_for_stats(lambda s: s.open == 0), scaled(5))
     assert registry.open == 0
     assert conn.lost_at is None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -91,7 +92,7 @@ async def test_avalanche_against_healthy_target_passes(
         reference.url,
         {
             "spike": {"connections": 30, "batches": 3, "batch_interval": "100ms"},
-            "thresholds": {"success_ratio": 1.0, "handshake_p95": "2s", "dropped_stable": 0},
+            "thresholds": {"success_ratio": 1.0, "handshake_p95": "2s"},
         },
     )
     report = await run(config)
@@ -113,7 +114,6 @@ async def test_avalanche_against_healthy_target_passes(
     assert [c.name for c in r.thresholds] == [
         "success_ratio",
         "handshake_p95",
-        "dropped_stable",
         "recovered",
     ]
     assert all(c.passed for c in r.thresholds)
@@ -129,7 +129,7 @@ async def test_avalanche_against_healthy_target_passes(
     doc = r.as_dict()
     assert doc["result"] == "passed"
     assert doc["spike"]["attempted"] == 30
-    await reference.wait_for_stats(lambda s: s.open == 0, scaled(5))
+    await asyncio.wait_for(reference.wait_for_stats(lambda s: s.open == 0), scaled(5))
 
 
 async def test_ramp_opens_each_step_at_its_time(tmp_path: Path, reference: RunningTarget) -> None:
@@ -281,7 +281,9 @@ async def test_abort_rule_stops_the_spike(tmp_path: Path) -> None:
     assert r.spike is not None
     assert r.spike.aborted
     assert r.spike.outcomes == {"ok": 5, "http_status": 5, "aborted": 40}
-    assert r.upgrade_statuses == {"503": 5}
+    # Recovery probes racing the spike's closing connections may meet 503 too.
+    assert r.upgrade_statuses["503"] >= 5
+    assert set(r.upgrade_statuses) == {"503"}
 
 
 async def test_connection_limit_is_respected(tmp_path: Path, reference: RunningTarget) -> None:
@@ -313,7 +315,7 @@ async def test_missed_threshold_fails_with_its_name(
     config = write_config(
         tmp_path,
         reference.url,
-        {"spike": {"connections": 5}, "thresholds": {"handshake_p95": "1us"}},
+        {"spike": {"connections": 5}, "thresholds": {"handshake_p95": 0.000001}},
     )
     r = (await run(config)).result
     assert r.result == RunResultKind.FAILED
