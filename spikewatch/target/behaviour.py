@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from jwt.algorithms import get_default_algorithms
 
+from spikewatch.config.durations import parse_duration
 from spikewatch.errors import SpikewatchError
 
 #: JWT algorithms the target can verify; ``none`` is never one of them.
@@ -102,10 +103,10 @@ def _boolean(knob: str, value: object) -> bool:
 
 
 def _seconds(knob: str, value: object) -> float:
-    # bool is an int subclass; `true` is not a duration.
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidKnobError(knob, "must be a number of seconds")
-    return float(value)
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise InvalidKnobError(knob, str(exc)) from None
 
 
 def _optional_count(knob: str, value: object) -> int | None:

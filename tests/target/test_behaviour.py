@@ -67,6 +67,7 @@ def test_with_knobs_replaces_only_the_given_knobs() -> None:
             "handshake_delay": 1,
             "burst_threshold": 20,
             "recovery_delay": 30.5,
+            "slow_delay": "250ms",
             "welcome": False,
             "jwt_key": SECRET * 2,
             "jwt_algorithms": ["HS256", "HS512"],
@@ -78,6 +79,7 @@ def test_with_knobs_replaces_only_the_given_knobs() -> None:
     assert isinstance(changed.handshake_delay, float)
     assert changed.burst_threshold == 20
     assert changed.recovery_delay == 30.5
+    assert changed.slow_delay == 0.25
     assert changed.welcome is False
     assert changed.capacity == 5
     assert changed.jwt_algorithms == ("HS256", "HS512")
@@ -98,14 +100,15 @@ def test_with_knobs_can_clear_optional_knobs() -> None:
         ({"colour": "red"}, "colour", "unknown knob"),
         ({"path": "/other"}, "path", "cannot change"),
         ({"welcome": 1}, "welcome", "true or false"),
-        ({"handshake_delay": "1s"}, "handshake_delay", "number of seconds"),
-        ({"handshake_delay": True}, "handshake_delay", "number of seconds"),
+        ({"handshake_delay": "soon"}, "handshake_delay", "expected a duration"),
+        ({"handshake_delay": True}, "handshake_delay", "expected a duration"),
+        ({"slow_delay": -1}, "slow_delay", "negative"),
         ({"capacity": 2.5}, "capacity", "integer or null"),
         ({"capacity": False}, "capacity", "integer or null"),
         ({"jwt_audience": 3}, "jwt_audience", "string or null"),
         ({"subprotocols": "chat"}, "subprotocols", "list of strings"),
         ({"jwt_algorithms": [1]}, "jwt_algorithms", "list of strings"),
-        ({"burst_window": -1}, "burst_window", "> 0"),
+        ({"burst_window": 0}, "burst_window", "> 0"),
     ],
 )
 def test_with_knobs_refuses_bad_overrides(

@@ -338,6 +338,7 @@ async def test_reset_ends_a_degradation(start: StartTarget, session: aiohttp.Cli
     [
         (b'{"colour": "red"}', "unknown knob"),
         (b'{"capacity": "ten"}', "integer or null"),
+        (b'{"handshake_delay": "soon"}', "expected a duration"),
         (b"[1, 2]", "JSON object"),
         (b"{not json", "not JSON"),
     ],
