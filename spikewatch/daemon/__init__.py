@@ -1,0 +1,1 @@
+"""The long-running daemon: schedules, metrics, HTTP API, reload, life cycle."""
