@@ -247,9 +247,11 @@ class HostileServer:
     accepted: int = 0
     #: Request heads read so far, in order.
     requests: list[RequestHead] = field(default_factory=list)
-    _server: asyncio.Server | None = None
-    _connections: dict[asyncio.Task[None], HostileConnection] = field(default_factory=dict)
-    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+    _server: asyncio.Server | None = field(default=None, init=False, repr=False)
+    _connections: dict[asyncio.Task[None], HostileConnection] = field(
+        default_factory=dict, init=False, repr=False
+    )
+    _changed: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
 
     @property
     def url(self) -> str:
@@ -468,7 +470,7 @@ class EchoServer(HostileServer):
     drop_after: float | None = None
     #: Connections closed by :meth:`drop_all` so far.
     dropped: int = 0
-    _timer: asyncio.TimerHandle | None = None
+    _timer: asyncio.TimerHandle | None = field(default=None, init=False, repr=False)
 
     def drop_all(self) -> int:
         """Close every open connection's TCP now, without a close frame; return how many."""

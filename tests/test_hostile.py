@@ -244,7 +244,7 @@ async def test_dribble_server_sends_one_byte_at_a_time() -> None:
     """The 101 arrives in many small pieces, spread over the per-byte delay, then echoes."""
     async with dribble_server(0.002) as server, client(server) as (reader, writer):
         began = time.monotonic()
-        pieces = []
+        pieces: list[bytes] = []
         while not b"".join(pieces).endswith(b"\r\n\r\n"):
             pieces.append(await reader.read(4096))
         answer = b"".join(pieces)

@@ -250,7 +250,7 @@ def test_second_signal_gives_up_the_graceful_close(
 async def test_serve_target_closes_connections_on_signal() -> None:
     """On SIGINT the served target closes its WebSockets with 1001 and serve_target returns 0."""
     ready: asyncio.Future[RunningTarget] = asyncio.get_running_loop().create_future()
-    real_start = cli.start_reference_target
+    real_start = start_reference_target
 
     async def start_and_report(*args: Any, **kwargs: Any) -> RunningTarget:
         target = await real_start(*args, **kwargs)

@@ -64,10 +64,10 @@ def token(secret: str = SECRET, **claims: object) -> str:
 
 
 async def handshake_status(
-    session: aiohttp.ClientSession, url: str, **kwargs: object
+    session: aiohttp.ClientSession, url: str, headers: dict[str, str] | None = None
 ) -> aiohttp.WSServerHandshakeError:
     with pytest.raises(aiohttp.WSServerHandshakeError) as caught:
-        await session.ws_connect(url, **kwargs)  # type: ignore[arg-type]
+        await session.ws_connect(url, headers=headers)
     return caught.value
 
 
@@ -164,28 +164,28 @@ async def test_burst_degrades_until_recovery_delay_after_last_burst_upgrade(
     )
     sockets = await asyncio.gather(*(session.ws_connect(target.url) for _ in range(5)))
     stats = target.stats()
-    assert stats["bursts"] == 1
-    assert stats["degraded"] is True
-    assert stats["last_burst_epoch"] is not None
-    assert stats["degraded_until_epoch"] is not None
-    assert stats["degraded_until_epoch"] - stats["last_burst_epoch"] == pytest.approx(recovery)
+    assert stats.bursts == 1
+    assert stats.degraded is True
+    assert stats.last_burst_epoch is not None
+    assert stats.degraded_until_epoch is not None
+    assert stats.degraded_until_epoch - stats.last_burst_epoch == pytest.approx(recovery)
     began = time.monotonic()
     async with session.ws_connect(target.url):
         assert time.monotonic() - began >= 0.1
     # That upgrade, within the window of the burst, was part of it and extended it.
     stats = target.stats()
-    assert stats["bursts"] == 1
-    assert stats["degraded_until_epoch"] is not None
+    assert stats.bursts == 1
+    assert stats.degraded_until_epoch is not None
     # Sleeping creates the condition under test here: the recovery delay running out.
-    await asyncio.sleep(max(0.0, stats["degraded_until_epoch"] - time.time()) + 0.05)
-    assert target.stats()["degraded"] is False
+    await asyncio.sleep(max(0.0, stats.degraded_until_epoch - time.time()) + 0.05)
+    assert target.stats().degraded is False
     # Once the burst has also left the window, a new upgrade is fast again.
-    assert stats["last_burst_epoch"] is not None
-    await asyncio.sleep(max(0.0, stats["last_burst_epoch"] + 0.5 - time.time()) + 0.05)
+    assert stats.last_burst_epoch is not None
+    await asyncio.sleep(max(0.0, stats.last_burst_epoch + 0.5 - time.time()) + 0.05)
     began = time.monotonic()
     async with session.ws_connect(target.url):
         assert time.monotonic() - began < 0.1
-    assert target.stats()["degraded"] is False
+    assert target.stats().degraded is False
     for ws in sockets:
         await ws.close()
 
