@@ -179,13 +179,14 @@ async def test_burst_degrades_until_recovery_delay_after_last_burst_upgrade(
     # Sleeping creates the condition under test here: the recovery delay running out.
     await asyncio.sleep(max(0.0, stats.degraded_until_epoch - time.time()) + 0.05)
     assert target.stats().degraded is False
-    # Once the burst has also left the window, a new upgrade is fast again.
+    # Once the burst has also left the window, a new upgrade is no part of it.
     assert stats.last_burst_epoch is not None
     await asyncio.sleep(max(0.0, stats.last_burst_epoch + 0.5 - time.time()) + 0.05)
-    began = time.monotonic()
     async with session.ws_connect(target.url):
-        assert time.monotonic() - began < 0.1
-    assert target.stats().degraded is False
+        pass
+    after = target.stats()
+    assert after.degraded is False
+    assert after.degraded_until_epoch == pytest.approx(stats.degraded_until_epoch)
     for ws in sockets:
         await ws.close()
 
