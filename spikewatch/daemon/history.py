@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from spikewatch.core.result import RunResult
 
-RunState = Literal["queued", "running", "done"]
+RunState = Literal["queued", "running", "done", "cancelled"]
 
 
 @dataclass(slots=True)

@@ -108,6 +108,14 @@ class ProberMonitor:
             self._on_lag(lag)
         self._schedule(now)
 
+    def recent_lag_p99(self, window: float) -> float | None:
+        """Return the lag p99 over the last ``window`` seconds (None without samples)."""
+        if self._loop is None:
+            return None
+        since = self._loop.time() - window
+        lags = sorted(lag for t, lag in self._samples if t >= since)
+        return percentile(lags, 0.99) if lags else None
+
     def mark(self) -> Mark:
         """Return a mark for the start of a window."""
         loop = self._loop or asyncio.get_running_loop()

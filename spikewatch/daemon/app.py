@@ -1,0 +1,305 @@
+"""The daemon's life: ``startup()`` → ``main_loop()`` → ``shutdown()`` (after uvicorn).
+
+It owns everything long-lived: the config in force, the metrics registry, the
+connection registry (the one place ``limits.max_connections`` is enforced), the
+prober monitor, the run history, the dispatcher and the scheduler; and it is the
+:class:`~spikewatch.daemon.state.DaemonState` the HTTP API talks to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+import uuid
+from pathlib import Path
+from typing import Literal
+
+from aiohttp import web
+
+from spikewatch import __version__
+from spikewatch.config import ScenarioConfig, SpikewatchConfig, TargetConfig, load_config
+from spikewatch.core.saturation import ProberLimits
+from spikewatch.daemon.api import create_app
+from spikewatch.daemon.dispatch import RunDispatcher
+from spikewatch.daemon.history import RunEntry, RunHistory
+from spikewatch.daemon.logs import log_run
+from spikewatch.daemon.metrics import SpikewatchMetrics
+from spikewatch.daemon.schedule import RunScheduler
+from spikewatch.daemon.state import (
+    AlreadyQueuedError,
+    QueueFullError,
+    ScheduledPair,
+    UnknownPairError,
+)
+from spikewatch.engine.registry import ConnectionRegistry
+from spikewatch.engine.runner import Prober, execute_run
+from spikewatch.engine.selfcheck import ProberMonitor
+from spikewatch.errors import ConfigError, ConfigProblem
+
+log = logging.getLogger(__name__)
+
+#: How long runs in flight get to close their connections on shutdown.
+SHUTDOWN_GRACE = 5.0
+#: How often, and over how long a window, the live prober_saturated gauge is judged.
+SATURATION_CHECK_EVERY = 1.0
+SATURATION_WINDOW = 5.0
+#: Runs remembered for the API and the status page.
+HISTORY_CAPACITY = 200
+
+
+def _prober_limits(config: SpikewatchConfig) -> ProberLimits:
+    p = config.prober
+    return ProberLimits(
+        max_loop_lag_p99=p.max_loop_lag_p99,
+        max_start_lateness_p99=p.max_start_lateness_p99,
+        max_cpu_percent=p.max_cpu_percent,
+    )
+
+
+class Daemon:
+    """Run every scenario against its targets on schedule and export what it measures."""
+
+    def __init__(self, config: SpikewatchConfig, *, config_path: Path | None = None) -> None:
+        self._config = config
+        self._config_path = config_path
+        self.metrics = SpikewatchMetrics(version=__version__)
+        self.registry = ConnectionRegistry(config.limits.max_connections)
+        self.monitor = ProberMonitor(
+            interval=config.prober.lag_sample_interval, on_lag=self.metrics.observe_loop_lag
+        )
+        self._prober = Prober(self.registry, self.monitor, _prober_limits(config))
+        self._history = RunHistory(HISTORY_CAPACITY)
+        self.dispatcher = RunDispatcher(
+            self._execute,
+            max_concurrent=config.limits.max_concurrent_runs,
+            max_queued=self._max_queued(config),
+        )
+        self.scheduler = RunScheduler(self._on_due, self._on_missed)
+        self._stop = asyncio.Event()
+        self._ready = False
+        self._runner: web.AppRunner | None = None
+        self._watch: asyncio.Task[None] | None = None
+        self.bound: tuple[str, int] | None = None
+
+    # -- DaemonState --------------------------------------------------------------------
+
+    @property
+    def config(self) -> SpikewatchConfig:
+        """The config in force now."""
+        return self._config
+
+    @property
+    def ready(self) -> bool:
+        """Config loaded, scheduler up, HTTP serving."""
+        return self._ready
+
+    @property
+    def history(self) -> RunHistory:
+        """Recent runs."""
+        return self._history
+
+    def schedules(self) -> list[ScheduledPair]:
+        """Every pair with its schedule, next run, state and last result."""
+        return [
+            ScheduledPair(
+                target=t.name,
+                scenario=s.name,
+                schedule=self.scheduler.schedule_of(t.name, s.name),
+                next_run=self.scheduler.next_run(t.name, s.name),
+                state=self.dispatcher.state_of((t.name, s.name)),
+                last=self._history.last_result(t.name, s.name),
+            )
+            for t, s in self._config.pairs()
+        ]
+
+    def request_run(self, target: str, scenario: str) -> RunEntry:
+        """Queue a run of a configured pair now (the API's POST)."""
+        self._lookup(target, scenario)
+        return self._submit(target, scenario, "api")
+
+    async def reload(self) -> list[ConfigProblem]:
+        """Reload the config file; a bad one is rejected and the old one keeps running."""
+        if self._config_path is None:
+            problem = ConfigProblem("", "this daemon runs an embedded config; nothing to reload")
+            self.metrics.set_reload(ok=False, timestamp=time.time())
+            return [problem]
+        try:
+            new = load_config(self._config_path)
+        except ConfigError as exc:
+            self.metrics.set_reload(ok=False, timestamp=time.time())
+            log.error(
+                "config reload rejected, the previous config stays in force:\n%s",
+                "\n".join(f"  {p}" for p in exc.problems),
+            )
+            return exc.problems
+        if new.server.listen != self._config.server.listen:
+            log.warning("server.listen changed; it takes effect at the next restart")
+        self._config = new
+        self._apply(new)
+        self.metrics.set_reload(ok=True, timestamp=time.time())
+        log.info(
+            "config reloaded: %d target(s), %d scenario(s)", len(new.targets), len(new.scenarios)
+        )
+        return []
+
+    def api_token(self) -> str | None:
+        """The bearer token for POST endpoints, or None when none is configured."""
+        token = self._config.server.api_token
+        return token.get_secret_value() if token is not None else None
+
+    def render_metrics(self, accept: str | None) -> tuple[bytes, str]:
+        """The exposition, with next-run times read from the scheduler right now."""
+        for t, s in self._config.pairs():
+            self.metrics.set_next_run(t.name, s.name, self.scheduler.next_run(t.name, s.name))
+        return self.metrics.render(accept)
+
+    # -- runs ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _max_queued(config: SpikewatchConfig) -> int:
+        # Each pair is queued at most once, so this bound is never the one that bites
+        # in normal operation; it caps the queue should the config grow very large.
+        return max(16, 2 * len(config.pairs()))
+
+    def _lookup(self, target: str, scenario: str) -> tuple[TargetConfig, ScenarioConfig]:
+        for t, s in self._config.pairs():
+            if t.name == target and s.name == scenario:
+                return t, s
+        raise UnknownPairError(f"no scenario {scenario!r} for target {target!r} in the config")
+
+    def _submit(self, target: str, scenario: str, trigger: Literal["schedule", "api"]) -> RunEntry:
+        entry = RunEntry(uuid.uuid4().hex[:16], target, scenario, trigger, time.time())
+        self.dispatcher.submit(entry)
+        self._history.add(entry)
+        return entry
+
+    def _on_due(self, target: str, scenario: str) -> None:
+        try:
+            self._submit(target, scenario, "schedule")
+        except AlreadyQueuedError as exc:
+            self.metrics.count_skipped(target, scenario, "overlap")
+            log.info("run of %s/%s skipped: %s", target, scenario, exc)
+        except QueueFullError as exc:
+            self.metrics.count_skipped(target, scenario, "queue_full")
+            log.warning("run of %s/%s skipped: %s", target, scenario, exc)
+
+    def _on_missed(self, target: str, scenario: str) -> None:
+        self.metrics.count_skipped(target, scenario, "missed")
+
+    async def _execute(self, entry: RunEntry) -> None:
+        try:
+            target, scenario = self._lookup(entry.target, entry.scenario)
+        except UnknownPairError:
+            entry.state = "cancelled"
+            log.info("queued run %s dropped: its pair left the config", entry.id)
+            return
+        entry.started_at = time.time()
+        report = await execute_run(target, scenario, self._prober, run_id=entry.id)
+        entry.result = report.result
+        entry.state = "done"
+        self.metrics.record_run(report)
+        log_run(report.result)
+
+    def _apply(self, config: SpikewatchConfig) -> None:
+        pairs = config.pairs()
+        self.metrics.ensure_pairs(
+            (t.name, s.name, SpikewatchMetrics.threshold_names(s)) for t, s in pairs
+        )
+        self.metrics.forget_pairs({(t.name, s.name) for t, s in pairs})
+        self.registry.limit = config.limits.max_connections
+        self.dispatcher.max_concurrent = config.limits.max_concurrent_runs
+        self.dispatcher.max_queued = self._max_queued(config)
+        self._prober = Prober(self.registry, self.monitor, _prober_limits(config))
+        self.scheduler.apply((t.name, s.name, s.schedule) for t, s in pairs)
+
+    async def _watch_saturation(self) -> None:
+        while True:
+            await asyncio.sleep(SATURATION_CHECK_EVERY)
+            lag = self.monitor.recent_lag_p99(SATURATION_WINDOW)
+            limit = self._config.prober.max_loop_lag_p99
+            self.metrics.set_prober_saturated(lag is not None and lag > limit)
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    async def startup(self) -> None:
+        """Start sampling, serving HTTP and scheduling; ready at the end."""
+        loop = asyncio.get_running_loop()
+        self.monitor.start()
+        self.metrics.set_open_connections_source(lambda: float(self.registry.open))
+        self.metrics.set_reload(ok=True, timestamp=time.time())
+        self._apply(self._config)
+        server = self._config.server
+        runner = web.AppRunner(create_app(self), access_log=None, handle_signals=False)
+        await runner.setup()
+        self._runner = runner
+        site = web.TCPSite(runner, server.host, server.port, shutdown_timeout=1.0)
+        await site.start()
+        sockets = site._server.sockets if site._server is not None else ()  # noqa: SLF001
+        port = sockets[0].getsockname()[1] if sockets else server.port
+        self.bound = (server.host, port)
+        self.scheduler.start()
+        self._watch = loop.create_task(self._watch_saturation(), name="saturation watch")
+        self._ready = True
+        log.info("spikewatch %s listening on http://%s:%d", __version__, server.host, port)
+
+    async def main_loop(self) -> None:
+        """Serve until asked to stop."""
+        await self._stop.wait()
+
+    def request_stop(self) -> None:
+        """Ask the main loop to end (the first SIGTERM or SIGINT)."""
+        self._stop.set()
+
+    async def shutdown(self) -> None:
+        """Stop scheduling, cancel runs in flight, close every connection, stop serving."""
+        self._ready = False
+        self.scheduler.shutdown()
+        clean = await self.dispatcher.cancel_all(grace=SHUTDOWN_GRACE)
+        aborted = self.registry.abort_all()
+        if not clean or aborted:
+            log.warning("shutdown: %d connection(s) aborted", aborted)
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+        if self._runner is not None:
+            await self._runner.cleanup()
+        self.monitor.stop()
+        log.info("spikewatch stopped")
+
+
+async def serve(daemon: Daemon) -> None:
+    """Run the daemon until SIGTERM/SIGINT (graceful; a second one forces), SIGHUP reloads."""
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    assert main is not None
+    reloads: set[asyncio.Task[object]] = set()
+
+    def on_stop(signum: signal.Signals) -> None:
+        if daemon._stop.is_set():  # noqa: SLF001 - a second signal: stop waiting, exit now
+            log.warning("%s again: forcing exit", signum.name)
+            main.cancel()
+            return
+        log.info("%s: shutting down", signum.name)
+        daemon.request_stop()
+
+    def on_reload() -> None:
+        task = loop.create_task(daemon.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_stop, signum)
+    loop.add_signal_handler(signal.SIGHUP, on_reload)
+    try:
+        await daemon.startup()
+        await daemon.main_loop()
+    finally:
+        try:
+            await daemon.shutdown()
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(signum)

@@ -1,0 +1,82 @@
+"""Log set-up (text or JSON lines) and the one structured line per finished run."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from spikewatch.core.result import RunResult
+
+#: The logger of run lines, so that they can be routed or filtered on their own.
+RUN_LOG = logging.getLogger("spikewatch.runs")
+
+_STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({})))
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, with the record's ``extra`` fields merged in."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        doc.update({k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRS})
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        return json.dumps(doc, default=str)
+
+
+def configure_logging(fmt: str, level: str) -> None:
+    """Send logs to stderr as text or JSON lines at ``level``."""
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+
+
+def run_fields(result: RunResult) -> dict[str, Any]:
+    """Return the key figures of a run as flat fields (no secret is ever among them)."""
+    spike = result.spike
+    recovery = result.recovery
+    return {
+        "run_id": result.id,
+        "target": result.target,
+        "scenario": result.scenario,
+        "result": result.result.value,
+        "duration_s": round(result.duration, 3),
+        "baseline_ms": None
+        if result.baseline.latency is None
+        else round(result.baseline.latency * 1000, 3),
+        "spike_ok": None if spike is None else spike.outcomes.get("ok", 0),
+        "spike_attempted": None if spike is None else spike.attempted,
+        "handshake_p95_ms": None
+        if spike is None or spike.handshake is None
+        else round(spike.handshake.p95 * 1000, 3),
+        "recovered": None if recovery is None else recovery.recovered,
+        "recovery_s": None if recovery is None or recovery.seconds is None else recovery.seconds,
+        "dropped_stable": None if result.stable is None else result.stable.dropped,
+        "saturated": result.prober.saturated,
+        "errors": {e.outcome.value: e.count for e in result.errors},
+    }
+
+
+def log_run(result: RunResult) -> None:
+    """Write the run's one structured line."""
+    fields = run_fields(result)
+    text = " ".join(f"{k}={v}" for k, v in fields.items() if k != "errors" and v is not None)
+    if fields["errors"]:
+        text += " errors=" + ",".join(f"{k}:{v}" for k, v in fields["errors"].items())
+    level = logging.INFO if result.result.value in ("passed", "failed") else logging.WARNING
+    RUN_LOG.log(level, "run finished %s", text, extra=fields)

@@ -1,0 +1,131 @@
+"""Fire each target-scenario pair on its schedule with APScheduler 3 (AsyncIOScheduler).
+
+The scheduler only decides *when*; a due pair is handed to a callback that queues the
+run. Jobs are coalesced (``coalesce=True``, one instance at a time) so a loop that fell
+behind fires once, not once per missed slot; slots missed past the grace time are
+reported so that they are counted, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from spikewatch.config import ScheduleConfig
+
+log = logging.getLogger(__name__)
+
+#: The first interval run of a pair comes this soon after start (or reload), at most,
+#: so that a fresh daemon shows figures within seconds instead of after one interval.
+FIRST_RUN_WITHIN = 10.0
+
+#: A slot whose fire is later than this is reported as missed rather than fired late.
+MISFIRE_GRACE = 60
+
+
+def describe_schedule(schedule: ScheduleConfig) -> str:
+    """Return a schedule in a few words: ``every 15m ±30s`` or ``cron */5 * * * * (UTC)``."""
+    if schedule.cron is not None:
+        return f"cron {schedule.cron} ({schedule.timezone})"
+    assert schedule.every is not None
+    jitter = f" ±{schedule.jitter:g}s" if schedule.jitter else ""
+    return f"every {schedule.every:g}s{jitter}"
+
+
+def build_trigger(schedule: ScheduleConfig) -> IntervalTrigger | CronTrigger:
+    """Return the APScheduler trigger of a schedule."""
+    jitter = schedule.jitter or None
+    if schedule.cron is not None:
+        trigger = CronTrigger.from_crontab(schedule.cron, timezone=schedule.timezone)
+        trigger.jitter = jitter
+        return trigger
+    assert schedule.every is not None
+    return IntervalTrigger(seconds=schedule.every, jitter=jitter, timezone=schedule.timezone)
+
+
+def job_id(target: str, scenario: str) -> str:
+    """Return the job id of a pair (names are ``[a-z0-9_-]+``, so ``/`` is free)."""
+    return f"{target}/{scenario}"
+
+
+class RunScheduler:
+    """Keep one APScheduler job per pair and report when each is due or missed."""
+
+    def __init__(
+        self,
+        on_due: Callable[[str, str], None],
+        on_missed: Callable[[str, str], None],
+        *,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._on_due = on_due
+        self._on_missed = on_missed
+        self._now = now
+        self._scheduler = AsyncIOScheduler(timezone="UTC")
+        self._scheduler.add_listener(self._missed, EVENT_JOB_MISSED)
+        self._schedules: dict[str, str] = {}
+
+    @property
+    def running(self) -> bool:
+        """Whether the scheduler is started."""
+        return bool(self._scheduler.running)
+
+    def start(self) -> None:
+        """Start scheduling (inside the running event loop)."""
+        self._scheduler.start()
+
+    def shutdown(self) -> None:
+        """Stop scheduling; runs already queued are the dispatcher's business."""
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
+
+    def apply(self, pairs: Iterable[tuple[str, str, ScheduleConfig]]) -> None:
+        """Replace every job with one per given pair (after start or a reload)."""
+        self._scheduler.remove_all_jobs()
+        self._schedules.clear()
+        now = self._now()
+        for target, scenario, schedule in pairs:
+            first: Any = None
+            if schedule.every is not None:
+                first = now + timedelta(seconds=min(schedule.every, FIRST_RUN_WITHIN))
+            self._scheduler.add_job(
+                self._fire,
+                build_trigger(schedule),
+                args=(target, scenario),
+                id=job_id(target, scenario),
+                name=job_id(target, scenario),
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=MISFIRE_GRACE,
+                next_run_time=first,
+            )
+            self._schedules[job_id(target, scenario)] = describe_schedule(schedule)
+
+    def schedule_of(self, target: str, scenario: str) -> str:
+        """Return the schedule of a pair in words ('' when unknown)."""
+        return self._schedules.get(job_id(target, scenario), "")
+
+    def next_run(self, target: str, scenario: str) -> float | None:
+        """Return when a pair is due next (epoch seconds), or None."""
+        job = self._scheduler.get_job(job_id(target, scenario))
+        if job is None or job.next_run_time is None:
+            return None
+        return float(job.next_run_time.timestamp())
+
+    async def _fire(self, target: str, scenario: str) -> None:
+        # A coroutine, so that AsyncIOExecutor runs it on the loop, not in a thread.
+        self._on_due(target, scenario)
+
+    def _missed(self, event: JobExecutionEvent) -> None:
+        target, _, scenario = str(event.job_id).partition("/")
+        log.warning(
+            "run of %s/%s missed its slot by more than %ss", target, scenario, MISFIRE_GRACE
+        )
+        self._on_missed(target, scenario)
