@@ -6,15 +6,27 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import resource
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from pathlib import Path
+from typing import Any
 
 from spikewatch import __version__
-from spikewatch.config import ScenarioConfig, SpikewatchConfig, TargetConfig, load_config
+from spikewatch.config import (
+    CONFIG_ENV,
+    ScenarioConfig,
+    SpikewatchConfig,
+    TargetConfig,
+    load_config,
+)
 from spikewatch.config.render import render_effective_config
 from spikewatch.core.saturation import ProberLimits
+from spikewatch.daemon.app import Daemon, serve
+from spikewatch.daemon.logs import configure_logging
+from spikewatch.demo import DEFAULT_LISTEN, run_demo
 from spikewatch.engine.registry import ConnectionRegistry
 from spikewatch.engine.runner import Prober, ProgressFn, RunReport, execute_run
 from spikewatch.engine.selfcheck import ProberMonitor
@@ -99,6 +111,35 @@ def cmd_once(args: argparse.Namespace) -> int:
     return EXIT_PASSED if report.result.passed else EXIT_FAILED
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    """``spikewatch run``: the daemon, until SIGTERM or SIGINT."""
+    path = args.config or os.environ.get(CONFIG_ENV)
+    config = load_config(path)
+    configure_logging(config.log.format, config.log.level)
+    raise_fd_limit()
+    daemon = Daemon(config, config_path=Path(path) if path else None)
+    return _serve(serve(daemon))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """``spikewatch demo``: the daemon on an embedded config and an in-process target."""
+    configure_logging("text", args.log_level if args.log_level != "warning" else "info")
+    raise_fd_limit()
+    return _serve(run_demo(args.listen))
+
+
+def _serve(main: Coroutine[Any, Any, None]) -> int:
+    try:
+        asyncio.run(main)
+    except OSError as exc:
+        print(f"spikewatch: cannot serve: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except asyncio.CancelledError:
+        print("spikewatch: forced exit before a graceful shutdown", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_PASSED
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     """``spikewatch check-config``: validate and print the effective config."""
     config = load_config(args.file)
@@ -134,6 +175,18 @@ def build_parser() -> argparse.ArgumentParser:
     once.add_argument("--json", action="store_true", help="print the result as JSON")
     once.add_argument("--quiet", action="store_true", help="no progress on stderr")
     once.set_defaults(func=cmd_once)
+
+    run = sub.add_parser("run", help="run the daemon: scheduled runs, metrics, HTTP API")
+    run.add_argument("--config", help="config file (default: $SPIKEWATCH_CONFIG)")
+    run.set_defaults(func=cmd_run)
+
+    demo = sub.add_parser(
+        "demo", help="the daemon on a built-in config against a built-in target, in one process"
+    )
+    demo.add_argument(
+        "--listen", default=DEFAULT_LISTEN, help=f"HTTP address (default {DEFAULT_LISTEN})"
+    )
+    demo.set_defaults(func=cmd_demo)
 
     check = sub.add_parser("check-config", help="validate a config and print it, secrets masked")
     check.add_argument("file", help="config file")

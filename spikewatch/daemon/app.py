@@ -80,6 +80,7 @@ class Daemon:
         self.scheduler = RunScheduler(self._on_due, self._on_missed)
         self._stop = asyncio.Event()
         self._ready = False
+        self._ready_event = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._watch: asyncio.Task[None] | None = None
         self.bound: tuple[str, int] | None = None
@@ -130,7 +131,7 @@ class Daemon:
             new = load_config(self._config_path)
         except ConfigError as exc:
             self.metrics.set_reload(ok=False, timestamp=time.time())
-            log.error(
+            log.error(  # noqa: TRY400 - the problems are the message; a traceback would hide them
                 "config reload rejected, the previous config stays in force:\n%s",
                 "\n".join(f"  {p}" for p in exc.problems),
             )
@@ -237,17 +238,26 @@ class Daemon:
         self._runner = runner
         site = web.TCPSite(runner, server.host, server.port, shutdown_timeout=1.0)
         await site.start()
-        sockets = site._server.sockets if site._server is not None else ()  # noqa: SLF001
-        port = sockets[0].getsockname()[1] if sockets else server.port
+        port = int(runner.addresses[0][1]) if runner.addresses else server.port
         self.bound = (server.host, port)
         self.scheduler.start()
         self._watch = loop.create_task(self._watch_saturation(), name="saturation watch")
         self._ready = True
+        self._ready_event.set()
         log.info("spikewatch %s listening on http://%s:%d", __version__, server.host, port)
+
+    async def wait_ready(self) -> None:
+        """Wait until startup has finished."""
+        await self._ready_event.wait()
 
     async def main_loop(self) -> None:
         """Serve until asked to stop."""
         await self._stop.wait()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether a stop was requested."""
+        return self._stop.is_set()
 
     def request_stop(self) -> None:
         """Ask the main loop to end (the first SIGTERM or SIGINT)."""
@@ -279,7 +289,7 @@ async def serve(daemon: Daemon) -> None:
     reloads: set[asyncio.Task[object]] = set()
 
     def on_stop(signum: signal.Signals) -> None:
-        if daemon._stop.is_set():  # noqa: SLF001 - a second signal: stop waiting, exit now
+        if daemon.stopping:  # a second signal: stop waiting, exit now
             log.warning("%s again: forcing exit", signum.name)
             main.cancel()
             return
