@@ -1,0 +1,412 @@
+"""The HTTP layer: metrics, health, the JSON API and the status page, over a DaemonState.
+
+Handlers stay thin: they parse the request, ask the :class:`DaemonState`, and shape the
+answer. Every error answer is JSON ``{"error": "..."}`` with the status that says why,
+aiohttp's own 404 and 405 included; unexpected exceptions become a 500 without a
+traceback (the traceback goes to the log).
+
+Secrets never leave through this module: target URLs lose their userinfo and query
+values, headers are named but never shown, the JWT key and the API token are never read
+except for the constant-time token comparison.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, Final
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from spikewatch import __version__
+from spikewatch.config import ScenarioConfig, SpikewatchConfig, TargetConfig
+from spikewatch.core.result import RunResult
+from spikewatch.daemon.state import DaemonState, RunRequestError, ScheduledPair
+from spikewatch.daemon.status_page import render_status_page
+
+__all__ = ["STATE", "ApiError", "create_app", "public_url"]
+
+logger = logging.getLogger(__name__)
+
+#: The daemon the app answers for.
+STATE: Final = web.AppKey("spikewatch_state", DaemonState)
+
+#: Run requests are a few dozen bytes; anything much larger is a mistake or an attack.
+_MAX_BODY_BYTES: Final = 64 * 1024
+#: How many runs ``GET /api/v1/runs`` returns without ``limit``.
+DEFAULT_RUNS_LIMIT: Final = 50
+#: How many recent runs the status page shows.
+STATUS_PAGE_RUNS: Final = 20
+_RUN_FIELDS: Final = ("target", "scenario")
+#: What a masked query value is shown as.
+_MASK: Final = "***"
+# RFC 6750 §3: the challenge a protected resource sends with its 401.
+_CHALLENGE: Final = 'Bearer realm="spikewatch"'
+
+
+class ApiError(Exception):
+    """An error answer: its HTTP status, a message a user can act on, extra headers."""
+
+    def __init__(
+        self, status: int, message: str, *, headers: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+def create_app(state: DaemonState) -> web.Application:
+    """Return the aiohttp application that serves every endpoint of the contract."""
+    app = web.Application(middlewares=[_json_errors], client_max_size=_MAX_BODY_BYTES)
+    app[STATE] = state
+    app.router.add_get("/", _status_page, name="status_page")
+    app.router.add_get("/metrics", _metrics, name="metrics")
+    app.router.add_get("/healthz", _healthz, name="healthz")
+    app.router.add_get("/readyz", _readyz, name="readyz")
+    app.router.add_get("/api/v1/targets", _targets, name="targets")
+    app.router.add_get("/api/v1/runs", _list_runs, name="runs")
+    app.router.add_post("/api/v1/runs", _request_run)
+    app.router.add_get("/api/v1/runs/{id}", _get_run, name="run")
+    app.router.add_post("/-/reload", _reload, name="reload")
+    return app
+
+
+# --- errors ------------------------------------------------------------------------------
+
+
+def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+@web.middleware
+async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every error, aiohttp's own included, into a JSON answer."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return _error(exc.status, exc.message, exc.headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:  # redirects and the like are not errors
+            raise
+        return _error(exc.status, _http_exception_message(request, exc), _kept_headers(exc))
+    except Exception:
+        # The traceback may name files and values; it belongs in the log, not the answer.
+        logger.exception("unexpected error answering %s %s", request.method, request.path)
+        return _error(500, "internal error; the daemon's log has the details")
+
+
+def _http_exception_message(request: web.Request, exc: web.HTTPException) -> str:
+    if isinstance(exc, web.HTTPNotFound):
+        return f"no such endpoint: {request.path}"
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        return f"method {exc.method} is not allowed on {request.path}; use {allowed}"
+    text = exc.text or ""
+    # aiohttp's default body is "<status>: <reason>"; a specific text says more.
+    if text and not text.startswith(f"{exc.status}:"):
+        return text
+    return exc.reason
+
+
+def _kept_headers(exc: web.HTTPException) -> dict[str, str]:
+    # Allow (405) and the like must survive; the body's own headers are replaced.
+    dropped = {"content-type", "content-length"}
+    return {k: v for k, v in exc.headers.items() if k.lower() not in dropped}
+
+
+def _authorize(request: web.Request) -> None:
+    """Check the bearer token of a POST; raise :class:`ApiError` when it is not right."""
+    token = request.app[STATE].api_token()
+    if token is None:
+        raise ApiError(403, "POST endpoints are disabled: no server.api_token_file configured")
+    header = request.headers.get("Authorization")
+    if header is None:
+        raise ApiError(
+            401,
+            "missing Authorization header; send Authorization: Bearer <token>",
+            headers={"WWW-Authenticate": _CHALLENGE},
+        )
+    scheme, _, credentials = header.strip().partition(" ")
+    credentials = credentials.strip()
+    # RFC 9110 §11.1: the auth scheme is case-insensitive.
+    if scheme.lower() != "bearer" or not credentials:
+        raise ApiError(
+            401,
+            "malformed Authorization header; send Authorization: Bearer <token>",
+            headers={"WWW-Authenticate": f'{_CHALLENGE}, error="invalid_request"'},
+        )
+    # Constant time on bytes: compare_digest on str accepts only ASCII.
+    given = credentials.encode("utf-8", "surrogatepass")
+    if not hmac.compare_digest(given, token.encode("utf-8", "surrogatepass")):
+        raise ApiError(
+            401,
+            "invalid bearer token",
+            headers={"WWW-Authenticate": f'{_CHALLENGE}, error="invalid_token"'},
+        )
+
+
+# --- health and metrics ------------------------------------------------------------------
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    """Answer while the event loop runs."""
+    return web.json_response({"status": "ok"})
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    """Answer 200 once the config is loaded and the scheduler is up, else 503."""
+    if request.app[STATE].ready:
+        return web.json_response({"status": "ready"})
+    return web.json_response(
+        {"status": "not ready", "error": "not ready: config not loaded or scheduler not up"},
+        status=503,
+    )
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    """Answer the Prometheus exposition, OpenMetrics when the Accept header asks for it."""
+    body, content_type = request.app[STATE].render_metrics(request.headers.get("Accept"))
+    # Set as a header: content_type= refuses the charset and version parameters.
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+# --- targets and scenarios ---------------------------------------------------------------
+
+
+def public_url(url: str) -> str:
+    """Return ``url`` safe to show: no userinfo, query values masked (they may be tokens)."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode([(name, _MASK) for name, _ in pairs], safe="*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def _iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    moment = datetime.fromtimestamp(timestamp, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _target_doc(target: TargetConfig) -> dict[str, Any]:
+    return {
+        "name": target.name,
+        "url": public_url(target.url),
+        # Only the kind: the key, its file and the claims stay in the config.
+        "auth": "jwt" if target.auth is not None else None,
+        "subprotocols": list(target.subprotocols),
+        # Names only: header values may be credentials.
+        "headers": sorted(target.headers),
+        "handshake_timeout_seconds": target.handshake_timeout,
+        "close_timeout_seconds": target.close_timeout,
+        "welcome_timeout_seconds": target.welcome.timeout if target.welcome else None,
+        "echo_timeout_seconds": target.echo.timeout if target.echo else None,
+        "max_message_bytes": target.max_message_bytes,
+    }
+
+
+def _schedule_doc(scenario: ScenarioConfig) -> dict[str, Any]:
+    schedule = scenario.schedule
+    if schedule.cron is not None:
+        return {"cron": schedule.cron, "timezone": schedule.timezone}
+    return {"every_seconds": schedule.every, "jitter_seconds": schedule.jitter}
+
+
+def _shape_doc(scenario: ScenarioConfig) -> dict[str, Any]:
+    if scenario.spike is not None:
+        spike = scenario.spike
+        return {
+            "kind": "spike",
+            "connections": spike.connections,
+            "batches": spike.batches,
+            "batch_interval_seconds": spike.batch_interval,
+        }
+    assert scenario.ramp is not None  # the config guarantees spike or ramp
+    return {
+        "kind": "ramp",
+        "steps": list(scenario.ramp.steps),
+        "step_interval_seconds": scenario.ramp.step_interval,
+    }
+
+
+def _scenario_doc(config: SpikewatchConfig, scenario: ScenarioConfig) -> dict[str, Any]:
+    stable = scenario.stable
+    return {
+        "name": scenario.name,
+        "targets": [t.name for t in config.targets_of(scenario)],
+        "schedule": _schedule_doc(scenario),
+        "shape": _shape_doc(scenario),
+        "hold_seconds": scenario.hold,
+        "stable": (
+            {"connections": stable.connections, "ping_interval_seconds": stable.ping_interval}
+            if stable is not None
+            else None
+        ),
+        "thresholds": scenario.thresholds.model_dump(exclude_none=True),
+    }
+
+
+def _last_doc(result: RunResult | None) -> dict[str, Any] | None:
+    if result is None:
+        return None
+    finished = result.started_at + result.duration
+    ratio = result.spike.success_ratio if result.spike is not None else None
+    recovery = result.recovery
+    return {
+        "id": result.id,
+        "result": result.result.value,
+        "finished_at": _iso(finished),
+        "finished_at_timestamp_seconds": round(finished, 3),
+        "spike_success_ratio": None if ratio is None else round(ratio, 6),
+        "recovered": recovery.recovered if recovery is not None else None,
+        "recovery_seconds": recovery.seconds if recovery is not None else None,
+    }
+
+
+def _pair_doc(pair: ScheduledPair) -> dict[str, Any]:
+    return {
+        "target": pair.target,
+        "scenario": pair.scenario,
+        "schedule": pair.schedule,
+        "state": pair.state,
+        "next_run": _iso(pair.next_run),
+        "next_run_timestamp_seconds": None if pair.next_run is None else round(pair.next_run, 3),
+        "last": _last_doc(pair.last),
+    }
+
+
+async def _targets(request: web.Request) -> web.Response:
+    """Answer the targets, the scenarios and each pair's schedule, without secrets."""
+    state = request.app[STATE]
+    config = state.config
+    return web.json_response(
+        {
+            "targets": [_target_doc(t) for t in config.targets],
+            "scenarios": [_scenario_doc(config, s) for s in config.scenarios],
+            "pairs": [_pair_doc(p) for p in state.schedules()],
+        }
+    )
+
+
+# --- runs --------------------------------------------------------------------------------
+
+
+def _limit(text: str | None, capacity: int) -> int:
+    if text is None or text == "":
+        return min(DEFAULT_RUNS_LIMIT, capacity)
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise ApiError(400, f"limit must be a whole number from 1 to {capacity}")
+    return min(int(text), capacity)
+
+
+async def _list_runs(request: web.Request) -> web.Response:
+    """Answer recent runs, newest first, optionally of one target and/or scenario."""
+    history = request.app[STATE].history
+    query = request.query
+    limit = _limit(query.get("limit"), history.capacity)
+    entries = history.recent(
+        target=query.get("target") or None, scenario=query.get("scenario") or None, limit=limit
+    )
+    return web.json_response({"runs": [e.as_dict(detail=False) for e in entries]})
+
+
+async def _get_run(request: web.Request) -> web.Response:
+    """Answer one run with its detail."""
+    history = request.app[STATE].history
+    run_id = request.match_info["id"]
+    entry = history.get(run_id)
+    if entry is None:
+        raise ApiError(
+            404, f"no run {run_id!r}: the history keeps only the last {history.capacity} runs"
+        )
+    return web.json_response(entry.as_dict(detail=True))
+
+
+async def _run_request(request: web.Request) -> tuple[str, str]:
+    usage = 'send a JSON object {"target": "<name>", "scenario": "<name>"}'
+    try:
+        doc = json.loads(await request.read())
+    except (UnicodeDecodeError, ValueError):  # JSONDecodeError is a ValueError
+        raise ApiError(400, f"request body is not valid JSON; {usage}") from None
+    if not isinstance(doc, dict):
+        raise ApiError(400, f"request body must be a JSON object; {usage}")
+    unknown = sorted(set(doc) - set(_RUN_FIELDS))
+    if unknown:
+        raise ApiError(400, f"unknown field(s) {', '.join(map(repr, unknown))}; {usage}")
+    for name in _RUN_FIELDS:
+        if not isinstance(doc.get(name), str) or not doc[name]:
+            raise ApiError(400, f"{name} must be a non-empty string; {usage}")
+    return doc["target"], doc["scenario"]
+
+
+async def _request_run(request: web.Request) -> web.Response:
+    """Queue a run now and answer 202 with its id and where to follow it."""
+    _authorize(request)
+    target, scenario = await _run_request(request)
+    try:
+        entry = request.app[STATE].request_run(target, scenario)
+    except RunRequestError as exc:
+        raise ApiError(exc.status, str(exc)) from None
+    location = str(request.app.router["run"].url_for(id=entry.id))
+    return web.json_response(
+        {
+            "id": entry.id,
+            "target": entry.target,
+            "scenario": entry.scenario,
+            "state": entry.state,
+            "links": {"self": location},
+        },
+        status=202,
+        headers={"Location": location},
+    )
+
+
+async def _reload(request: web.Request) -> web.Response:
+    """Reload the config file; keep the config in force when the new one is rejected."""
+    _authorize(request)
+    problems = await request.app[STATE].reload()
+    if problems:
+        return web.json_response(
+            {
+                "error": "config rejected, the previous config stays in force",
+                "problems": [str(p) for p in problems],
+            },
+            status=400,
+        )
+    return web.json_response({"status": "reloaded"})
+
+
+# --- status page -------------------------------------------------------------------------
+
+
+async def _status_page(request: web.Request) -> web.Response:
+    """Answer the human-readable status page."""
+    state = request.app[STATE]
+    config = state.config
+    page = render_status_page(
+        version=__version__,
+        ready=state.ready,
+        pairs=state.schedules(),
+        runs=state.history.recent(limit=STATUS_PAGE_RUNS),
+        target_urls={t.name: public_url(t.url) for t in config.targets},
+        now=time.time(),
+    )
+    return web.Response(
+        text=page,
+        content_type="text/html",
+        headers={
+            # No script runs on this page; say so, so an escaping bug cannot become one.
+            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
