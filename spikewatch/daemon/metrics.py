@@ -1,0 +1,415 @@
+"""The Prometheus metrics of the contract (``spec.md``, "Metrics"), in a registry the app owns."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Literal, get_args
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics import MetricWrapperBase
+
+from spikewatch.config.model import ScenarioConfig, ThresholdsConfig
+from spikewatch.core.outcomes import (
+    UPGRADE_STATUS_CODES,
+    Outcome,
+    Phase,
+    RunResultKind,
+    status_code_label,
+)
+
+if TYPE_CHECKING:
+    from spikewatch.config.model import SpikewatchConfig
+    from spikewatch.engine.runner import RunReport
+
+PREFIX = "spikewatch"
+
+#: The implicit check every run has (``spikewatch.core.verdict.evaluate_thresholds``).
+RECOVERED_CHECK = "recovered"
+
+# Buckets, in seconds, chosen per metric so that both a healthy target and a badly
+# degraded one land inside the finite buckets (a histogram_quantile() that falls in +Inf
+# only says "more than the last bucket"):
+# - a handshake is TCP (+ TLS) + the HTTP upgrade: ~1 ms on a LAN, up to handshake_timeout
+#   (5 s by default, 30 s at most in practice) when the target is drowning;
+# - the welcome and an echo round trip can be sub-millisecond on a local target, so they
+#   start at 0.5 ms; they end at 30 s like the handshake (their timeouts are of that order);
+# - recovery spans 0 (recovered at the first probe) to recovery.timeout (120 s by default;
+#   10 min allowed for slow autoscalers);
+# - a run is seconds (baseline + spike + recovery) to an hour for long ramps;
+# - spike start lateness and event-loop lag are the prober's own health: 0.1 ms is
+#   normal jitter, 100 ms is the default saturation limit, 5 s is a frozen loop.
+HANDSHAKE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+MESSAGE_BUCKETS = (0.0005, *HANDSHAKE_BUCKETS)
+RECOVERY_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
+RUN_DURATION_BUCKETS = (1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600)
+PROBER_LAG_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+)
+
+#: Why a scheduled run was not started (the ``reason`` label of ``runs_skipped_total``):
+#: the pair was still queued or running, the run queue was full, or the scheduler woke
+#: up too late for the due time.
+SkipReason = Literal["overlap", "queue_full", "missed"]
+SKIP_REASONS: tuple[str, ...] = get_args(SkipReason)
+
+#: Results whose figures describe the target. ``invalid`` (the prober was saturated) and
+#: ``error`` (spikewatch itself failed) say nothing about it; ``target_down`` has no spike.
+DESCRIBES_TARGET = frozenset({RunResultKind.PASSED, RunResultKind.FAILED, RunResultKind.ABORTED})
+
+_PAIR = ("target", "scenario")
+_NAN = math.nan
+
+
+def _value(x: float | None) -> float:
+    """Return ``x``, or NaN (unknown) for None."""
+    return _NAN if x is None else x
+
+
+class SpikewatchMetrics:
+    """Every metric of the contract, recorded from run reports, in its own registry.
+
+    Series of a target/scenario pair exist from :meth:`ensure_pairs` on (counters and
+    histograms at 0), so that dashboards and alerts see zeros rather than gaps. Before a
+    pair's first run its gauges read:
+
+    - ``last_run_timestamp_seconds`` 0 (never: a "no run for too long" alert fires for a
+      pair that never completes a run; pair it with ``process_start_time_seconds`` to
+      allow the first interval after a start);
+    - ``next_run_timestamp_seconds`` NaN until :meth:`set_next_run` gives a time (and NaN
+      again when it is given None: not scheduled);
+    - ``last_run_success``, ``baseline_latency_seconds``, ``last_spike_success_ratio``,
+      ``last_recovery_seconds`` NaN (unknown; NaN compares false, so no alert fires on it).
+
+    Recording a run (:meth:`record_run`):
+
+    - every run: ``runs_total{result}``, ``connections_total`` for each finished attempt,
+      ``upgrade_status_total`` for each ``http_status`` attempt, the handshake, first
+      message and round-trip histograms by phase (the stable connections' keepalive round
+      trips under ``phase="stable"``), spike start lateness, ``run_duration_seconds``,
+      ``stable_connections_dropped_total``, ``last_run_timestamp_seconds`` (when it ended)
+      and ``last_run_success`` (1 when passed, else 0, as the contract says: ``invalid``
+      runs read 0 too, so alert on ``runs_total{result="failed"}`` for the target's
+      failures);
+    - only runs whose figures describe the target (``passed``, ``failed``, ``aborted``;
+      not ``invalid``, ``error`` nor ``target_down``): ``baseline_latency_seconds`` (B),
+      ``last_spike_success_ratio``, ``last_recovery_seconds`` (+Inf when it did not
+      recover, NaN when recovery was not measured), ``recovery_duration_seconds`` (runs
+      that recovered) and ``threshold_failures_total`` (an invalid run's missed
+      thresholds are the prober's, and "such runs never count as the target's failure").
+
+    Beyond the contract's table, ``runs_skipped_total{target, scenario, reason}`` counts
+    scheduled runs that were not started (``reason`` in :data:`SKIP_REASONS`).
+
+    A value the run could not measure (B of no successful probe, the ratio of an empty
+    spike) sets its gauge to NaN rather than leaving the previous run's figure. Label
+    values come only from the config and the contract's fixed sets.
+    """
+
+    def __init__(self, *, version: str, registry: CollectorRegistry | None = None) -> None:
+        self.registry = CollectorRegistry() if registry is None else registry
+        reg = self.registry
+        ProcessCollector(registry=reg)
+        PlatformCollector(registry=reg)
+        GCCollector(registry=reg)
+
+        def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
+            return Counter(name, doc, _PAIR + labels, namespace=PREFIX, registry=reg)
+
+        def histogram(
+            name: str, doc: str, buckets: tuple[float, ...], labels: tuple[str, ...] = ()
+        ) -> Histogram:
+            return Histogram(
+                name, doc, _PAIR + labels, namespace=PREFIX, registry=reg, buckets=buckets
+            )
+
+        def gauge(name: str, doc: str, labels: tuple[str, ...] = _PAIR) -> Gauge:
+            return Gauge(name, doc, labels, namespace=PREFIX, registry=reg)
+
+        # Counters are declared without ``_total``; prometheus-client exposes them with it.
+        self.runs = counter("runs", "Runs finished, by result.", ("result",))
+        self.connections = counter(
+            "connections", "Connection attempts, by phase and outcome.", ("phase", "outcome")
+        )
+        self.upgrade_status = counter(
+            "upgrade_status", "Upgrade answers other than 101, by status code.", ("code",)
+        )
+        self.handshake = histogram(
+            "handshake_duration_seconds",
+            "Connect start to upgrade complete.",
+            HANDSHAKE_BUCKETS,
+            ("phase",),
+        )
+        self.first_message = histogram(
+            "first_message_duration_seconds",
+            "Upgrade complete to welcome received.",
+            MESSAGE_BUCKETS,
+            ("phase",),
+        )
+        self.message_rtt = histogram(
+            "message_rtt_seconds", "Echo sent to echo received.", MESSAGE_BUCKETS, ("phase",)
+        )
+        self.recovery_duration = histogram(
+            "recovery_duration_seconds",
+            "Recovery times of the runs that recovered.",
+            RECOVERY_BUCKETS,
+        )
+        self.last_recovery = gauge(
+            "last_recovery_seconds", "Last run's recovery time; +Inf when it did not recover."
+        )
+        self.baseline_latency = gauge("baseline_latency_seconds", "Last run's baseline latency B.")
+        self.last_spike_success_ratio = gauge(
+            "last_spike_success_ratio", "ok / attempted in the last spike."
+        )
+        self.last_run_success = gauge("last_run_success", "1 when the last run passed, else 0.")
+        self.last_run_timestamp = gauge(
+            "last_run_timestamp_seconds", "When the last run ended (Unix time)."
+        )
+        self.next_run_timestamp = gauge(
+            "next_run_timestamp_seconds", "When the next run is due (Unix time)."
+        )
+        self.stable_dropped = counter(
+            "stable_connections_dropped", "Stable connections lost during runs."
+        )
+        self.threshold_failures = counter(
+            "threshold_failures", "Thresholds missed, by threshold.", ("threshold",)
+        )
+        # Beyond the contract's table: without it a pair whose runs keep overlapping (or a
+        # full queue) would only show as a stale last_run_timestamp_seconds.
+        self.runs_skipped = counter(
+            "runs_skipped", "Scheduled runs not started, by reason.", ("reason",)
+        )
+        self.run_duration = histogram(
+            "run_duration_seconds", "Run wall time.", RUN_DURATION_BUCKETS
+        )
+        self.spike_start_lateness = histogram(
+            "spike_start_lateness_seconds",
+            "Actual minus planned start of each spike connection.",
+            PROBER_LAG_BUCKETS,
+        )
+        self.open_connections = gauge("open_connections", "Connections open now.", ())
+        self.event_loop_lag = Histogram(
+            "event_loop_lag_seconds",
+            "Sampled event-loop lag of the prober.",
+            namespace=PREFIX,
+            registry=reg,
+            buckets=PROBER_LAG_BUCKETS,
+        )
+        self.prober_saturated = gauge(
+            "prober_saturated", "1 while the prober is past its own limits.", ()
+        )
+        self.config_last_reload_successful = gauge(
+            "config_last_reload_successful", "1 when the last config (re)load succeeded.", ()
+        )
+        self.config_last_reload_success_timestamp = gauge(
+            "config_last_reload_success_timestamp_seconds",
+            "When the config was last loaded successfully (Unix time).",
+            (),
+        )
+        self.build_info = gauge("build_info", "The running spikewatch version.", ("version",))
+        self.build_info.labels(version).set(1)
+
+        #: The pairs that have series, with the threshold names each has series for.
+        self._pairs: dict[tuple[str, str], set[str]] = {}
+
+    # -- the pairs of the config ----------------------------------------------------------
+
+    @staticmethod
+    def threshold_names(scenario: ScenarioConfig) -> list[str]:
+        """Return the scenario's configured thresholds, in the contract's order, + recovered."""
+        # ThresholdsConfig declares its fields in the order the verdict checks them.
+        t = scenario.thresholds
+        configured = [n for n in ThresholdsConfig.model_fields if getattr(t, n) is not None]
+        return [*configured, RECOVERED_CHECK]
+
+    @classmethod
+    def config_pairs(cls, config: SpikewatchConfig) -> list[tuple[str, str, list[str]]]:
+        """Return every pair of ``config`` with its threshold names, for :meth:`ensure_pairs`."""
+        return [(t.name, s.name, cls.threshold_names(s)) for t, s in config.pairs()]
+
+    def ensure_pairs(self, pairs: Iterable[tuple[str, str, Iterable[str]]]) -> None:
+        """Create every series of each (target, scenario, threshold names) at its initial value.
+
+        A pair that already has series keeps their values (a reload must not reset them);
+        new threshold names of a known pair get their series.
+        """
+        for target, scenario, thresholds in pairs:
+            names = set(thresholds)
+            known = self._pairs.get((target, scenario))
+            if known is None:
+                self._init_gauges(target, scenario)
+                known = self._pairs[target, scenario] = set()
+            known |= names
+            for metric, labels in self._series(target, scenario, names):
+                metric.labels(*labels)
+
+    def forget_pairs(self, keep: set[tuple[str, str]]) -> None:
+        """Remove every series of the pairs not in ``keep`` (gone from the config)."""
+        for pair in [p for p in self._pairs if p not in keep]:
+            for metric, labels in self._series(*pair, self._pairs.pop(pair)):
+                metric.remove(*labels)
+
+    def sync_pairs(self, pairs: Iterable[tuple[str, str, Iterable[str]]]) -> None:
+        """Make the series match exactly ``pairs`` (after a reload).
+
+        Create what is new, remove the pairs that are gone, and remove the
+        ``threshold_failures_total`` series of thresholds a kept pair no longer has.
+        """
+        wanted = {(t, s): set(names) for t, s, names in pairs}
+        self.ensure_pairs((t, s, names) for (t, s), names in wanted.items())
+        self.forget_pairs(set(wanted))
+        for pair, names in wanted.items():
+            known = self._pairs[pair]
+            for name in known - names:
+                self.threshold_failures.remove(*pair, name)
+            known &= names
+
+    def _init_gauges(self, target: str, scenario: str) -> None:
+        self.last_recovery.labels(target, scenario).set(_NAN)
+        self.baseline_latency.labels(target, scenario).set(_NAN)
+        self.last_spike_success_ratio.labels(target, scenario).set(_NAN)
+        self.last_run_success.labels(target, scenario).set(_NAN)
+        self.last_run_timestamp.labels(target, scenario).set(0)
+        self.next_run_timestamp.labels(target, scenario).set(_NAN)
+
+    def _series(
+        self, target: str, scenario: str, thresholds: Iterable[str]
+    ) -> Iterator[tuple[MetricWrapperBase, tuple[str, ...]]]:
+        """Yield (metric, label values) for every series of one pair."""
+        pair = (target, scenario)
+        for kind in RunResultKind:
+            yield self.runs, (*pair, kind.value)
+        for phase in Phase:
+            for outcome in Outcome:
+                yield self.connections, (*pair, phase.value, outcome.value)
+            for histogram in (self.handshake, self.first_message, self.message_rtt):
+                yield histogram, (*pair, phase.value)
+        for code in UPGRADE_STATUS_CODES:
+            yield self.upgrade_status, (*pair, code)
+        for reason in SKIP_REASONS:
+            yield self.runs_skipped, (*pair, reason)
+        for name in thresholds:
+            yield self.threshold_failures, (*pair, name)
+        for metric in (
+            self.recovery_duration,
+            self.run_duration,
+            self.spike_start_lateness,
+            self.stable_dropped,
+            self.last_recovery,
+            self.baseline_latency,
+            self.last_spike_success_ratio,
+            self.last_run_success,
+            self.last_run_timestamp,
+            self.next_run_timestamp,
+        ):
+            yield metric, pair
+
+    # -- runs -----------------------------------------------------------------------------
+
+    def record_run(self, report: RunReport) -> None:
+        """Record one finished run (the rules are in the class docstring)."""
+        r = report.result
+        pair = (r.target, r.scenario)
+        self._pairs.setdefault(pair, set()).update(c.name for c in r.thresholds)
+        self.runs.labels(*pair, r.result.value).inc()
+        for a in report.attempts:
+            phase = a.phase.value
+            if a.outcome is not None:
+                self.connections.labels(*pair, phase, a.outcome.value).inc()
+            if a.outcome == Outcome.HTTP_STATUS and a.status is not None:
+                self.upgrade_status.labels(*pair, status_code_label(a.status)).inc()
+            if a.handshake is not None:
+                self.handshake.labels(*pair, phase).observe(a.handshake)
+            if a.first_message is not None:
+                self.first_message.labels(*pair, phase).observe(a.first_message)
+            if a.rtt is not None:
+                self.message_rtt.labels(*pair, phase).observe(a.rtt)
+            lateness = a.lateness
+            if a.phase == Phase.SPIKE and lateness is not None:
+                # A timer may fire a hair early (asyncio allows clock resolution); a negative
+                # observation would make the _sum series go down, which reads as a reset.
+                self.spike_start_lateness.labels(*pair).observe(max(0.0, lateness))
+        stable_rtt = self.message_rtt.labels(*pair, Phase.STABLE.value)
+        for rtt in report.stable_rtts:
+            stable_rtt.observe(rtt)
+        self.stable_dropped.labels(*pair).inc(report.stable_dropped)
+        self.run_duration.labels(*pair).observe(r.duration)
+        self.last_run_timestamp.labels(*pair).set(r.started_at + r.duration)
+        self.last_run_success.labels(*pair).set(1 if r.passed else 0)
+        if r.result not in DESCRIBES_TARGET:
+            return
+        for check in r.thresholds:
+            if not check.passed:
+                self.threshold_failures.labels(*pair, check.name).inc()
+        self.baseline_latency.labels(*pair).set(_value(r.baseline.latency))
+        ratio = r.spike.success_ratio if r.spike is not None else None
+        self.last_spike_success_ratio.labels(*pair).set(_value(ratio))
+        recovery = r.recovery
+        if recovery is None:
+            self.last_recovery.labels(*pair).set(_NAN)
+        elif not recovery.recovered:
+            self.last_recovery.labels(*pair).set(math.inf)
+        else:
+            self.last_recovery.labels(*pair).set(_value(recovery.seconds))
+            if recovery.seconds is not None:
+                self.recovery_duration.labels(*pair).observe(recovery.seconds)
+
+    # -- the daemon's state ---------------------------------------------------------------
+
+    def count_skipped(self, target: str, scenario: str, reason: SkipReason) -> None:
+        """Count one scheduled run of the pair that was not started, and why."""
+        if reason not in SKIP_REASONS:
+            raise ValueError(f"unknown skip reason {reason!r}; expected one of {SKIP_REASONS}")
+        self.runs_skipped.labels(target, scenario, reason).inc()
+
+    def set_next_run(self, target: str, scenario: str, timestamp: float | None) -> None:
+        """Set when the pair runs next (Unix time); None (not scheduled) reads NaN."""
+        self.next_run_timestamp.labels(target, scenario).set(_value(timestamp))
+
+    def observe_loop_lag(self, seconds: float) -> None:
+        """Record one event-loop lag sample (negative jitter counts as 0)."""
+        self.event_loop_lag.observe(max(0.0, seconds))
+
+    def set_prober_saturated(self, saturated: bool) -> None:
+        """Say whether the prober is past its own limits now."""
+        self.prober_saturated.set(1 if saturated else 0)
+
+    def set_open_connections_source(self, fn: Callable[[], float]) -> None:
+        """Read ``open_connections`` from ``fn`` at each scrape."""
+        self.open_connections.set_function(fn)
+
+    def set_reload(self, ok: bool, timestamp: float) -> None:
+        """Record a config (re)load; the success timestamp moves only when it succeeded."""
+        self.config_last_reload_successful.set(1 if ok else 0)
+        if ok:
+            self.config_last_reload_success_timestamp.set(timestamp)
+
+    # -- exposition -----------------------------------------------------------------------
+
+    def render(self, accept: str | None) -> tuple[bytes, str]:
+        """Return (body, content type): OpenMetrics when ``accept`` asks for it, else text."""
+        encoder, content_type = choose_encoder(accept or "")
+        return encoder(self.registry), content_type
