@@ -24,7 +24,7 @@ _STYLE: Final = """
 :root { color-scheme: light; }
 body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
        color: #1f2328; background: #f6f8fa; margin: 0; }
-main { max-width: 1280px; margin: 0 auto; padding: 16px 24px 32px; }
+main { max-width: 1440px; margin: 0 auto; padding: 16px 24px 32px; }
 header { display: flex; align-items: baseline; gap: 12px; flex-wrap: wrap;
          border-bottom: 1px solid #d0d7de; padding-bottom: 8px; }
 h1 { font-size: 24px; margin: 0; }
@@ -37,6 +37,9 @@ th, td { text-align: left; padding: 6px 10px; border-bottom: 1px solid #d8dee4;
          vertical-align: top; }
 th { background: #eef1f4; font-weight: 600; white-space: nowrap; }
 tbody tr:nth-child(even) { background: #f9fafb; }
+time { white-space: nowrap; }
+.url { overflow-wrap: anywhere; }
+.scroll { overflow-x: auto; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 .badge { display: inline-block; padding: 1px 8px; border-radius: 10px; font-weight: 600;
          font-size: 13px; color: #fff; background: #59636e; white-space: nowrap; }
@@ -95,7 +98,7 @@ def render_status_page(
 </header>
 <h2>Targets and scenarios</h2>
 {_pairs_table(pairs, target_urls, now)}
-<h2>Recent runs</h2>
+<h2>Recent runs <span class="muted small">newest first</span></h2>
 {_runs_table(runs, now)}
 <footer class="small">
 <a href="/metrics">/metrics</a>
@@ -127,7 +130,7 @@ def _pairs_table(pairs: Sequence[ScheduledPair], target_urls: Mapping[str, str],
     rows = []
     for pair in pairs:
         url = target_urls.get(pair.target)
-        url_line = f'<br><span class="muted small">{escape(url)}</span>' if url else ""
+        url_line = f'<br><span class="url muted small">{escape(url)}</span>' if url else ""
         last = pair.last
         rows.append(
             "<tr>"
@@ -183,7 +186,10 @@ def _head(*names: str) -> str:
 
 def _table(head: str, rows: Sequence[str]) -> str:
     body = "\n".join(rows)
-    return f"<table>\n<thead>{head}</thead>\n<tbody>\n{body}\n</tbody>\n</table>"
+    return (
+        f'<div class="scroll"><table>\n<thead>{head}</thead>\n'
+        f"<tbody>\n{body}\n</tbody>\n</table></div>"
+    )
 
 
 def _badge(kind: str) -> str:
