@@ -17,6 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Literal
 
+import prometheus_client
 from aiohttp import web
 
 from spikewatch import __version__
@@ -65,6 +66,8 @@ class Daemon:
     def __init__(self, config: SpikewatchConfig, *, config_path: Path | None = None) -> None:
         self._config = config
         self._config_path = config_path
+        # The *_created series would double the exposition for no dashboard's benefit.
+        prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
         self.metrics = SpikewatchMetrics(version=__version__)
         self.registry = ConnectionRegistry(config.limits.max_connections)
         self.monitor = ProberMonitor(
@@ -206,10 +209,7 @@ class Daemon:
 
     def _apply(self, config: SpikewatchConfig) -> None:
         pairs = config.pairs()
-        self.metrics.ensure_pairs(
-            (t.name, s.name, SpikewatchMetrics.threshold_names(s)) for t, s in pairs
-        )
-        self.metrics.forget_pairs({(t.name, s.name) for t, s in pairs})
+        self.metrics.sync_pairs(SpikewatchMetrics.config_pairs(config))
         self.registry.limit = config.limits.max_connections
         self.dispatcher.max_concurrent = config.limits.max_concurrent_runs
         self.dispatcher.max_queued = self._max_queued(config)

@@ -53,7 +53,7 @@ from spikewatch.core.verdict import (
 )
 from spikewatch.engine.connection import ClientConnection, Keepalive, open_connection
 from spikewatch.engine.registry import ConnectionRegistry
-from spikewatch.engine.selfcheck import Mark, ProberMonitor
+from spikewatch.engine.selfcheck import MIN_CPU_WINDOW, Mark, ProberMonitor
 from spikewatch.engine.spec import ConnectionSpec, build_connection_spec, resolve
 from spikewatch.errors import SpikewatchError
 
@@ -316,7 +316,7 @@ class ScenarioRun:
 
         spike_start = self._mark("spike_start")
         start_mark = self.prober.monitor.mark()
-        tasks = []
+        tasks: list[asyncio.Task[None]] = []
         for group in groups:
             planned = spike_start + group[0].offset
             await _sleep_until(self.loop, planned)
@@ -424,7 +424,8 @@ class ScenarioRun:
             self.prober.limits,
             loop_lag_p99=window.loop_lag_p99,
             start_lateness_p99=lateness.p99 if lateness else None,
-            cpu_percent=window.cpu_percent,
+            # Too short a window says nothing about saturation (see MIN_CPU_WINDOW).
+            cpu_percent=window.cpu_percent if window.cpu_window >= MIN_CPU_WINDOW else None,
         )
         return ProberReport(
             bool(reasons), window.loop_lag_p99, window.cpu_percent, window.rss_bytes, reasons

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,14 +25,15 @@ class ProcessSampler(Protocol):
 
 
 class PsutilSampler:
-    """The real process, read through psutil."""
+    """The real process: CPU from the process clock, memory through psutil."""
 
     def __init__(self) -> None:
         self._process = psutil.Process()
 
     def cpu_seconds(self) -> float:
-        times = self._process.cpu_times()
-        return float(times.user + times.system)
+        # CLOCK_PROCESS_CPUTIME_ID: nanosecond resolution, where psutil's cpu_times()
+        # counts 10 ms ticks and turns a short window into 0 % or 300 %.
+        return time.process_time()
 
     def rss_bytes(self) -> int:
         return int(self._process.memory_info().rss)
@@ -53,6 +55,12 @@ class WindowReport:
     loop_lag_max: float | None
     cpu_percent: float | None
     rss_bytes: int
+    cpu_window: float = 0.0
+
+
+#: CPU share is judged over at least this long: over a few milliseconds of a small
+#: spike any busy process is "100 %", which says nothing about saturation.
+MIN_CPU_WINDOW = 1.0
 
 
 class ProberMonitor:
@@ -60,6 +68,8 @@ class ProberMonitor:
 
     Lag is how late a timer callback runs: while the loop is busy with connections,
     the sample comes late, which is exactly the delay every measured timestamp suffers.
+    Each sample also notes the process's CPU time, so that CPU share can be read over
+    any window after the fact.
     """
 
     def __init__(
@@ -73,7 +83,7 @@ class ProberMonitor:
         self._interval = interval
         self._sampler = sampler or PsutilSampler()
         self._on_lag = on_lag
-        self._samples: deque[tuple[float, float]] = deque(maxlen=capacity)
+        self._samples: deque[tuple[float, float, float]] = deque(maxlen=capacity)
         self._handle: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._expected = 0.0
@@ -103,7 +113,7 @@ class ProberMonitor:
         assert self._loop is not None
         now = self._loop.time()
         lag = max(0.0, now - self._expected)
-        self._samples.append((now, lag))
+        self._samples.append((now, lag, self._sampler.cpu_seconds()))
         if self._on_lag is not None:
             self._on_lag(lag)
         self._schedule(now)
@@ -113,7 +123,7 @@ class ProberMonitor:
         if self._loop is None:
             return None
         since = self._loop.time() - window
-        lags = sorted(lag for t, lag in self._samples if t >= since)
+        lags = sorted(lag for t, lag, _ in self._samples if t >= since)
         return percentile(lags, 0.99) if lags else None
 
     def mark(self) -> Mark:
@@ -122,15 +132,27 @@ class ProberMonitor:
         return Mark(loop.time(), self._sampler.cpu_seconds())
 
     def report(self, since: Mark, until: Mark) -> WindowReport:
-        """Report lag, CPU share of one core and RSS between two marks."""
-        lags = sorted(lag for t, lag in self._samples if since.time <= t <= until.time)
-        wall = until.time - since.time
+        """Report lag, CPU share of one core and RSS between two marks.
+
+        A CPU window shorter than :data:`MIN_CPU_WINDOW` is stretched to it with the
+        samples taken since, when there are any.
+        """
+        lags = sorted(lag for t, lag, _ in self._samples if since.time <= t <= until.time)
+        end_time, end_cpu = until.time, until.cpu_seconds
+        if end_time - since.time < MIN_CPU_WINDOW:
+            later = next(
+                ((t, c) for t, _, c in self._samples if t >= since.time + MIN_CPU_WINDOW), None
+            )
+            if later is not None:
+                end_time, end_cpu = later
+        wall = end_time - since.time
         cpu = None
         if wall > 0:
-            cpu = 100.0 * (until.cpu_seconds - since.cpu_seconds) / wall
+            cpu = 100.0 * (end_cpu - since.cpu_seconds) / wall
         return WindowReport(
             loop_lag_p99=percentile(lags, 0.99) if lags else None,
             loop_lag_max=lags[-1] if lags else None,
             cpu_percent=cpu,
             rss_bytes=self._sampler.rss_bytes(),
+            cpu_window=wall,
         )
