@@ -100,14 +100,16 @@ def spells(rng: random.Random) -> itertools.cycle[Spell]:
     )
 
 
-async def cycle_spells(target: RunningTarget, rng: random.Random) -> None:
-    """Change the target's behaviour every :data:`SPELL_SECONDS`."""
+async def cycle_spells(
+    target: RunningTarget, rng: random.Random, every: float = SPELL_SECONDS
+) -> None:
+    """Change the target's behaviour every ``every`` seconds."""
     for spell in spells(rng):
         await target.reset()
         if spell.knobs:
             await target.set_behaviour(**spell.knobs)
         log.info("demo target: %s", spell.name)
-        await asyncio.sleep(SPELL_SECONDS)
+        await asyncio.sleep(every)
 
 
 def build_demo_config(target_url: str, listen: str, token_file: Path) -> SpikewatchConfig:

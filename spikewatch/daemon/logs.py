@@ -44,6 +44,8 @@ def configure_logging(fmt: str, level: str) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # APScheduler logs every job start and end at INFO; the run line already says it.
+    logging.getLogger("apscheduler").setLevel(max(logging.WARNING, root.level))
 
 
 def run_fields(result: RunResult) -> dict[str, Any]:
@@ -65,7 +67,9 @@ def run_fields(result: RunResult) -> dict[str, Any]:
         if spike is None or spike.handshake is None
         else round(spike.handshake.p95 * 1000, 3),
         "recovered": None if recovery is None else recovery.recovered,
-        "recovery_s": None if recovery is None or recovery.seconds is None else recovery.seconds,
+        "recovery_s": None
+        if recovery is None or recovery.seconds is None
+        else round(recovery.seconds, 3),
         "dropped_stable": None if result.stable is None else result.stable.dropped,
         "saturated": result.prober.saturated,
         "errors": {e.outcome.value: e.count for e in result.errors},
