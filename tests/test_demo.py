@@ -57,6 +57,7 @@ async def test_demo_serves_metrics_and_runs_within_seconds() -> None:
                 metrics = await resp.text()
             async with session.get(f"{base}/") as resp:
                 page_html = await resp.text()
+        assert {r["scenario"] for r in runs if r.get("state") == "done"} == {"avalanche", "ramp"}
         runs_total = {
             (sample.labels["scenario"], sample.labels["result"]): sample.value
             for family in text_string_to_metric_families(metrics)
