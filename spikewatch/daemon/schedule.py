@@ -87,11 +87,20 @@ class RunScheduler:
             self._scheduler.shutdown(wait=False)
 
     def apply(self, pairs: Iterable[tuple[str, str, ScheduleConfig]]) -> None:
-        """Replace every job with one per given pair (after start or a reload)."""
-        self._scheduler.remove_all_jobs()
-        self._schedules.clear()
+        """Make the jobs match the given pairs (after start or a reload).
+
+        A pair whose schedule did not change keeps its job and its next run time, so
+        that a reload does not make every pair run again at once.
+        """
+        wanted = {job_id(t, s): (t, s, schedule) for t, s, schedule in pairs}
+        for stale in set(self._schedules) - set(wanted):
+            self._scheduler.remove_job(stale)
+            del self._schedules[stale]
         now = self._now()
-        for target, scenario, schedule in pairs:
+        for key, (target, scenario, schedule) in wanted.items():
+            described = describe_schedule(schedule)
+            if self._schedules.get(key) == described:
+                continue
             first: Any = None
             if schedule.every is not None:
                 first = now + timedelta(seconds=min(schedule.every, FIRST_RUN_WITHIN))
@@ -99,14 +108,15 @@ class RunScheduler:
                 self._fire,
                 build_trigger(schedule),
                 args=(target, scenario),
-                id=job_id(target, scenario),
-                name=job_id(target, scenario),
+                id=key,
+                name=key,
                 max_instances=1,
                 coalesce=True,
                 misfire_grace_time=MISFIRE_GRACE,
                 next_run_time=first,
+                replace_existing=True,
             )
-            self._schedules[job_id(target, scenario)] = describe_schedule(schedule)
+            self._schedules[key] = described
 
     def schedule_of(self, target: str, scenario: str) -> str:
         """Return the schedule of a pair in words ('' when unknown)."""

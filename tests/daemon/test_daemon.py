@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from spikewatch.target import RunningTarget, TargetBehaviour, start_reference_target
 from tests.conftest import scaled
 from tests.daemon.proc import DaemonProcess, write_config
+from tests.daemon.test_status_page_browser import run_chromium
 
 TOKEN = "daemon-test-token-0123456789"
 
@@ -251,3 +252,14 @@ async def test_sigterm_mid_spike_exits_0_and_closes_everything(tmp_path: Path) -
             assert stats.open == 0
         finally:
             await proc.stop()
+
+
+async def test_status_page_in_a_real_browser_after_a_run(
+    daemon: DaemonProcess, tmp_path: Path
+) -> None:
+    """After a real run, headless chromium shows the target and its last result on /."""
+    await daemon.wait_for_line(lambda line: "run finished" in line, 30)
+    dom = (await run_chromium(tmp_path, "--dump-dom", daemon.base + "/")).decode()
+    assert "ref" in dom
+    assert "quick" in dom
+    assert "passed" in dom
