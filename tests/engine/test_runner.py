@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 import yaml
 
 from spikewatch.config import SpikewatchConfig, load_config
@@ -337,3 +339,24 @@ async def test_run_deadline_ends_a_stuck_run(tmp_path: Path) -> None:
     assert r.result == RunResultKind.ERROR
     assert "deadline of 0.5s" in r.message
     assert elapsed < 0.5 + scaled(2)
+
+
+async def test_wss_target_with_and_without_the_ca_file(tmp_path: Path) -> None:
+    """A wss target passes with tls.ca_file naming the test CA, and is tls_error without."""
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_context)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    async with await start_reference_target(TargetBehaviour(), ssl_context=server_context) as t:
+        url = f"wss://localhost:{t.port}/ws"
+        trusted = write_config(
+            tmp_path, url, {"spike": {"connections": 5}}, tls={"ca_file": str(ca_file)}
+        )
+        r = (await run(trusted)).result
+        assert r.result == RunResultKind.PASSED, r.message
+        untrusted = write_config(tmp_path, url, {"spike": {"connections": 5}})
+        r = (await run(untrusted)).result
+    assert r.result == RunResultKind.TARGET_DOWN
+    assert r.baseline.outcomes == {"tls_error": 3}
+    assert "certificate verification failed" in r.errors[0].example
