@@ -1,4 +1,11 @@
-"""Load the config: YAML file, then environment overrides, then validation, then files.
+"""Load the config: pydantic-settings sources, then validation, then the files it names.
+
+:class:`~spikewatch.config.SpikewatchConfig` is a pydantic-settings ``BaseSettings``;
+:func:`load_config` builds it from two sources of this module, in priority order (after
+the init kwargs, which the loader does not use): :class:`EnvironmentSource`, then
+:class:`YamlFileSource`. pydantic-settings' own environment source is not one of them: it
+reads the ``0`` in ``SPIKEWATCH_TARGETS__0__URL`` as a mapping key, which replaces the
+file's whole list of targets with a mapping.
 
 Every failure becomes a :class:`~spikewatch.errors.ConfigProblem` at a readable field path,
 collected into one :class:`~spikewatch.errors.ConfigError`. Messages come from pydantic's
@@ -9,10 +16,8 @@ Overrides: ``SPIKEWATCH_LIMITS__MAX_CONNECTIONS=50`` sets ``limits.max_connectio
 number indexes a list (``SPIKEWATCH_TARGETS__0__URL``), and the index just past the end
 adds an item. Names ignore case. Values are YAML (``[1, 2]``, ``{a: b}``, ``null``),
 except for fields that hold text (names, URLs, paths, secrets), which take the value as
-written, so that a token like ``0777`` or ``yes`` stays a string.
-
-pydantic-settings is not used: its environment source treats ``0`` in ``TARGETS__0__URL``
-as a mapping key, which replaces the whole list of targets from the file with a mapping.
+written, so that a token like ``0777`` or ``yes`` stays a string. A variable that sets a
+whole section (``SPIKEWATCH_LIMITS={max_connections: 10}``) replaces the file's section.
 """
 
 from __future__ import annotations
@@ -21,16 +26,19 @@ import copy
 import os
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Final, Union
 
 import yaml
 from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from spikewatch.config.model import (
+    ENV_PREFIX,
     PROBLEMS_ERROR_TYPE,
     JwtConfig,
     ServerConfig,
@@ -38,15 +46,21 @@ from spikewatch.config.model import (
     TargetConfig,
     is_pem_private_key,
     path_key,
+    settings_sources,
 )
 from spikewatch.errors import ConfigError, ConfigProblem
 
-__all__ = ["CONFIG_ENV", "ENV_PREFIX", "load_config", "parse_config"]
+__all__ = [
+    "CONFIG_ENV",
+    "ENV_PREFIX",
+    "EnvironmentSource",
+    "YamlFileSource",
+    "load_config",
+    "parse_config",
+]
 
-ENV_PREFIX: Final = "SPIKEWATCH_"
 #: Names the config file when no path is given.
 CONFIG_ENV: Final = "SPIKEWATCH_CONFIG"
-_DELIMITER: Final = "__"
 # A secret or key file is small; a bound keeps /dev/zero from eating the memory.
 _MAX_FILE_BYTES: Final = 1 << 20
 # YAML spellings of null, for text fields that may be unset from the environment.
@@ -70,9 +84,12 @@ def load_config(
             [ConfigProblem("", f"no config file: pass --config FILE or set {CONFIG_ENV}")]
         )
     source = str(path)
-    data = _read_yaml(Path(path), source)
-    overrides = _apply_environment(data, env)
-    return _build(data, source, Path(path).absolute().parent, overrides)
+    file_path = Path(path)
+    file = YamlFileSource(SpikewatchConfig, lambda: _read_yaml(file_path, source))
+    environment = EnvironmentSource(SpikewatchConfig, file, env)
+    return _build(
+        (environment, file), file, environment.overrides, source, file_path.absolute().parent
+    )
 
 
 def parse_config(
@@ -83,13 +100,67 @@ def parse_config(
     Relative file names are read relative to ``base_dir`` (default: the working folder).
     Raise :class:`ConfigError` listing every problem found.
     """
-    return _build(dict(data), source, Path(base_dir or ".").absolute(), _Overrides())
+    document = YamlFileSource(SpikewatchConfig, lambda: dict(data))
+    return _build((document,), document, _Overrides(), source, Path(base_dir or ".").absolute())
 
 
 # --- the YAML file ---------------------------------------------------------------------
 
 
-def _read_yaml(path: Path, source: str) -> dict[str, Any]:
+class YamlFileSource(PydanticBaseSettingsSource):
+    """The config's document, the YAML file's sections: a settings source.
+
+    ``read`` returns the document: :func:`_read_yaml` for :func:`load_config`, the mapping
+    given to :func:`parse_config`. It is read once, when first needed.
+
+    Not pydantic-settings' ``YamlConfigSettingsSource``: that one passes over a missing
+    file or a folder as if it were empty, fails with a bare ``ValueError`` on a document
+    that is not a mapping, and lets a syntax error through whose text quotes the offending
+    line (which may hold a secret). This one raises a :class:`ConfigError` with one
+    problem instead (see :func:`_read_yaml`).
+
+    It returns the sections that no source above it set: those come whole from that
+    source. For :func:`load_config` that is every section, since the environment source
+    returns this document with the variables applied; pydantic-settings' merge would
+    otherwise put back the keys of a section that a variable replaced whole.
+    """
+
+    def __init__(
+        self, settings_cls: type[BaseSettings], read: Callable[[], dict[Any, Any]]
+    ) -> None:
+        super().__init__(settings_cls)
+        self._read = read
+        self._document: dict[str, Any] | None = None
+        #: Stand-in -> the top-level key it replaces, for keys that are not strings.
+        #: pydantic-settings passes its sources' values to the model as keyword arguments,
+        #: which must be strings; a stand-in is an unknown field to pydantic, which
+        #: :func:`_problems_from` reports as the bad key, in the same place.
+        self.stand_ins: dict[str, Any] = {}
+
+    def document(self) -> dict[str, Any]:
+        """Return the document, read on the first call, keys not strings replaced."""
+        if self._document is None:
+            read = self._read()
+            self._document = {}
+            for key, value in read.items():
+                name = key
+                if not isinstance(key, str):
+                    name = f"\0{len(self.stand_ins)}"
+                    while name in read:  # a document can hold anything, even this
+                        name += "\0"
+                    self.stand_ins[name] = key
+                self._document[name] = value
+        return self._document
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        """Return the section ``field_name`` (``__call__`` returns them all at once)."""
+        return self.document().get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.document().items() if k not in self.current_state}
+
+
+def _read_yaml(path: Path, source: str) -> dict[Any, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -151,78 +222,120 @@ class _Overrides:
         return None if best is None else self.origins[best]
 
 
-def _apply_environment(data: dict[str, Any], environ: Mapping[str, str]) -> _Overrides:
-    overrides = _Overrides()
-    found: list[tuple[list[str], str, str]] = []
-    for name, value in environ.items():
-        if not name.upper().startswith(ENV_PREFIX):
-            continue
-        segments = name[len(ENV_PREFIX) :].lower().split(_DELIMITER)
-        # Only the config's own sections: SPIKEWATCH_CONFIG and other settings that
-        # share the prefix are not overrides.
-        if segments[0] not in SpikewatchConfig.model_fields:
-            continue
-        if not all(segments):
-            overrides.problems.append(ConfigProblem("", f"{name}: empty name between '__'"))
-            continue
-        found.append((segments, name, value))
-    # Outer sections first, so that SPIKEWATCH_SERVER={...} does not wipe out a deeper
-    # SPIKEWATCH_SERVER__LISTEN; numeric segments in numeric order, so that appends line up.
-    found.sort(key=lambda item: (len(item[0]), [_segment_order(s) for s in item[0]]))
-    for segments, name, value in found:
-        # On a copy: a variable that fails halfway must not leave empty sections behind,
-        # which would be reported as problems of their own.
-        trial = copy.deepcopy(data)
-        if _apply_one(trial, segments, name, value, overrides):
-            data.clear()
-            data.update(trial)
-    return overrides
+class EnvironmentSource(PydanticBaseSettingsSource):
+    """``SPIKEWATCH_*`` variables, overlaid on the YAML file's document: a settings source.
+
+    pydantic-settings merges what its sources return mapping by mapping, but a list from
+    a higher source replaces the lower one whole. So a source cannot set one item of a
+    list by returning it, and pydantic-settings' own ``EnvSettingsSource`` (with
+    ``env_nested_delimiter="__"``) reads the ``0`` in ``SPIKEWATCH_TARGETS__0__URL`` as a
+    mapping key: the file's targets become ``{"0": {"url": ...}}``. This source instead
+    applies each variable to a copy of the file's document, where a number indexes a list
+    (the index just past the end adds an item), and returns that merged document, with
+    the file's other items and keys in it.
+
+    Prefix and delimiter come from the settings' ``model_config``; names match in any case
+    (whatever ``case_sensitive`` says: that is for the init kwargs), and values are parsed
+    against the schema (see :func:`_env_value`). What went wrong, and which variable set
+    which path (for the "(from VAR)" suffix), is collected in :attr:`overrides`.
+    """
+
+    def __init__(
+        self, settings_cls: type[BaseSettings], file: YamlFileSource, environ: Mapping[str, str]
+    ) -> None:
+        super().__init__(settings_cls)
+        self._file = file
+        self._environ = environ
+        self._prefix = self.config.get("env_prefix", "")
+        delimiter = self.config.get("env_nested_delimiter")
+        assert delimiter, "the environment source needs env_nested_delimiter"
+        self._delimiter = delimiter
+        self.overrides = _Overrides()
+        self._document: dict[str, Any] | None = None
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        """Return the section ``field_name`` (``__call__`` returns them all at once)."""
+        return self().get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        if self._document is None:  # once: a second run would report its problems again
+            # A shallow copy is enough: each variable is applied to a deep copy of its own.
+            document = dict(self._file.document())
+            self._apply_environment(document)
+            self._document = document
+        return {k: v for k, v in self._document.items() if k not in self.current_state}
+
+    def _apply_environment(self, data: dict[str, Any]) -> None:
+        """Apply the variables to ``data``, in place."""
+        found: list[tuple[list[str], str, str]] = []
+        for name, value in self._environ.items():
+            if not name.upper().startswith(self._prefix.upper()):
+                continue
+            segments = name[len(self._prefix) :].lower().split(self._delimiter)
+            # Only the config's own sections: SPIKEWATCH_CONFIG and other settings that
+            # share the prefix are not overrides.
+            if segments[0] not in self.settings_cls.model_fields:
+                continue
+            if not all(segments):
+                self.overrides.problems.append(
+                    ConfigProblem("", f"{name}: empty name between '{self._delimiter}'")
+                )
+                continue
+            found.append((segments, name, value))
+        # Outer sections first, so that SPIKEWATCH_SERVER={...} does not wipe out a deeper
+        # SPIKEWATCH_SERVER__LISTEN; numeric segments in numeric order, so that appends
+        # line up.
+        found.sort(key=lambda item: (len(item[0]), [_segment_order(s) for s in item[0]]))
+        for segments, name, value in found:
+            # On a copy: a variable that fails halfway must not leave empty sections
+            # behind, which would be reported as problems of their own.
+            trial = copy.deepcopy(data)
+            if self._apply_one(trial, segments, name, value):
+                data.clear()
+                data.update(trial)
+
+    def _apply_one(self, data: dict[Any, Any], segments: list[str], name: str, raw: str) -> bool:
+        """Set one variable's value in ``data``; return False after adding a problem."""
+        node: dict[Any, Any] | list[Any] = data
+        annotation: Any = self.settings_cls
+        path = ""
+        origins: dict[str, str] = {}
+        for depth, segment in enumerate(segments):
+            if isinstance(node, list):
+                problem = _index_problem(node, segment, name)
+                if problem:
+                    self.overrides.problems.append(ConfigProblem(path, problem))
+                    return False
+                key: str | int = int(segment)
+                if key == len(node):
+                    node.append(None)
+                    # A new item: its missing fields are this variable's doing too.
+                    origins[_join(path, path_key(key))] = name
+            else:
+                key = _dict_key(node, segment)
+            annotation = _child_annotation(annotation, key)
+            path = _join(path, path_key(key))
+            if depth < len(segments) - 1:
+                child = _get(node, key)
+                if not isinstance(child, dict | list):
+                    # Missing or a scalar: the environment wins.
+                    wants_list = segments[depth + 1].isdigit() and _is_sequence(annotation)
+                    child = [] if wants_list else {}
+                    _put(node, key, child)
+                node = child
+        try:
+            value = _env_value(raw, annotation)
+        except yaml.YAMLError as exc:
+            self.overrides.problems.append(ConfigProblem(path, f"{name}: {_yaml_message(exc)}"))
+            return False
+        _put(node, key, value)
+        self.overrides.origins.update(origins)
+        self.overrides.origins[path] = name
+        return True
 
 
 def _segment_order(segment: str) -> tuple[int, int, str]:
     return (0, int(segment), "") if segment.isdigit() else (1, 0, segment)
-
-
-def _apply_one(
-    data: dict[str, Any], segments: list[str], name: str, raw: str, overrides: _Overrides
-) -> bool:
-    """Set one variable's value in ``data``; return False after adding a problem."""
-    node: dict[Any, Any] | list[Any] = data
-    annotation: Any = SpikewatchConfig
-    path = ""
-    origins: dict[str, str] = {}
-    for depth, segment in enumerate(segments):
-        if isinstance(node, list):
-            problem = _index_problem(node, segment, name)
-            if problem:
-                overrides.problems.append(ConfigProblem(path, problem))
-                return False
-            key: str | int = int(segment)
-            if key == len(node):
-                node.append(None)
-                # A new item: its missing fields are this variable's doing too.
-                origins[_join(path, path_key(key))] = name
-        else:
-            key = _dict_key(node, segment)
-        annotation = _child_annotation(annotation, key)
-        path = _join(path, path_key(key))
-        if depth < len(segments) - 1:
-            child = _get(node, key)
-            if not isinstance(child, dict | list):
-                # Missing or a scalar: the environment wins.
-                wants_list = segments[depth + 1].isdigit() and _is_sequence(annotation)
-                child = [] if wants_list else {}
-                _put(node, key, child)
-            node = child
-    try:
-        value = _env_value(raw, annotation)
-    except yaml.YAMLError as exc:
-        overrides.problems.append(ConfigProblem(path, f"{name}: {_yaml_message(exc)}"))
-        return False
-    _put(node, key, value)
-    overrides.origins.update(origins)
-    overrides.origins[path] = name
-    return True
 
 
 def _index_problem(node: list[Any], segment: str, name: str) -> str | None:
@@ -298,14 +411,21 @@ def _env_value(raw: str, annotation: Any) -> Any:
 
 
 def _build(
-    data: dict[str, Any], source: str, base_dir: Path, overrides: _Overrides
+    sources: tuple[PydanticBaseSettingsSource, ...],
+    file: YamlFileSource,
+    overrides: _Overrides,
+    source: str,
+    base_dir: Path,
 ) -> SpikewatchConfig:
-    problems = list(overrides.problems)
     config: SpikewatchConfig | None = None
+    validation: list[ConfigProblem] = []
     try:
-        config = SpikewatchConfig.model_validate(data)
+        with settings_sources(*sources):
+            config = SpikewatchConfig()
     except ValidationError as exc:
-        problems.extend(_problems_from(exc))
+        validation = _problems_from(exc, file.stand_ins)
+    # The environment's own problems first; they are known once the sources have run.
+    problems = [*overrides.problems, *validation]
     if config is not None and not problems:
         config, file_problems = _read_files(config, base_dir)
         problems.extend(file_problems)
@@ -322,13 +442,18 @@ def _with_origin(problem: ConfigProblem, overrides: _Overrides) -> ConfigProblem
     return ConfigProblem(problem.path, f"{problem.message} (from {name})")
 
 
-def _problems_from(exc: ValidationError) -> list[ConfigProblem]:
+def _problems_from(exc: ValidationError, stand_ins: Mapping[str, Any]) -> list[ConfigProblem]:
     problems: list[ConfigProblem] = []
     errors = exc.errors(include_url=False, include_input=False)
     for error in errors:
         if error["type"] == "too_short" and _has_inner_error(error["loc"], errors):
             # pydantic counts only the items that validated: a list whose items all
             # failed is also "too short", which is noise next to the items' own problems.
+            continue
+        if error["loc"] and error["loc"][0] in stand_ins:
+            # Where pydantic would have said so of the key itself (see YamlFileSource).
+            key_loc = _key_loc(stand_ins[str(error["loc"][0])])
+            problems.append(ConfigProblem(_format_loc((key_loc,)), _MESSAGES["invalid_key"]))
             continue
         path = _format_loc(error["loc"])
         if error["type"] == PROBLEMS_ERROR_TYPE:
@@ -340,6 +465,13 @@ def _problems_from(exc: ValidationError) -> list[ConfigProblem]:
         else:
             problems.append(ConfigProblem(path, _message(error)))
     return problems
+
+
+def _key_loc(key: object) -> str | int:
+    """Return the location pydantic gives a mapping key that is not a string."""
+    if isinstance(key, int) and -(2**63) <= key < 2**63:
+        return int(key)
+    return repr(key)
 
 
 def _has_inner_error(loc: tuple[str | int, ...], errors: list[ErrorDetails]) -> bool:

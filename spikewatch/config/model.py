@@ -3,14 +3,21 @@
 Validation here is pure: it never touches the file system. Reading the files that the
 config names (the API token, JWT keys, TLS files) is the loader's job, once the shape of
 the config is known to be right.
+
+The root, :class:`SpikewatchConfig`, is a pydantic-settings ``BaseSettings``: the loader
+builds it from pydantic-settings sources (the environment over the YAML file), which it
+hands in with :func:`settings_sources`.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal, Self
 from urllib.parse import urlsplit
@@ -28,11 +35,13 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import PydanticCustomError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from spikewatch.config.durations import Duration, PositiveDuration
 from spikewatch.errors import AuthError
 
 __all__ = [
+    "ENV_PREFIX",
     "PROBLEMS_ERROR_TYPE",
     "AbortConfig",
     "AuthConfig",
@@ -57,7 +66,11 @@ __all__ = [
     "WelcomeConfig",
     "is_pem_private_key",
     "path_key",
+    "settings_sources",
 ]
+
+#: Starts the name of every environment variable that overrides the config.
+ENV_PREFIX: Final = "SPIKEWATCH_"
 
 #: The pydantic error type a model raises for rules that span fields. Its context holds
 #: ``problems``: pairs of (path relative to the model, message), one per problem.
@@ -756,8 +769,38 @@ class ScenarioConfig(_ConfigModel):
 # --- the root --------------------------------------------------------------------------
 
 
-class SpikewatchConfig(_ConfigModel):
+# The sources below the init kwargs, highest priority first, while the loader builds a config.
+_SOURCES: ContextVar[tuple[PydanticBaseSettingsSource, ...]] = ContextVar(
+    "spikewatch_config_sources", default=()
+)
+
+
+@contextmanager
+def settings_sources(*sources: PydanticBaseSettingsSource) -> Iterator[None]:
+    """Make ``SpikewatchConfig()`` read ``sources`` (highest priority first) within the block."""
+    token = _SOURCES.set(sources)
+    try:
+        yield
+    finally:
+        _SOURCES.reset(token)
+
+
+class SpikewatchConfig(BaseSettings):
     """The whole config."""
+
+    model_config = SettingsConfigDict(
+        # What the loader's environment source reads: SPIKEWATCH_LIMITS__MAX_CONNECTIONS.
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        # For the init kwargs: pydantic-settings would otherwise take Limits= for limits=,
+        # where the model has always said "unknown field". Environment names still match
+        # in any case: the loader's environment source does its own matching.
+        case_sensitive=True,
+        # As for every other section (see _ConfigModel).
+        frozen=True,
+        extra="forbid",
+        hide_input_in_errors=True,
+    )
 
     server: ServerConfig = Field(default_factory=ServerConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
@@ -765,6 +808,39 @@ class SpikewatchConfig(_ConfigModel):
     log: LogConfig = Field(default_factory=LogConfig)
     targets: tuple[TargetConfig, ...] = Field(min_length=1)
     scenarios: tuple[ScenarioConfig, ...] = Field(min_length=1)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Return the init kwargs, then the sources the loader handed in with settings_sources.
+
+        For :func:`~spikewatch.config.load_config` these are its environment source, then its
+        YAML file source; pydantic-settings' own environment source is left out, as it cannot
+        index lists (see :class:`spikewatch.config.loader.EnvironmentSource`). Outside the
+        loader there are none: ``SpikewatchConfig(...)`` and ``model_validate`` (which
+        pydantic routes through ``BaseSettings.__init__``) see their arguments only, never
+        the process environment.
+        """
+        return (init_settings, *_SOURCES.get())
+
+    @classmethod
+    def _settings_log_debug(cls, states: dict[str, dict[str, Any]]) -> None:
+        """Log which sections each source set, without their values.
+
+        pydantic-settings calls this when ``PYDANTIC_SETTINGS_DEBUG`` is set, and its own
+        version logs each source's values: secrets from the file and the environment too.
+        """
+        lines = [f"Resolving settings for {cls.__name__!r} (sections per source, highest first):"]
+        lines.extend(
+            f"  {name}: {', '.join(map(repr, state)) or '-'}" for name, state in states.items()
+        )
+        logging.getLogger("pydantic_settings").debug("\n".join(lines))
 
     @model_validator(mode="after")
     def _check_references(self) -> Self:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import textwrap
 from pathlib import Path
@@ -11,10 +12,12 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
+from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource
 
-from spikewatch.config import load_config, parse_config, render_effective_config
+from spikewatch.config import SpikewatchConfig, load_config, parse_config, render_effective_config
 from spikewatch.config import model as config_model
+from spikewatch.config.loader import EnvironmentSource, YamlFileSource
 from spikewatch.errors import ConfigError
 
 BASE = """\
@@ -400,6 +403,137 @@ def test_process_environment_is_the_default(base: Path, monkeypatch: pytest.Monk
     monkeypatch.setenv("SPIKEWATCH_LIMITS__MAX_CONNECTIONS", "11")
     monkeypatch.setenv("SPIKEWATCH_CONFIG", str(base))
     assert load_config().limits.max_connections == 11
+
+
+# --- pydantic-settings ------------------------------------------------------------------
+
+
+@pytest.fixture
+def customised(monkeypatch: pytest.MonkeyPatch) -> list[tuple[PydanticBaseSettingsSource, ...]]:
+    """Record what SpikewatchConfig.settings_customise_sources returns, call by call."""
+    calls: list[tuple[PydanticBaseSettingsSource, ...]] = []
+    original = SpikewatchConfig.settings_customise_sources
+
+    def spy(*args: Any, **kwargs: Any) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources = original(*args, **kwargs)
+        calls.append(sources)
+        return sources
+
+    monkeypatch.setattr(SpikewatchConfig, "settings_customise_sources", staticmethod(spy))
+    return calls
+
+
+def test_config_is_built_from_pydantic_settings_sources(
+    base: Path, customised: list[tuple[PydanticBaseSettingsSource, ...]]
+) -> None:
+    """The root is a BaseSettings: init kwargs, then the environment, then the YAML file."""
+    assert issubclass(SpikewatchConfig, BaseSettings)
+    assert SpikewatchConfig.model_config["env_prefix"] == "SPIKEWATCH_"
+    assert SpikewatchConfig.model_config["env_nested_delimiter"] == "__"
+    load(base, SPIKEWATCH_LIMITS__MAX_CONNECTIONS="7")
+    parse_config(yaml.safe_load(BASE))
+    [loading, parsing] = customised
+    assert [type(s) for s in loading] == [InitSettingsSource, EnvironmentSource, YamlFileSource]
+    assert [type(s) for s in parsing] == [InitSettingsSource, YamlFileSource]
+    assert all(isinstance(s, PydanticBaseSettingsSource) for s in loading)
+
+
+def test_environment_source_returns_the_file_merged_with_the_environment(base: Path) -> None:
+    """The environment source indexes lists and wins; the file source adds nothing above it."""
+    document = yaml.safe_load(BASE) | {"limits": {"max_connections": 100}}
+    file = YamlFileSource(SpikewatchConfig, lambda: document)
+    environment = EnvironmentSource(
+        SpikewatchConfig,
+        file,
+        {
+            "SPIKEWATCH_TARGETS__1__URL": "ws://other.test/",
+            "SPIKEWATCH_LIMITS__MAX_CONNECTIONS": "5",
+        },
+    )
+    merged = environment()
+    assert merged["limits"] == {"max_connections": 5}
+    assert [t["url"] for t in merged["targets"]] == ["ws://chat.test/ws", "ws://other.test/"]
+    assert document["limits"] == {"max_connections": 100}  # the file's document is untouched
+    field = SpikewatchConfig.model_fields["limits"]
+    assert environment.get_field_value(field, "limits") == ({"max_connections": 5}, "limits", False)
+    assert file.get_field_value(field, "limits") == ({"max_connections": 100}, "limits", False)
+    with config_model.settings_sources(environment, file):
+        cfg = SpikewatchConfig()
+    assert (cfg.limits.max_connections, cfg.targets[1].url) == (5, "ws://other.test/")
+
+
+def test_environment_section_replaces_the_files_whole(tmp_path: Path) -> None:
+    """A variable that sets a section replaces the file's section; it is not merged into it."""
+    path = write(
+        tmp_path / "c.yaml", BASE + "limits: {max_connections: 100, max_concurrent_runs: 2}\n"
+    )
+    cfg = load(path, SPIKEWATCH_LIMITS="{max_concurrent_runs: 3}")
+    assert (cfg.limits.max_connections, cfg.limits.max_concurrent_runs) == (2000, 3)
+
+
+def test_parse_config_and_the_model_never_read_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Outside load_config, the root model reads its arguments only, as written."""
+    monkeypatch.setenv("SPIKEWATCH_LIMITS__MAX_CONNECTIONS", "1")
+    monkeypatch.setenv("SPIKEWATCH_TARGETS", "[]")
+    data = yaml.safe_load(BASE)
+    assert parse_config(data).limits.max_connections == 2000
+    assert SpikewatchConfig.model_validate(data).limits.max_connections == 2000
+    assert SpikewatchConfig(**data).limits.max_connections == 2000
+    with pytest.raises(ValidationError) as caught:
+        SpikewatchConfig.model_validate(data | {"Limits": {}})
+    assert [e["type"] for e in caught.value.errors()] == ["extra_forbidden"]
+    assert problems_of_data(data | {"Targets": []}) == ["Targets: unknown field"]
+
+
+def problems_of_data(data: dict[Any, Any]) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data)
+    return [str(problem) for problem in caught.value.problems]
+
+
+def test_loaded_config_is_frozen_and_compares_by_value(base: Path) -> None:
+    """A loaded config cannot change; configs loaded alike are equal, sections hash alike."""
+    cfg = load(base)
+    assert cfg == load(base)
+    assert hash(cfg.limits) == hash(load(base).limits)
+    with pytest.raises(ValidationError, match="frozen"):
+        cfg.targets = ()  # type: ignore[misc]
+    # Frozen pydantic models hash their fields; targets hold dicts (headers), as always.
+    with pytest.raises(TypeError, match="unhashable"):
+        hash(cfg)
+
+
+def test_keys_that_are_not_strings_are_reported_in_place(tmp_path: Path) -> None:
+    """Top-level keys that are not strings are problems, in order with unknown fields."""
+    path = write(tmp_path / "c.yaml", "zzz: 1\n1: one\naaa: 2\n~: 3\n1.5: 4\n" + BASE)
+    assert problems_of(path) == [
+        "zzz: unknown field",
+        "[1]: keys must be strings",
+        "aaa: unknown field",
+        "None: keys must be strings",
+        '["1.5"]: keys must be strings',
+    ]
+    data = yaml.safe_load(BASE) | {"\x000": "odd", 0: "zero", 2**70: "big"}
+    assert problems_of_data(data) == [
+        '["\\u00000"]: unknown field',
+        "[0]: keys must be strings",
+        '["1180591620717411303424"]: keys must be strings',
+    ]
+
+
+def test_pydantic_settings_debug_log_names_sections_not_values(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PYDANTIC_SETTINGS_DEBUG logs which source set which section, never a value."""
+    monkeypatch.setenv("PYDANTIC_SETTINGS_DEBUG", "1")
+    caplog.set_level(logging.DEBUG, logger="pydantic_settings")
+    path = write(tmp_path / "c.yaml", BASE + "server: {api_token: hunter2-token}\n")
+    load(path, SPIKEWATCH_TARGETS__0__AUTH__JWT__SECRET="jwt-hunter2")
+    assert "EnvironmentSource: 'targets', 'scenarios', 'server'" in caplog.text
+    assert "YamlFileSource: -" in caplog.text
+    assert "hunter2" not in caplog.text
 
 
 # --- files the config names ------------------------------------------------------------
