@@ -1,0 +1,277 @@
+"""Tests for spikewatch.engine.selfcheck."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from spikewatch.engine.selfcheck import (
+    MIN_CPU_WINDOW,
+    Mark,
+    ProberMonitor,
+    PsutilSampler,
+)
+from tests.conftest import scaled
+
+INTERVAL = 0.005
+
+
+class FakeSampler:
+    """A process whose CPU time and memory the test sets."""
+
+    def __init__(self, cpu: float = 0.0, rss: int = 50_000_000) -> None:
+        self.cpu = cpu
+        self.rss = rss
+
+    def cpu_seconds(self) -> float:
+        return self.cpu
+
+    def rss_bytes(self) -> int:
+        return self.rss
+
+
+class LagLog:
+    """An on_lag callback that keeps every lag it is given."""
+
+    def __init__(self) -> None:
+        self.lags: list[float] = []
+
+    def __call__(self, lag: float) -> None:
+        self.lags.append(lag)
+
+
+async def wait_for_samples(log: LagLog, count: int) -> None:
+    """Let the loop turn until ``log`` holds at least ``count`` samples (bounded)."""
+    async with asyncio.timeout(scaled(5)):
+        while len(log.lags) < count:
+            await asyncio.sleep(INTERVAL)
+
+
+def block_loop(seconds: float) -> None:
+    """Keep the event loop busy for ``seconds``, as a heavy callback would."""
+    time.sleep(seconds)
+
+
+async def test_samples_lag_while_started_and_calls_on_lag() -> None:
+    """A started monitor samples every interval and hands each lag to on_lag."""
+    log = LagLog()
+    monitor = ProberMonitor(interval=INTERVAL, sampler=FakeSampler(), on_lag=log)
+    monitor.start()
+    try:
+        await wait_for_samples(log, 5)
+    finally:
+        monitor.stop()
+    assert all(lag >= 0.0 for lag in log.lags)
+
+
+async def test_blocked_loop_shows_as_lag() -> None:
+    """A callback that holds the loop makes the next sample late by about that much."""
+    log = LagLog()
+    monitor = ProberMonitor(interval=INTERVAL, sampler=FakeSampler(), on_lag=log)
+    monitor.start()
+    try:
+        await wait_for_samples(log, 1)
+        block_loop(0.05)
+        await wait_for_samples(log, len(log.lags) + 1)
+        p99 = monitor.recent_lag_p99(scaled(10))
+    finally:
+        monitor.stop()
+    assert max(log.lags) >= 0.04
+    assert p99 is not None
+    assert p99 >= 0.04
+
+
+async def test_start_and_stop_are_counted() -> None:
+    """Sampling goes on until every user that started the monitor has stopped it."""
+    log = LagLog()
+    monitor = ProberMonitor(interval=INTERVAL, sampler=FakeSampler(), on_lag=log)
+    monitor.start()
+    monitor.start()
+    monitor.stop()
+    await wait_for_samples(log, 3)  # one user left: still sampling
+    monitor.stop()
+    stopped_at = len(log.lags)
+    for _ in range(5):
+        await asyncio.sleep(INTERVAL)
+    assert len(log.lags) == stopped_at
+
+
+async def test_stop_without_start_is_harmless() -> None:
+    """Stopping more often than started neither fails nor leaves a debt for the next start."""
+    log = LagLog()
+    monitor = ProberMonitor(interval=INTERVAL, sampler=FakeSampler(), on_lag=log)
+    monitor.stop()
+    monitor.start()
+    try:
+        await wait_for_samples(log, 2)
+    finally:
+        monitor.stop()
+
+
+async def test_restart_after_stop_samples_again() -> None:
+    """A monitor stopped by its last user can be started again."""
+    log = LagLog()
+    monitor = ProberMonitor(interval=INTERVAL, sampler=FakeSampler(), on_lag=log)
+    monitor.start()
+    await wait_for_samples(log, 1)
+    monitor.stop()
+    monitor.start()
+    try:
+        await wait_for_samples(log, len(log.lags) + 2)
+    finally:
+        monitor.stop()
+
+
+async def test_samples_without_on_lag() -> None:
+    """Without an on_lag callback samples are still kept for recent_lag_p99."""
+    monitor = ProberMonitor(interval=INTERVAL, sampler=FakeSampler())
+    monitor.start()
+    try:
+        async with asyncio.timeout(scaled(5)):
+            while monitor.recent_lag_p99(scaled(10)) is None:
+                await asyncio.sleep(INTERVAL)
+    finally:
+        monitor.stop()
+
+
+async def test_recent_lag_p99_is_none_without_samples() -> None:
+    """Before it starts, or before the first sample, there is no recent lag."""
+    monitor = ProberMonitor(interval=INTERVAL, sampler=FakeSampler())
+    assert monitor.recent_lag_p99(1.0) is None
+    monitor.start()
+    try:
+        assert monitor.recent_lag_p99(1.0) is None
+    finally:
+        monitor.stop()
+
+
+async def test_recent_lag_p99_only_looks_at_the_window() -> None:
+    """Samples older than the window are left out."""
+    log = LagLog()
+    monitor = ProberMonitor(interval=INTERVAL, sampler=FakeSampler(), on_lag=log)
+    monitor.start()
+    try:
+        await wait_for_samples(log, 2)
+        assert monitor.recent_lag_p99(scaled(10)) is not None
+        assert monitor.recent_lag_p99(-1.0) is None  # a window that ends in the future
+    finally:
+        monitor.stop()
+
+
+async def test_mark_reads_the_loop_clock_and_cpu() -> None:
+    """A mark holds the loop's time and the sampler's CPU seconds, started or not."""
+    loop = asyncio.get_running_loop()
+    sampler = FakeSampler(cpu=3.25)
+    monitor = ProberMonitor(interval=INTERVAL, sampler=sampler)
+    before = loop.time()
+    mark = monitor.mark()
+    assert before <= mark.time <= loop.time()
+    assert mark.cpu_seconds == 3.25
+
+
+async def test_report_over_a_long_window() -> None:
+    """Over a window of at least MIN_CPU_WINDOW, CPU share is CPU seconds over wall seconds."""
+    log = LagLog()
+    sampler = FakeSampler(cpu=10.0, rss=123_456)
+    monitor = ProberMonitor(interval=INTERVAL, sampler=sampler, on_lag=log)
+    loop = asyncio.get_running_loop()
+    since = Mark(loop.time() - 2.0, cpu_seconds=9.0)
+    monitor.start()
+    try:
+        await wait_for_samples(log, 3)
+    finally:
+        monitor.stop()
+    until = Mark(since.time + 2.0 + scaled(10), cpu_seconds=9.0 + 1.0 + scaled(10) / 2)
+    report = monitor.report(since, until)
+    assert report.cpu_window == pytest.approx(2.0 + scaled(10))
+    assert report.cpu_percent == pytest.approx(100.0 * (1.0 + scaled(10) / 2) / (2.0 + scaled(10)))
+    assert report.rss_bytes == 123_456
+    assert report.loop_lag_p99 is not None
+    assert report.loop_lag_max is not None
+    assert report.loop_lag_max == pytest.approx(max(log.lags))
+
+
+async def test_report_leaves_out_lags_outside_the_marks() -> None:
+    """Lag samples taken before ``since`` or after ``until`` are not in the report."""
+    log = LagLog()
+    monitor = ProberMonitor(interval=INTERVAL, sampler=FakeSampler(), on_lag=log)
+    loop = asyncio.get_running_loop()
+    monitor.start()
+    try:
+        await wait_for_samples(log, 2)
+    finally:
+        monitor.stop()
+    now = loop.time()
+    report = monitor.report(Mark(now - 10.0, 0.0), Mark(now - 9.0, 0.5))
+    assert report.loop_lag_p99 is None
+    assert report.loop_lag_max is None
+    assert report.cpu_percent == pytest.approx(50.0)
+
+
+async def test_short_cpu_window_is_stretched_with_a_later_sample() -> None:
+    """A window under MIN_CPU_WINDOW is judged up to the first sample at least that long."""
+    log = LagLog()
+    sampler = FakeSampler(cpu=0.0)
+    monitor = ProberMonitor(interval=INTERVAL, sampler=sampler, on_lag=log)
+    loop = asyncio.get_running_loop()
+    # A window that began MIN_CPU_WINDOW ago: every sample from now on is late enough.
+    since = Mark(loop.time() - MIN_CPU_WINDOW, cpu_seconds=0.0)
+    until = Mark(since.time + 0.1, cpu_seconds=0.1)  # 100 % over a tenth of a second
+    sampler.cpu = 0.5
+    monitor.start()
+    try:
+        await wait_for_samples(log, 2)
+    finally:
+        monitor.stop()
+    report = monitor.report(since, until)
+    assert report.cpu_window >= MIN_CPU_WINDOW
+    assert report.cpu_window < MIN_CPU_WINDOW + scaled(5)
+    assert report.cpu_percent is not None
+    assert report.cpu_percent == pytest.approx(100.0 * 0.5 / report.cpu_window)
+    assert report.cpu_percent < 100.0 * 0.5 / MIN_CPU_WINDOW + 1e-9
+
+
+async def test_short_cpu_window_without_later_sample_stays_short() -> None:
+    """Without a sample MIN_CPU_WINDOW after ``since``, the short window is used as it is."""
+    monitor = ProberMonitor(interval=INTERVAL, sampler=FakeSampler(rss=7))
+    since = Mark(100.0, cpu_seconds=2.0)
+    until = Mark(100.2, cpu_seconds=2.1)
+    report = monitor.report(since, until)
+    assert report.cpu_window == pytest.approx(0.2)
+    assert report.cpu_percent == pytest.approx(50.0)
+    assert report.rss_bytes == 7
+    assert report.loop_lag_p99 is None
+
+
+async def test_empty_window_has_no_cpu_share() -> None:
+    """Two marks at the same time give no CPU share rather than a division by zero."""
+    monitor = ProberMonitor(interval=INTERVAL, sampler=FakeSampler())
+    mark = Mark(50.0, cpu_seconds=1.0)
+    report = monitor.report(mark, mark)
+    assert report.cpu_percent is None
+    assert report.cpu_window == 0.0
+
+
+async def test_default_sampler_is_the_real_process() -> None:
+    """Without a sampler the monitor reads this process's own CPU time and memory."""
+    monitor = ProberMonitor(interval=INTERVAL)
+    since = monitor.mark()
+    until = Mark(since.time + MIN_CPU_WINDOW, since.cpu_seconds + 0.25)
+    report = monitor.report(since, until)
+    assert report.cpu_percent is not None
+    assert report.cpu_percent == pytest.approx(25.0)
+    assert report.rss_bytes > 1_000_000
+
+
+def test_psutil_sampler_reports_sane_numbers() -> None:
+    """The real sampler's CPU seconds grow with work and RSS is a plausible size."""
+    sampler = PsutilSampler()
+    first = sampler.cpu_seconds()
+    deadline = time.perf_counter() + 0.02
+    while time.perf_counter() < deadline:  # burn a little CPU
+        pass
+    second = sampler.cpu_seconds()
+    assert 0.0 <= first < second
+    assert 1_000_000 < sampler.rss_bytes() < 64 * 1024**3
