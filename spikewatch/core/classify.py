@@ -12,6 +12,17 @@ _FD_EXHAUSTED = frozenset((errno.EMFILE, errno.ENFILE))
 _NO_ROUTE = frozenset((errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN))
 
 
+def _ssl_text(exc: ssl.SSLError, field: str) -> str:
+    # reason and verify_message exist only on errors raised by the _ssl C module; an
+    # SSLError built in Python prints as its args tuple, so use its message instead.
+    value = getattr(exc, field, None)
+    if value:
+        return str(value)
+    if len(exc.args) == 1 and isinstance(exc.args[0], str):
+        return exc.args[0]
+    return str(exc)
+
+
 def classify_connect_error(exc: BaseException, *, tls: bool) -> tuple[Outcome, str]:
     """Map an exception from the TCP connect or TLS handshake to (outcome, detail).
 
@@ -19,9 +30,10 @@ def classify_connect_error(exc: BaseException, *, tls: bool) -> tuple[Outcome, s
     while it ran is reported as the TLS failure it most likely is.
     """
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return Outcome.TLS_ERROR, f"certificate verification failed: {exc.verify_message}"
+        detail = _ssl_text(exc, "verify_message")
+        return Outcome.TLS_ERROR, f"certificate verification failed: {detail}"
     if isinstance(exc, ssl.SSLError):
-        return Outcome.TLS_ERROR, f"TLS handshake failed: {exc.reason or exc}"
+        return Outcome.TLS_ERROR, f"TLS handshake failed: {_ssl_text(exc, 'reason')}"
     if isinstance(exc, socket.gaierror):
         return Outcome.DNS_ERROR, f"name resolution failed: {exc.strerror or exc}"
     if isinstance(exc, ConnectionRefusedError):

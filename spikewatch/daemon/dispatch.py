@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from spikewatch.daemon.history import RunEntry
 from spikewatch.daemon.state import AlreadyQueuedError, QueueFullError
@@ -73,16 +74,23 @@ class RunDispatcher:
         self._pump()
 
     def _pump(self) -> None:
+        if not self._queue:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # a run's coroutine closed after its loop ended: start nothing
+            return
         while self._queue and len(self._running) < self.max_concurrent:
             entry = self._queue.popleft()
             entry.state = "running"
-            task = asyncio.get_running_loop().create_task(
+            task = loop.create_task(
                 self._run(entry), name=f"run {entry.target}/{entry.scenario} {entry.id}"
             )
             self._running[task] = entry
             task.add_done_callback(self._finished)
 
     async def _run(self, entry: RunEntry) -> None:
+        task = asyncio.current_task()
         try:
             await self._execute(entry)
         except asyncio.CancelledError:
@@ -90,16 +98,27 @@ class RunDispatcher:
             raise
         except Exception:
             log.exception("run %s of %s/%s crashed", entry.id, entry.target, entry.scenario)
-        if entry.state == "running":
-            entry.state = "done"
+        finally:
+            if entry.state == "running":
+                entry.state = "done"
+            # Free the pair and the slot now, not a loop turn later in the done callback:
+            # a finished run must not make the next one look like an overlap.
+            self._release(entry, task)
 
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        entry = self._running.pop(task)
+    def _release(self, entry: RunEntry, task: asyncio.Task[Any] | None) -> None:
         self._busy.pop((entry.target, entry.scenario), None)
+        if task is not None:
+            self._running.pop(task, None)
         if not self._closed:
             self._pump()
         if not self._running and not self._queue:
             self._idle.set()
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        # A safety net for a task cancelled before its coroutine ever ran.
+        entry = self._running.pop(task, None)
+        if entry is not None:
+            self._release(entry, None)
 
     async def cancel_all(self, grace: float) -> bool:
         """Stop taking runs, cancel those in flight; True when all ended within ``grace`` s."""

@@ -101,9 +101,12 @@ class RunScheduler:
             described = describe_schedule(schedule)
             if self._schedules.get(key) == described:
                 continue
-            first: Any = None
+            # APScheduler reads an explicit next_run_time=None as "add paused": pass it
+            # only when we set one (interval schedules); cron follows its trigger.
+            extra: dict[str, Any] = {}
             if schedule.every is not None:
                 first = now + timedelta(seconds=min(schedule.every, FIRST_RUN_WITHIN))
+                extra["next_run_time"] = first
             self._scheduler.add_job(
                 self._fire,
                 build_trigger(schedule),
@@ -113,8 +116,8 @@ class RunScheduler:
                 max_instances=1,
                 coalesce=True,
                 misfire_grace_time=MISFIRE_GRACE,
-                next_run_time=first,
                 replace_existing=True,
+                **extra,
             )
             self._schedules[key] = described
 
