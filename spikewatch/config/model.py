@@ -220,6 +220,32 @@ class LogConfig(_ConfigModel):
     level: Annotated[Literal["debug", "info", "warning", "error"], BeforeValidator(_lower)] = "info"
 
 
+class ShardingConfig(_ConfigModel):
+    """Scale-out: N replicas each fire 1/N of every spike at the same instant.
+
+    See deploy/README.md for the model and its limits.
+    """
+
+    replicas: int = Field(default=1, ge=1)
+    #: This replica, 0 ≤ index < replicas. Unset: the ordinal that ends $HOSTNAME
+    #: (a StatefulSet's ``spikewatch-3`` is 3).
+    index: int | None = Field(default=None, ge=0)
+    #: How long after the scheduled instant every replica's spike starts. Unset: the
+    #: scenario's baseline time plus 2 s (3 s with stable connections).
+    spike_delay: PositiveDuration | None = None
+
+    @model_validator(mode="after")
+    def _check_index(self) -> Self:
+        if self.index is not None and self.index >= self.replicas:
+            raise _invalid([("index", f"must be less than replicas ({self.replicas})")])
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        """Whether spikes are shared between several replicas."""
+        return self.replicas > 1
+
+
 # --- targets ---------------------------------------------------------------------------
 
 
@@ -806,6 +832,7 @@ class SpikewatchConfig(BaseSettings):
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     prober: ProberConfig = Field(default_factory=ProberConfig)
     log: LogConfig = Field(default_factory=LogConfig)
+    sharding: ShardingConfig = Field(default_factory=ShardingConfig)
     targets: tuple[TargetConfig, ...] = Field(min_length=1)
     scenarios: tuple[ScenarioConfig, ...] = Field(min_length=1)
 
@@ -860,6 +887,23 @@ class SpikewatchConfig(BaseSettings):
                         at,
                         f"opens {scenario.total_connections} connections at its peak, more than"
                         f" limits.max_connections ({self.limits.max_connections})",
+                    )
+                )
+            spike_total = scenario.load.total_connections
+            if self.sharding.enabled and spike_total < self.sharding.replicas:
+                problems.append(
+                    (
+                        at,
+                        f"spikes {spike_total} connections, fewer than"
+                        f" sharding.replicas ({self.sharding.replicas}): some replicas"
+                        " would have no share",
+                    )
+                )
+            if self.sharding.enabled and scenario.schedule.jitter:
+                problems.append(
+                    (
+                        f"{at}.schedule.jitter",
+                        "must be 0 with sharding: every replica fires at the same instant",
                     )
                 )
             if scenario.stable is not None and scenario.stable.mode == "echo":

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import socket
 import time
 import uuid
 from pathlib import Path
@@ -29,6 +31,7 @@ from spikewatch.daemon.history import RunEntry, RunHistory
 from spikewatch.daemon.logs import log_run
 from spikewatch.daemon.metrics import SpikewatchMetrics
 from spikewatch.daemon.schedule import RunScheduler
+from spikewatch.daemon.sharding import aligned_slot, resolve_shard, spike_delay
 from spikewatch.daemon.state import (
     AlreadyQueuedError,
     QueueFullError,
@@ -63,7 +66,15 @@ def _prober_limits(config: SpikewatchConfig) -> ProberLimits:
 class Daemon:
     """Run every scenario against its targets on schedule and export what it measures."""
 
-    def __init__(self, config: SpikewatchConfig, *, config_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        config: SpikewatchConfig,
+        *,
+        config_path: Path | None = None,
+        hostname: str | None = None,
+    ) -> None:
+        self._hostname = hostname or os.environ.get("HOSTNAME") or socket.gethostname()
+        self._shard = resolve_shard(config.sharding, self._hostname)
         self._config = config
         self._config_path = config_path
         # The *_created series would double the exposition for no dashboard's benefit.
@@ -132,6 +143,7 @@ class Daemon:
             return [problem]
         try:
             new = load_config(self._config_path)
+            shard = resolve_shard(new.sharding, self._hostname)
         except ConfigError as exc:
             self.metrics.set_reload(ok=False, timestamp=time.time())
             log.error(  # noqa: TRY400 - the problems are the message; a traceback would hide them
@@ -142,6 +154,7 @@ class Daemon:
         if new.server.listen != self._config.server.listen:
             log.warning("server.listen changed; it takes effect at the next restart")
         self._config = new
+        self._shard = shard
         self._apply(new)
         self.metrics.set_reload(ok=True, timestamp=time.time())
         log.info(
@@ -175,7 +188,10 @@ class Daemon:
         raise UnknownPairError(f"no scenario {scenario!r} for target {target!r} in the config")
 
     def _submit(self, target: str, scenario: str, trigger: Literal["schedule", "api"]) -> RunEntry:
-        entry = RunEntry(uuid.uuid4().hex[:16], target, scenario, trigger, time.time())
+        now = time.time()
+        entry = RunEntry(uuid.uuid4().hex[:16], target, scenario, trigger, now)
+        if trigger == "schedule" and self._config.sharding.enabled:
+            entry.slot = aligned_slot(now, self._lookup(target, scenario)[1].schedule)
         self.dispatcher.submit(entry)
         self._history.add(entry)
         return entry
@@ -201,7 +217,18 @@ class Daemon:
             log.info("queued run %s dropped: its pair left the config", entry.id)
             return
         entry.started_at = time.time()
-        report = await execute_run(target, scenario, self._prober, run_id=entry.id)
+        shard = self._shard
+        spike_at = None
+        if entry.slot is not None:
+            spike_at = entry.slot + spike_delay(self._config.sharding, scenario)
+        report = await execute_run(
+            target,
+            scenario,
+            self._prober,
+            run_id=entry.id,
+            share=(shard.index, shard.replicas),
+            spike_at=spike_at,
+        )
         entry.result = report.result
         entry.state = "done"
         self.metrics.record_run(report)
@@ -214,6 +241,7 @@ class Daemon:
         self.dispatcher.max_concurrent = config.limits.max_concurrent_runs
         self.dispatcher.max_queued = self._max_queued(config)
         self._prober = Prober(self.registry, self.monitor, _prober_limits(config))
+        self.scheduler.aligned = config.sharding.enabled
         self.scheduler.apply((t.name, s.name, s.schedule) for t, s in pairs)
 
     async def _watch_saturation(self) -> None:
@@ -244,7 +272,14 @@ class Daemon:
         self._watch = loop.create_task(self._watch_saturation(), name="saturation watch")
         self._ready = True
         self._ready_event.set()
-        log.info("spikewatch %s listening on http://%s:%d", __version__, server.host, port)
+        shard = self._shard
+        log.info(
+            "spikewatch %s listening on http://%s:%d%s",
+            __version__,
+            server.host,
+            port,
+            f" (replica {shard.index} of {shard.replicas})" if shard.replicas > 1 else "",
+        )
 
     async def wait_ready(self) -> None:
         """Wait until startup has finished."""

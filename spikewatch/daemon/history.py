@@ -23,6 +23,8 @@ class RunEntry:
     state: RunState = "queued"
     started_at: float | None = None
     result: RunResult | None = None
+    #: The wall-clock slot of a scheduled run in a sharded deployment (epoch seconds).
+    slot: float | None = None
 
     def as_dict(self, *, detail: bool = False) -> dict[str, Any]:
         """Return the JSON form: the run result once done, else its state."""

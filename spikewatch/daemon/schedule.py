@@ -39,14 +39,28 @@ def describe_schedule(schedule: ScheduleConfig) -> str:
     return f"every {schedule.every:g}s{jitter}"
 
 
-def build_trigger(schedule: ScheduleConfig) -> IntervalTrigger | CronTrigger:
-    """Return the APScheduler trigger of a schedule."""
+#: Interval schedules of sharded replicas count from here, so all replicas share slots.
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def build_trigger(
+    schedule: ScheduleConfig, *, aligned: bool = False
+) -> IntervalTrigger | CronTrigger:
+    """Return the APScheduler trigger of a schedule.
+
+    ``aligned`` makes an interval fire at multiples of ``every`` since the Unix epoch
+    (cron is wall-clock aligned anyway), for replicas that must fire together.
+    """
     jitter = schedule.jitter or None
     if schedule.cron is not None:
         trigger = CronTrigger.from_crontab(schedule.cron, timezone=schedule.timezone)
         trigger.jitter = jitter
         return trigger
     assert schedule.every is not None
+    if aligned:
+        return IntervalTrigger(
+            seconds=schedule.every, jitter=jitter, start_date=EPOCH, timezone=schedule.timezone
+        )
     return IntervalTrigger(seconds=schedule.every, jitter=jitter, timezone=schedule.timezone)
 
 
@@ -64,7 +78,9 @@ class RunScheduler:
         on_missed: Callable[[str, str], None],
         *,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        aligned: bool = False,
     ) -> None:
+        self.aligned = aligned
         self._on_due = on_due
         self._on_missed = on_missed
         self._now = now
@@ -98,18 +114,18 @@ class RunScheduler:
             del self._schedules[stale]
         now = self._now()
         for key, (target, scenario, schedule) in wanted.items():
-            described = describe_schedule(schedule)
+            described = describe_schedule(schedule) + (" (aligned)" if self.aligned else "")
             if self._schedules.get(key) == described:
                 continue
             # APScheduler reads an explicit next_run_time=None as "add paused": pass it
             # only when we set one (interval schedules); cron follows its trigger.
             extra: dict[str, Any] = {}
-            if schedule.every is not None:
+            if schedule.every is not None and not self.aligned:
                 first = now + timedelta(seconds=min(schedule.every, FIRST_RUN_WITHIN))
                 extra["next_run_time"] = first
             self._scheduler.add_job(
                 self._fire,
-                build_trigger(schedule),
+                build_trigger(schedule, aligned=self.aligned),
                 args=(target, scenario),
                 id=key,
                 name=key,

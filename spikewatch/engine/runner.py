@@ -22,7 +22,13 @@ from spikewatch.config import ScenarioConfig, TargetConfig
 from spikewatch.core.abort import AbortRule
 from spikewatch.core.attempt import Attempt
 from spikewatch.core.outcomes import Outcome, Phase, RunResultKind
-from spikewatch.core.plan import PlannedConnection, plan_duration, plan_ramp, plan_spike
+from spikewatch.core.plan import (
+    PlannedConnection,
+    plan_duration,
+    plan_ramp,
+    plan_spike,
+    shard_plan,
+)
 from spikewatch.core.recovery import (
     Baseline,
     RecoveryDecision,
@@ -89,13 +95,19 @@ class RunReport:
     stable_dropped: int = 0
 
 
-def spike_plan(scenario: ScenarioConfig) -> tuple[PlannedConnection, ...]:
-    """Return the planned spike (avalanche or ramp) of a scenario."""
+def spike_plan(
+    scenario: ScenarioConfig, share: tuple[int, int] | None = None
+) -> tuple[PlannedConnection, ...]:
+    """Return the planned spike (avalanche or ramp), or replica ``share=(index, n)``'s part."""
     if scenario.spike is not None:
         s = scenario.spike
-        return plan_spike(s.connections, s.batches, s.batch_interval)
-    assert scenario.ramp is not None
-    return plan_ramp(scenario.ramp.steps, scenario.ramp.step_interval)
+        plan = plan_spike(s.connections, s.batches, s.batch_interval)
+    else:
+        assert scenario.ramp is not None
+        plan = plan_ramp(scenario.ramp.steps, scenario.ramp.step_interval)
+    if share is not None and share[1] > 1:
+        plan = shard_plan(plan, share[0], share[1])
+    return plan
 
 
 def run_deadline(scenario: ScenarioConfig, target: TargetConfig) -> float:
@@ -129,8 +141,12 @@ class ScenarioRun:
         *,
         progress: ProgressFn | None = None,
         run_id: str | None = None,
+        share: tuple[int, int] | None = None,
+        spike_at: float | None = None,
     ) -> None:
         self.target = target
+        self.share = share
+        self.spike_at = spike_at
         self.scenario = scenario
         self.prober = prober
         self.progress = progress or _quiet
@@ -285,7 +301,7 @@ class ScenarioRun:
 
     async def _run_spike(self) -> float:
         assert self.spec is not None
-        plan = spike_plan(self.scenario)
+        plan = spike_plan(self.scenario, self.share)
         abort_cfg = self.scenario.abort
         rule = AbortRule(abort_cfg.error_ratio, abort_cfg.min_attempts)
         groups = [list(g) for _, g in itertools.groupby(plan, key=lambda p: p.group)]
@@ -314,7 +330,15 @@ class ScenarioRun:
                     f"abort.error_ratio={rule.error_ratio:g} reached: {failed} of {finished} failed"
                 )
 
-        spike_start = self._mark("spike_start")
+        if self.spike_at is not None:
+            # A sharded run: every replica starts its share at the same wall-clock instant.
+            # The plan keeps that instant even when this replica is late (its baseline or
+            # queue overran), so the overrun shows as start lateness instead of vanishing.
+            spike_start = self.loop.time() + (self.spike_at - self.prober.wall_clock())
+            await _sleep_until(self.loop, spike_start)
+            self.timeline["spike_start"] = spike_start - self._start
+        else:
+            spike_start = self._mark("spike_start")
         start_mark = self.prober.monitor.mark()
         tasks: list[asyncio.Task[None]] = []
         for group in groups:
@@ -542,6 +566,16 @@ async def execute_run(
     *,
     progress: ProgressFn | None = None,
     run_id: str | None = None,
+    share: tuple[int, int] | None = None,
+    spike_at: float | None = None,
 ) -> RunReport:
-    """Run ``scenario`` against ``target`` once and return what was measured."""
-    return await ScenarioRun(target, scenario, prober, progress=progress, run_id=run_id).execute()
+    """Run ``scenario`` against ``target`` once and return what was measured.
+
+    ``share=(index, replicas)`` fires only that replica's part of the spike; ``spike_at``
+    (epoch seconds) starts the spike at that wall-clock instant instead of right after
+    the baseline.
+    """
+    run = ScenarioRun(
+        target, scenario, prober, progress=progress, run_id=run_id, share=share, spike_at=spike_at
+    )
+    return await run.execute()
