@@ -1,0 +1,1 @@
+"""The Grafana dashboards and their provisioning, checked statically."""
