@@ -175,13 +175,15 @@ def test_dashboards_are_classic_json_with_their_uid_and_tag() -> None:
         assert board["id"] is None
 
 
-def test_uids_and_panel_ids_are_unique() -> None:
-    """The two uids differ, and no panel id repeats inside a dashboard."""
+def test_uids_panel_ids_and_titles_are_unique() -> None:
+    """The two uids differ; no panel id or query panel title repeats inside a dashboard."""
     boards = [load(OVERVIEW), load(TARGET)]
     assert len({b["uid"] for b in boards}) == len(boards)
     for board in boards:
         ids = [p["id"] for p in iter_panels(board)]
         assert len(ids) == len(set(ids)), board["uid"]
+        titles = [p["title"] for p in query_panels(board)]
+        assert len(titles) == len(set(titles)), board["uid"]
 
 
 def test_panels_fit_the_grid_without_overlapping(board: dict[str, Any]) -> None:
@@ -200,11 +202,15 @@ def test_panels_fit_the_grid_without_overlapping(board: dict[str, Any]) -> None:
 
 
 def test_rows_group_the_panels(board: dict[str, Any]) -> None:
-    """Both dashboards are split into titled rows, and the first panel is a row."""
+    """Both dashboards are split into titled rows, the first panel a row, in grid order."""
     rows = [p for p in board["panels"] if p["type"] == "row"]
     assert len(rows) >= 3
     assert board["panels"][0]["type"] == "row"
     assert all(r["title"] for r in rows)
+    # Grafana files panels under the row before them in the list: keep it in grid order.
+    for panels in [board["panels"]] + [r["panels"] for r in rows]:
+        order = [(p["gridPos"]["y"], p["gridPos"]["x"]) for p in panels]
+        assert order == sorted(order)
 
 
 # --- variables -----------------------------------------------------------------------
