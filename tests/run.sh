@@ -5,12 +5,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # System packages some tests need: Debian's chromium (the status page in a real browser),
-# prometheus (promtool, and the server for the end-to-end test) and prometheus-alertmanager
-# (amtool, and the server). Installed when missing; without them those tests fail, never skip.
+# prometheus (promtool, and the server for the end-to-end test), prometheus-alertmanager
+# (amtool, and the server) and kubernetes-client (kubectl kustomize, for the Kubernetes
+# manifests; they need kustomize v5, kubectl >= 1.27, and bookworm's package is 1.20: where
+# kubectl is missing, install a newer one). Installed when missing; without them those
+# tests fail, never skip.
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertmanager)
+command -v kubectl >/dev/null 2>&1 || need+=(kubernetes-client)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "== installing ${need[*]} (Debian packages)"
