@@ -9,6 +9,7 @@ manifests do not mount fails the config check as it would fail the daemon.
 from __future__ import annotations
 
 import copy
+import re
 import shutil
 import sys
 from collections.abc import Mapping
@@ -16,11 +17,19 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 #: The rules file Prometheus loads; the Kubernetes PrometheusRule is generated from it.
 RULES = DEPLOY / "prometheus" / "rules" / "spikewatch.rules.yml"
+
+
+def rule_jobs() -> set[str]:
+    """Return the ``job`` label values the shipped rules match (``up{job="..."}``)."""
+    groups = yaml.safe_load(RULES.read_text(encoding="utf-8"))["groups"]
+    exprs = [str(rule["expr"]) for group in groups for rule in group["rules"]]
+    return {job for expr in exprs for job in re.findall(r'\bjob\s*=\s*"([^"]*)"', expr)}
 
 
 def require_tool(command: str, package: str) -> str:

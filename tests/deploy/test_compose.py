@@ -18,7 +18,15 @@ import pytest
 import yaml
 
 from spikewatch.config import parse_config
-from tests.deploy import DEPLOY, REPO, RULES, container_files, rebase_files, require_tool
+from tests.deploy import (
+    DEPLOY,
+    REPO,
+    RULES,
+    container_files,
+    rebase_files,
+    require_tool,
+    rule_jobs,
+)
 
 COMPOSE = DEPLOY / "compose.yaml"
 SECRETS_DIR = PurePosixPath("/run/secrets")
@@ -211,6 +219,8 @@ def test_prometheus_scrapes_spikewatch_and_alerts_alertmanager(
         for job in config["scrape_configs"]
     }
     assert scrape["spikewatch"] == ["spikewatch:9878"]
+    # The rules' up{job="spikewatch"} (SpikewatchProberDown) must see this job.
+    assert rule_jobs() == {"spikewatch"}
     (alerting,) = config["alerting"]["alertmanagers"]
     assert alerting["static_configs"][0]["targets"] == ["alertmanager:9093"]
     assert {"spikewatch", "alertmanager"} <= set(compose["services"])

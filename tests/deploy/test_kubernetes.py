@@ -30,6 +30,7 @@ from tests.deploy import (
     file_fields,
     rebase_files,
     require_tool,
+    rule_jobs,
 )
 
 KUBERNETES = DEPLOY / "kubernetes"
@@ -369,6 +370,10 @@ def test_services_and_servicemonitor_reach_the_pods(rendered: Objects) -> None:
     assert [s for s in services if wanted <= s["metadata"]["labels"].items()] == [http]
     (endpoint,) = monitor["spec"]["endpoints"]
     assert (endpoint["port"], endpoint["path"]) == ("http", "/metrics")
+    # The operator's job label is the Service's name unless jobLabel says otherwise; the
+    # rules' up{job="spikewatch"} (SpikewatchProberDown) must see it.
+    assert "jobLabel" not in monitor["spec"]
+    assert rule_jobs() == {http["metadata"]["name"]}
 
 
 # --- config, secrets and sharding ------------------------------------------------------
