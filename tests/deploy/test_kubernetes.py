@@ -326,11 +326,12 @@ def test_statefulset_probes_resources_and_lifecycle(rendered: Objects) -> None:
 def test_statefulset_security_context_is_restrictive(rendered: Objects) -> None:
     """Non-root 10001, read-only root, no privilege escalation, no capabilities, seccomp."""
     _, pod, container = pod_of(rendered)
-    for context in (pod["securityContext"], container["securityContext"]):
-        assert context["runAsNonRoot"] is True
-        assert context["runAsUser"] == 10001
-        assert context["seccompProfile"] == {"type": "RuntimeDefault"}
     security = container["securityContext"]
+    # The pod's settings hold for the container, unless the container overrides them.
+    effective = {**pod["securityContext"], **security}
+    assert effective["runAsNonRoot"] is True
+    assert effective["runAsUser"] == 10001
+    assert effective["seccompProfile"] == {"type": "RuntimeDefault"}
     assert security["readOnlyRootFilesystem"] is True
     assert security["allowPrivilegeEscalation"] is False
     assert security["capabilities"] == {"drop": ["ALL"]}
