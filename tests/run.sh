@@ -8,13 +8,17 @@ cd "$(dirname "$0")/.."
 # prometheus (promtool, and the server for the end-to-end test), prometheus-alertmanager
 # (amtool, and the server) and kubernetes-client (kubectl kustomize, for the Kubernetes
 # manifests; they need kustomize v5, kubectl >= 1.27, and bookworm's package is 1.20: where
-# kubectl is missing, install a newer one). Installed when missing; without them those
-# tests fail, never skip.
+# kubectl is missing, install a newer one), and podman, runc and debootstrap (the container
+# test builds and runs the image; debootstrap makes its base image). Installed when missing;
+# without them those tests fail, never skip.
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertmanager)
 command -v kubectl >/dev/null 2>&1 || need+=(kubernetes-client)
+command -v podman >/dev/null 2>&1 || need+=(podman)
+command -v runc >/dev/null 2>&1 || need+=(runc)
+PATH=$PATH:/usr/sbin:/sbin command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "== installing ${need[*]} (Debian packages)"
