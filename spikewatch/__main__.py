@@ -2,6 +2,6 @@
 
 import sys
 
-from spikewatch.cli import main
+from spikewatch._entry import main
 
 sys.exit(main())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -263,3 +264,51 @@ async def test_status_page_in_a_real_browser_after_a_run(
     assert "ref" in dom
     assert "quick" in dom
     assert "passed" in dom
+
+
+async def test_sigterm_during_startup_is_not_lost(tmp_path: Path, reference: RunningTarget) -> None:
+    """A SIGTERM sent while the process still loads its modules stops it with exit 0."""
+    config = write_config(tmp_path / "c.yaml", document(reference.url))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "spikewatch",
+        "run",
+        "--config",
+        str(config),
+        stderr=asyncio.subprocess.PIPE,
+    )
+    # After interpreter start-up, inside the ~0.8 s of imports: without the early handler
+    # the default action would kill the process (-15), which is what this test rules out.
+    await asyncio.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = await asyncio.wait_for(proc.communicate(), scaled(10))
+    assert proc.returncode == 0, err.decode()
+
+
+async def test_sigterm_during_once_closes_its_connections(
+    tmp_path: Path, reference: RunningTarget
+) -> None:
+    """SIGTERM in the middle of `once` exits 1 (not passed) with every connection closed."""
+    doc = document(reference.url, spike={"connections": 40}, hold="60s")
+    config = write_config(tmp_path / "c.yaml", doc)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "spikewatch",
+        "once",
+        "--config",
+        str(config),
+        "--target",
+        "ref",
+        "--scenario",
+        "quick",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    await asyncio.wait_for(reference.wait_for_stats(lambda s: s.open >= 40), scaled(20))
+    proc.send_signal(signal.SIGTERM)
+    await asyncio.wait_for(proc.communicate(), scaled(10))
+    assert proc.returncode == 1
+    stats = await asyncio.wait_for(reference.wait_for_stats(lambda s: s.open == 0), scaled(5))
+    assert stats.open == 0
