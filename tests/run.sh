@@ -6,16 +6,22 @@ cd "$(dirname "$0")/.."
 
 # System packages some tests need: Debian's chromium (the status page in a real browser),
 # prometheus (promtool, and the server for the end-to-end test), prometheus-alertmanager
-# (amtool, and the server) and kubernetes-client (kubectl kustomize, for the Kubernetes
-# manifests; they need kustomize v5, kubectl >= 1.27, and bookworm's package is 1.20: where
-# kubectl is missing, install a newer one), and podman, runc and debootstrap (the container
-# test builds and runs the image; debootstrap makes its base image). Installed when missing;
-# without them those tests fail, never skip.
+# (amtool, and the server), and podman, runc and debootstrap (the container test builds and
+# runs the image; debootstrap makes its base image). Installed when missing; without them
+# those tests fail, never skip.
+#
+# kubectl (`kubectl kustomize`, for the Kubernetes manifests) must be >= 1.27 with
+# kustomize v5. These machines' image ships one (Google Cloud SDK's kubectl 1.32, kustomize
+# v5.5); Debian bookworm's `kubernetes-client` is 1.20 with kustomize v2, too old to render
+# the manifests, so it is not installed as a stand-in: a missing kubectl is reported.
+if ! command -v kubectl >/dev/null 2>&1; then
+    echo "tests need kubectl >= 1.27 (with kustomize v5) on PATH; Debian's kubernetes-client is too old" >&2
+    exit 1
+fi
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertmanager)
-command -v kubectl >/dev/null 2>&1 || need+=(kubernetes-client)
 command -v podman >/dev/null 2>&1 || need+=(podman)
 command -v runc >/dev/null 2>&1 || need+=(runc)
 PATH=$PATH:/usr/sbin:/sbin command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
