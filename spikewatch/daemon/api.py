@@ -27,6 +27,7 @@ from aiohttp.typedefs import Handler
 from spikewatch import __version__
 from spikewatch.config import ScenarioConfig, SpikewatchConfig, TargetConfig
 from spikewatch.core.result import RunResult
+from spikewatch.daemon.openapi import OPENAPI_PATH, openapi_document
 from spikewatch.daemon.state import DaemonState, RunRequestError, ScheduledPair
 from spikewatch.daemon.status_page import render_status_page
 
@@ -75,6 +76,7 @@ def create_app(state: DaemonState) -> web.Application:
     app.router.add_post("/api/v1/runs", _request_run)
     app.router.add_get("/api/v1/runs/{id}", _get_run, name="run")
     app.router.add_post("/-/reload", _reload, name="reload")
+    app.router.add_get(OPENAPI_PATH, _openapi, name="openapi")
     return app
 
 
@@ -304,9 +306,13 @@ async def _targets(request: web.Request) -> web.Response:
 def _limit(text: str | None, capacity: int) -> int:
     if text is None or text == "":
         return min(DEFAULT_RUNS_LIMIT, capacity)
-    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+    digits = text.lstrip("0")
+    if not (text.isascii() and text.isdigit()) or not digits:
         raise ApiError(400, f"limit must be a whole number from 1 to {capacity}")
-    return min(int(text), capacity)
+    # Longer than the capacity is capped anyway; int() refuses 4300+ digits (CVE-2020-10735).
+    if len(digits) > len(str(capacity)):
+        return capacity
+    return min(int(digits), capacity)
 
 
 async def _list_runs(request: web.Request) -> web.Response:
@@ -335,8 +341,14 @@ async def _get_run(request: web.Request) -> web.Response:
 async def _run_request(request: web.Request) -> tuple[str, str]:
     usage = 'send a JSON object {"target": "<name>", "scenario": "<name>"}'
     try:
-        doc = json.loads(await request.read())
-    except (UnicodeDecodeError, ValueError):  # JSONDecodeError is a ValueError
+        body = await request.read()
+    except web.RequestPayloadError:
+        # The body does not match its Content-Encoding or framing: the client's mistake.
+        raise ApiError(400, f"request body could not be read or decoded; {usage}") from None
+    try:
+        doc = json.loads(body)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        # JSONDecodeError is a ValueError; arrays nested thousands deep exhaust the recursion.
         raise ApiError(400, f"request body is not valid JSON; {usage}") from None
     if not isinstance(doc, dict):
         raise ApiError(400, f"request body must be a JSON object; {usage}")
@@ -384,6 +396,11 @@ async def _reload(request: web.Request) -> web.Response:
             status=400,
         )
     return web.json_response({"status": "reloaded"})
+
+
+async def _openapi(request: web.Request) -> web.Response:
+    """Answer the OpenAPI document of this API (shapes only, no config values)."""
+    return web.json_response(openapi_document())
 
 
 # --- status page -------------------------------------------------------------------------

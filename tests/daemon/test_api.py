@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import jsonschema
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -15,6 +16,7 @@ from spikewatch import __version__
 from spikewatch.core.outcomes import RunResultKind
 from spikewatch.daemon.api import create_app, public_url
 from spikewatch.daemon.history import RunEntry
+from spikewatch.daemon.openapi import OPENAPI_PATH, openapi_document
 from spikewatch.daemon.state import AlreadyQueuedError, QueueFullError
 from spikewatch.daemon.status_page import render_status_page
 from spikewatch.errors import ConfigProblem
@@ -255,7 +257,15 @@ async def test_runs_limit_defaults_to_50_and_caps_at_capacity(state: FakeDaemonS
         assert len(capped["runs"]) == 5
 
 
-@pytest.mark.parametrize("limit", ["abc", "0", "-1", "1.5", " 3", "+3", "٣"])
+async def test_runs_limit_with_thousands_of_digits_is_capped(client: Client) -> None:
+    """A limit longer than int() accepts (4300 digits) is capped, not a 500."""
+    # Found probing for 5xx: int() raised ValueError past sys.get_int_max_str_digits().
+    assert await json_of(await client.get("/api/v1/runs", params={"limit": "9" * 5000}), 200)
+    padded = "0" * 5000 + "2"
+    assert await json_of(await client.get("/api/v1/runs", params={"limit": padded}), 200)
+
+
+@pytest.mark.parametrize("limit", ["abc", "0", "00", "-1", "1.5", " 3", "+3", "٣"])
 async def test_runs_rejects_a_bad_limit(client: Client, limit: str) -> None:
     """GET /api/v1/runs with a limit that is not a whole number ≥ 1 answers 400."""
     body = await json_of(await client.get("/api/v1/runs", params={"limit": limit}), 400)
@@ -404,6 +414,8 @@ async def test_post_run_maps_run_errors_to_their_status(
         (b'{"target": 1, "scenario": "avalanche"}', "target must be a non-empty string"),
         (b'{"target": "", "scenario": "avalanche"}', "target must be a non-empty string"),
         (b'{"target": "a", "scenario": "b", "when": "now"}', "unknown field(s) 'when'"),
+        # Found probing for 5xx: nesting deeper than the recursion limit was a 500.
+        (b"[" * 30_000, "request body is not valid JSON"),
     ],
 )
 async def test_post_run_with_a_bad_body_is_400(
@@ -414,6 +426,18 @@ async def test_post_run_with_a_bad_body_is_400(
     body = await json_of(await client.post("/api/v1/runs", data=data, headers=headers), 400)
     assert body["error"].startswith(message)
     assert '{"target": "<name>", "scenario": "<name>"}' in body["error"]
+    assert state.run_requests == []
+
+
+async def test_post_run_with_a_body_that_does_not_match_its_encoding_is_400(
+    client: Client, state: FakeDaemonState
+) -> None:
+    """A body that is not what its Content-Encoding says answers 400 JSON, not 500."""
+    # Found probing for 5xx: aiohttp's RequestPayloadError escaped the handler as a 500.
+    headers = {**AUTH, "Content-Type": "application/json", "Content-Encoding": "gzip"}
+    response = await client.post("/api/v1/runs", data=b'{"target": "x"}', headers=headers)
+    body = await json_of(response, 400)
+    assert body["error"].startswith("request body could not be read or decoded")
     assert state.run_requests == []
 
 
@@ -539,6 +563,7 @@ async def test_no_get_answer_contains_a_secret(client: Client, state: FakeDaemon
         "/api/v1/runs?limit=x",
         "/nothing",
         "/-/reload",
+        OPENAPI_PATH,
     ]
     for path in paths:
         response = await client.get(path)
@@ -546,6 +571,194 @@ async def test_no_get_answer_contains_a_secret(client: Client, state: FakeDaemon
         for secret in SECRETS:
             assert secret not in answer, f"{path} leaks {secret}"
     assert {JWT_SECRET, API_TOKEN, QUERY_TOKEN, HEADER_SECRET} <= set(SECRETS)
+
+
+# --- the OpenAPI document ----------------------------------------------------------------
+
+
+def test_every_route_is_documented_and_every_documented_operation_is_routed() -> None:
+    """The OpenAPI document lists exactly the method/path pairs create_app routes."""
+    app = create_app(FakeDaemonState())
+    routed = {
+        (route.method.lower(), route.resource.canonical)
+        for route in app.router.routes()
+        if route.method != "HEAD" and route.resource is not None  # aiohttp adds HEAD to GETs
+    }
+    documented = {
+        (method, path) for path, item in openapi_document()["paths"].items() for method in item
+    }
+    assert routed == documented
+
+
+async def test_openapi_document_is_served_without_secrets(client: Client) -> None:
+    """GET /api/v1/openapi.json answers the OpenAPI 3.0.3 document, and no secret in it."""
+    response = await client.get(OPENAPI_PATH)
+    assert await json_of(response, 200) == openapi_document()
+    text = await response.text()
+    for secret in SECRETS:
+        assert secret not in text
+
+
+def _json_schema(node: Any) -> Any:
+    """Turn OpenAPI 3.0 schema dialect (``nullable``) into JSON Schema, recursively."""
+    if isinstance(node, list):
+        return [_json_schema(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {key: _json_schema(value) for key, value in node.items() if key != "nullable"}
+    if node.get("nullable"):
+        out["type"] = [node["type"], "null"]
+        if "enum" in out:
+            out["enum"] = [*out["enum"], None]
+    return out
+
+
+async def assert_documented(response: Any, method: str, path: str) -> None:
+    """Assert an answer's status, content type and body are the ones documented for it."""
+    document = openapi_document()
+    documented = document["paths"][path][method.lower()]["responses"]
+    status = str(response.status)
+    assert status in documented, f"{method} {path} answered undocumented {status}"
+    content = documented[status]["content"]
+    assert response.content_type in content, f"{response.content_type} not in {list(content)}"
+    if response.content_type != "application/json":
+        return
+    schema = {
+        **_json_schema(content[response.content_type]["schema"]),
+        "components": _json_schema(document["components"]),
+    }
+    jsonschema.Draft202012Validator(schema).validate(await response.json())
+
+
+def _not_ready(state: FakeDaemonState) -> None:
+    state.ready = False
+
+
+def _no_token(state: FakeDaemonState) -> None:
+    state.token = None
+
+
+def _queue_full(state: FakeDaemonState) -> None:
+    state.run_error = QueueFullError("the run queue is full (4 runs)")
+
+
+def _reload_rejected(state: FakeDaemonState) -> None:
+    state.reload_problems = [ConfigProblem("targets[0].url", "not a ws:// or wss:// URL")]
+
+
+Setup = Callable[[FakeDaemonState], None] | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Answer:
+    """A request, what to set on the fake first, and the documented answer it gets."""
+
+    status: int
+    method: str
+    path: str  # as documented: the template
+    url: str
+    kwargs: dict[str, Any]
+    setup: Setup
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.method} {self.url}"
+
+
+#: One real answer of each documented status.
+ANSWERS = [
+    Answer(200, "GET", "/", "/", {}, None),
+    Answer(200, "GET", "/metrics", "/metrics", {}, None),
+    Answer(
+        200,
+        "GET",
+        "/metrics",
+        "/metrics",
+        {"headers": {"Accept": "application/openmetrics-text"}},
+        None,
+    ),
+    Answer(200, "GET", "/healthz", "/healthz", {}, None),
+    Answer(200, "GET", "/readyz", "/readyz", {}, None),
+    Answer(503, "GET", "/readyz", "/readyz", {}, _not_ready),
+    Answer(200, "GET", "/api/v1/targets", "/api/v1/targets", {}, None),
+    Answer(200, "GET", "/api/v1/runs", "/api/v1/runs", {}, None),
+    Answer(
+        200, "GET", "/api/v1/runs", "/api/v1/runs?target=echo-local&scenario=ramp&limit=2", {}, None
+    ),
+    Answer(400, "GET", "/api/v1/runs", "/api/v1/runs?limit=0", {}, None),
+    Answer(200, "GET", "/api/v1/runs/{id}", "/api/v1/runs/r1", {}, None),
+    Answer(200, "GET", "/api/v1/runs/{id}", "/api/v1/runs/run-1", {}, None),
+    Answer(404, "GET", "/api/v1/runs/{id}", "/api/v1/runs/nope", {}, None),
+    Answer(202, "POST", "/api/v1/runs", "/api/v1/runs", {"json": RUN, "headers": AUTH}, None),
+    Answer(400, "POST", "/api/v1/runs", "/api/v1/runs", {"json": [], "headers": AUTH}, None),
+    Answer(401, "POST", "/api/v1/runs", "/api/v1/runs", {"json": RUN}, None),
+    Answer(403, "POST", "/api/v1/runs", "/api/v1/runs", {"json": RUN, "headers": AUTH}, _no_token),
+    Answer(
+        404,
+        "POST",
+        "/api/v1/runs",
+        "/api/v1/runs",
+        {"json": {"target": "echo-local", "scenario": "avalanche-x"}, "headers": AUTH},
+        None,
+    ),
+    Answer(
+        429, "POST", "/api/v1/runs", "/api/v1/runs", {"json": RUN, "headers": AUTH}, _queue_full
+    ),
+    Answer(
+        413, "POST", "/api/v1/runs", "/api/v1/runs", {"data": b"x" * 100_000, "headers": AUTH}, None
+    ),
+    Answer(200, "POST", "/-/reload", "/-/reload", {"headers": AUTH}, None),
+    Answer(400, "POST", "/-/reload", "/-/reload", {"headers": AUTH}, _reload_rejected),
+    Answer(401, "POST", "/-/reload", "/-/reload", {}, None),
+    Answer(403, "POST", "/-/reload", "/-/reload", {"headers": AUTH}, _no_token),
+    Answer(200, "GET", OPENAPI_PATH, OPENAPI_PATH, {}, None),
+]
+
+
+@pytest.mark.parametrize("answer", ANSWERS, ids=str)
+async def test_real_answers_match_the_documented_responses(
+    client: Client, state: FakeDaemonState, answer: Answer
+) -> None:
+    """Each real answer's status, content type and body are the documented ones."""
+    add_finished(state, run_id="r1")
+    state.history.add(
+        RunEntry(
+            id="run-1",
+            target="echo-local",
+            scenario="ramp",
+            trigger="api",
+            queued_at=NOW,
+            state="running",
+            started_at=NOW,
+        )
+    )
+    state.next_runs[("chat-staging", "avalanche")] = NOW + 60
+    if answer.setup is not None:
+        answer.setup(state)
+    response = await client.request(answer.method, answer.url, **answer.kwargs)
+    assert response.status == answer.status, await response.text()
+    await assert_documented(response, answer.method, answer.path)
+
+
+def test_every_documented_answer_is_checked_against_a_real_one() -> None:
+    """Each documented status of each operation has a real answer checked above."""
+    documented = {
+        (method.upper(), path, int(status))
+        for path, item in openapi_document()["paths"].items()
+        for method, operation in item.items()
+        for status in operation["responses"]
+    }
+    checked = {(a.method, a.path, a.status) for a in ANSWERS} | {("POST", "/api/v1/runs", 409)}
+    assert documented == checked
+
+
+async def test_post_run_conflict_matches_the_documented_409(client: Client) -> None:
+    """A second run request for a queued pair answers the documented 409."""
+    await assert_documented(
+        await client.post("/api/v1/runs", json=RUN, headers=AUTH), "POST", "/api/v1/runs"
+    )
+    response = await client.post("/api/v1/runs", json=RUN, headers=AUTH)
+    assert response.status == 409
+    await assert_documented(response, "POST", "/api/v1/runs")
 
 
 # --- status page -------------------------------------------------------------------------
