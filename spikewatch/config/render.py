@@ -15,10 +15,6 @@ __all__ = ["MASK", "render_effective_config"]
 #: What a secret is shown as.
 MASK: Final = "***"
 
-# Static credentials put in plain headers are secrets too, even though the config
-# cannot know what every custom header carries.
-_CREDENTIAL_HEADERS: Final = frozenset({"authorization", "proxy-authorization", "cookie"})
-
 
 def render_effective_config(cfg: SpikewatchConfig) -> str:
     """Return ``cfg`` as YAML, defaults filled in, durations in seconds, secrets masked."""
@@ -35,10 +31,9 @@ def _plain(value: Any) -> Any:
     if isinstance(value, BaseModel):
         plain = {name: _plain(getattr(value, name)) for name in type(value).model_fields}
         if "headers" in plain:
-            plain["headers"] = {
-                name: MASK if name.lower() in _CREDENTIAL_HEADERS else header_value
-                for name, header_value in plain["headers"].items()
-            }
+            # Static credentials ride in custom headers too (X-Api-Key, X-Auth-Token, ...)
+            # and the config cannot know what each one carries: show names, never values.
+            plain["headers"] = dict.fromkeys(plain["headers"], MASK)
         return plain
     if isinstance(value, dict):
         return {key: _plain(item) for key, item in value.items()}

@@ -42,7 +42,7 @@ def rendered(tmp_path: Path) -> tuple[str, Any]:
 
 
 def test_render_masks_every_secret(tmp_path: Path) -> None:
-    """The API token, JWT secrets and keys, and credential headers are shown as ***."""
+    """The API token, JWT secrets and keys, and every header value are shown as ***."""
     text, data = rendered(tmp_path)
     for secret in (
         "token-hunter2",
@@ -55,7 +55,7 @@ def test_render_masks_every_secret(tmp_path: Path) -> None:
     assert data["server"]["api_token"] == "***"
     assert data["targets"][0]["auth"]["jwt"]["secret"] == "***"
     assert data["targets"][1]["auth"]["jwt"]["private_key"] == "***"
-    assert data["targets"][0]["headers"] == {"X-Client": "spikewatch", "Cookie": "***"}
+    assert data["targets"][0]["headers"] == {"X-Client": "***", "Cookie": "***"}
     assert data["targets"][1]["headers"] == {"Authorization": "***"}
 
 

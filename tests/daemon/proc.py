@@ -16,7 +16,7 @@ import yaml
 
 from tests.conftest import scaled
 
-_LISTENING = re.compile(r"listening on (http://\S+)")
+_LISTENING = re.compile(r"listening on (http://[^\s\"]+)")
 
 
 class DaemonProcess:
