@@ -40,12 +40,12 @@ python=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$python" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]' 2>&1 \
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test,bench]' 2>&1 \
     | grep -v '^WARNING: Location' || true
 
 echo "== ruff"
-.venv/bin/ruff check spikewatch tests
-.venv/bin/ruff format --check spikewatch tests
+.venv/bin/ruff check spikewatch tests bench
+.venv/bin/ruff format --check spikewatch tests bench
 echo "== mypy --strict"
 .venv/bin/mypy
 echo "== pytest"
