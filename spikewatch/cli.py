@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import resource
+import signal
 import sys
 import time
 from collections.abc import Coroutine, Sequence
@@ -93,8 +94,18 @@ async def run_once(
     *,
     progress: ProgressFn | None = None,
 ) -> RunReport:
-    """Execute one run now with a prober built from ``config``."""
-    return await execute_run(target, scenario, make_prober(config), progress=progress)
+    """Execute one run now with a prober built from ``config``.
+
+    SIGTERM cancels the run, which closes every connection it opened on the way out.
+    """
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await execute_run(target, scenario, make_prober(config), progress=progress)
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
 
 
 def cmd_once(args: argparse.Namespace) -> int:
@@ -103,7 +114,14 @@ def cmd_once(args: argparse.Namespace) -> int:
     target, scenario = pick(config, args.target, args.scenario)
     raise_fd_limit()
     progress = None if args.quiet else stderr_progress()
-    report = asyncio.run(run_once(config, target, scenario, progress=progress))
+    try:
+        report = asyncio.run(run_once(config, target, scenario, progress=progress))
+    except asyncio.CancelledError:
+        print(
+            "spikewatch: terminated; the run was stopped and its connections closed",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
     if args.json:
         print(json.dumps(report.result.as_dict(), indent=2))
     else:
