@@ -326,6 +326,7 @@ async def serve(daemon: Daemon) -> None:
     def on_stop(signum: signal.Signals) -> None:
         if daemon.stopping:  # a second signal: stop waiting, exit now
             log.warning("%s again: forcing exit", signum.name)
+            daemon.registry.abort_all()  # the graceful path may not get to it now
             main.cancel()
             return
         log.info("%s: shutting down", signum.name)

@@ -258,7 +258,8 @@ class ClientConnection(asyncio.Protocol):
             if isinstance(event, Message):
                 self._on_message(event.data, now)
             elif isinstance(event, Ping):
-                self._send(Opcode.PONG, event.payload)
+                if self._state < _CLOSING:  # no data after our close frame (§5.5.1)
+                    self._send(Opcode.PONG, event.payload)
             elif isinstance(event, Pong):
                 self._on_pong(event.payload, now)
             elif isinstance(event, Close):

@@ -70,6 +70,10 @@ ProgressFn = Callable[[str], None]
 #: Added to the computed deadline of a run: time to close connections and decide.
 _DEADLINE_MARGIN = 30.0
 
+#: A sharded replica that reaches its spike later than this after the shared instant
+#: fires at once instead (and says so in the run's timeline).
+SHARED_INSTANT_TOLERANCE = 1.0
+
 
 def _quiet(_: str) -> None:
     """Discard progress messages."""
@@ -198,6 +202,9 @@ class ScenarioRun:
         wall_start = self.prober.wall_clock()
         self._start = self.loop.time()
         deadline = run_deadline(self.scenario, self.target)
+        if self.spike_at is not None:
+            # A sharded run waits for the shared spike instant; that wait is not overrun.
+            deadline += max(0.0, self.spike_at - wall_start)
         monitor = self.prober.monitor
         monitor.start()
         kind: RunResultKind | None = None
@@ -287,7 +294,9 @@ class ScenarioRun:
             conn = await open_connection(
                 self.spec, attempt, self.prober.registry, keepalive=keepalive
             )
-            if conn is not None and conn.is_open:
+            # By outcome, not is_open: a peer that closes in the same read as its welcome
+            # has already moved the connection on, and that loss must still be counted.
+            if conn is not None and attempt.outcome == Outcome.OK:
                 self.stable_conns.append(conn)
 
         for _ in range(cfg.connections):
@@ -298,6 +307,28 @@ class ScenarioRun:
             f"stable: {len(self.stable_conns)}/{cfg.connections} open, "
             f"{mode} every {cfg.ping_interval:g}s"
         )
+
+    async def _spike_start(self) -> float:
+        """Return the spike's planned start (loop time), waiting for a shared instant."""
+        missed = 0.0 if self.spike_at is None else self.prober.wall_clock() - self.spike_at
+        if self.spike_at is not None and missed <= SHARED_INSTANT_TOLERANCE:
+            # A sharded run: every replica starts its share at the same wall-clock instant.
+            # The plan keeps that instant even when this replica is a little late, so the
+            # delay shows as start lateness instead of vanishing.
+            spike_start = self.loop.time() - missed
+            await _sleep_until(self.loop, spike_start)
+            self.timeline["spike_start"] = spike_start - self._start
+        else:
+            if missed > SHARED_INSTANT_TOLERANCE:
+                # Queued behind other runs, or a long baseline: the shared instant is gone.
+                # Fire now and say so; lateness would otherwise charge the queue wait to
+                # the prober and make every such run "invalid".
+                self.timeline["shared_instant_missed_by"] = missed
+                self.progress(
+                    f"spike: the shared spike instant passed {missed:.1f}s ago; firing now"
+                )
+            spike_start = self._mark("spike_start")
+        return spike_start
 
     async def _run_spike(self) -> float:
         assert self.spec is not None
@@ -318,7 +349,7 @@ class ScenarioRun:
         async def one(attempt: Attempt) -> None:
             nonlocal finished, failed, abort_reason
             conn = await open_connection(spec, attempt, registry, keep_open=True)
-            if conn is not None and conn.is_open:
+            if conn is not None and attempt.outcome == Outcome.OK:
                 self.spike_conns.append(conn)
             if attempt.outcome == Outcome.ABORTED:
                 return
@@ -330,15 +361,7 @@ class ScenarioRun:
                     f"abort.error_ratio={rule.error_ratio:g} reached: {failed} of {finished} failed"
                 )
 
-        if self.spike_at is not None:
-            # A sharded run: every replica starts its share at the same wall-clock instant.
-            # The plan keeps that instant even when this replica is late (its baseline or
-            # queue overran), so the overrun shows as start lateness instead of vanishing.
-            spike_start = self.loop.time() + (self.spike_at - self.prober.wall_clock())
-            await _sleep_until(self.loop, spike_start)
-            self.timeline["spike_start"] = spike_start - self._start
-        else:
-            spike_start = self._mark("spike_start")
+        spike_start = await self._spike_start()
         start_mark = self.prober.monitor.mark()
         tasks: list[asyncio.Task[None]] = []
         for group in groups:
@@ -391,8 +414,10 @@ class ScenarioRun:
             now = self.loop.time()
             if not tracker.wants_more_probes(now):
                 break
-            tracker.probe_started(probe_id, now)
-            attempt = self._new_attempt(Phase.RECOVERY, now)
+            # The probe's start is its slot (T0 + k * interval), not when the loop woke:
+            # recovery is 0 when the first probe begins the good run (the contract).
+            tracker.probe_started(probe_id, t0 + probe_id * cfg.probe_interval)
+            attempt = self._new_attempt(Phase.RECOVERY, t0 + probe_id * cfg.probe_interval)
             self.recovery_attempts.append(attempt)
             tasks.append(self._spawn(probe(probe_id, attempt)))
         await asyncio.gather(*tasks)

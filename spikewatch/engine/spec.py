@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import socket
 import ssl
+import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from spikewatch.auth.jwt import TokenMinter, place_token
 from spikewatch.protocol.handshake import UpgradeRequest
@@ -36,10 +38,32 @@ def build_ssl_context(tls: TlsConfig) -> ssl.SSLContext:
 async def resolve(host: str, port: int) -> str:
     """Resolve ``host`` to the address to connect to (the first one the resolver gives).
 
-    Raise :class:`socket.gaierror` when the name does not resolve.
+    Raise :class:`socket.gaierror` when the name does not resolve. The lookup runs in a
+    daemon thread of its own, not the loop's executor: ``asyncio.run`` joins executor
+    threads at exit without a time limit, so a resolver stuck on an unreachable name
+    server (30 s and more) would hold up a SIGTERM shutdown.
     """
     loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    future: asyncio.Future[list[Any]] = loop.create_future()
+
+    def deliver(result: list[Any] | None, error: BaseException | None) -> None:
+        if future.done():  # the run was cancelled meanwhile
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result or [])
+
+    def lookup() -> None:
+        try:
+            result, error = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM), None
+        except OSError as exc:
+            result, error = None, exc
+        with contextlib.suppress(RuntimeError):  # the loop closed while we looked up
+            loop.call_soon_threadsafe(deliver, result, error)
+
+    threading.Thread(target=lookup, name=f"resolve {host}", daemon=True).start()
+    infos = await future
     return str(infos[0][4][0])
 
 

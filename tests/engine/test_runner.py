@@ -360,3 +360,31 @@ async def test_wss_target_with_and_without_the_ca_file(tmp_path: Path) -> None:
     assert r.result == RunResultKind.TARGET_DOWN
     assert r.baseline.outcomes == {"tls_error": 3}
     assert "certificate verification failed" in r.errors[0].example
+
+
+async def test_stable_connection_closed_with_the_upgrade_is_counted_dropped(tmp_path: Path) -> None:
+    """A peer that closes in the same read as its 101 loses stable connections: counted."""
+    async with hostile.close_after_upgrade_server("frame") as server:
+        config = write_config(
+            tmp_path,
+            server.url,
+            {"spike": {"connections": 2}, "stable": {"connections": 3, "ping_interval": "100ms"}},
+            welcome=None,
+            echo=None,
+        )
+        r = (await run(config)).result
+    assert r.stable is not None
+    assert r.stable.opened == 3
+    assert r.stable.dropped == 3
+
+
+async def test_recovery_time_is_a_whole_number_of_probe_slots(
+    tmp_path: Path, reference: RunningTarget
+) -> None:
+    """Recovery is measured from T0 to a probe's slot, so it is k times probe_interval exactly."""
+    config = write_config(tmp_path, reference.url, {"spike": {"connections": 10}})
+    r = (await run(config)).result
+    assert r.recovery is not None
+    assert r.recovery.seconds is not None
+    slots = r.recovery.seconds / 0.1
+    assert slots == pytest.approx(round(slots), abs=1e-6)

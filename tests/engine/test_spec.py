@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import ssl
+import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -399,3 +402,28 @@ async def test_resolve_an_address_returns_it() -> None:
 async def test_resolve_localhost() -> None:
     """localhost resolves to a loopback address."""
     assert await resolve("localhost", 80) in ("127.0.0.1", "::1")
+
+
+def test_a_stuck_lookup_does_not_hold_up_exit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run cancelled during a hung DNS lookup lets asyncio.run return at once."""
+    release = threading.Event()
+
+    def stuck(*args: object, **kwargs: object) -> list[object]:
+        # The system resolver is the boundary here: a real hang needs an unreachable DNS.
+        release.wait(30)
+        raise socket.gaierror(socket.EAI_AGAIN, "gave up")
+
+    monkeypatch.setattr(socket, "getaddrinfo", stuck)
+
+    async def main() -> None:
+        task = asyncio.create_task(resolve("stuck.example", 443))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    start = time.monotonic()
+    asyncio.run(main())
+    elapsed = time.monotonic() - start
+    release.set()
+    assert elapsed < 2.0
