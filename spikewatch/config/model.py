@@ -38,6 +38,7 @@ from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from spikewatch.config.durations import Duration, PositiveDuration
+from spikewatch.engine.registry import PROBE_RESERVE
 from spikewatch.errors import AuthError
 
 __all__ = [
@@ -881,11 +882,12 @@ class SpikewatchConfig(BaseSettings):
             problems.extend((f"{at}.targets[{k}]", f"unknown target {n!r}") for k, n in unknown)
             if unknown:
                 continue  # the checks below need every target to exist
-            if scenario.total_connections > self.limits.max_connections:
+            if scenario.total_connections + PROBE_RESERVE > self.limits.max_connections:
                 problems.append(
                     (
                         at,
-                        f"opens {scenario.total_connections} connections at its peak, more than"
+                        f"opens {scenario.total_connections} connections at its peak; with"
+                        f" {PROBE_RESERVE} kept for its probes that is more than"
                         f" limits.max_connections ({self.limits.max_connections})",
                     )
                 )

@@ -483,6 +483,7 @@ async def open_connection(
     *,
     keep_open: bool = False,
     keepalive: Keepalive | None = None,
+    reserve: int = 0,
 ) -> ClientConnection | None:
     """Make one attempt and wait until its outcome is decided.
 
@@ -490,8 +491,9 @@ async def open_connection(
     no attempt was made (no free slot, or no credential could be minted).
     """
     loop = asyncio.get_running_loop()
-    if not registry.try_acquire():
-        attempt.abort(loop.time(), f"limits.max_connections={registry.limit} reached")
+    if not registry.try_acquire(reserve):
+        kept = f", {reserve} kept for probes" if reserve else ""
+        attempt.abort(loop.time(), f"limits.max_connections={registry.limit} reached{kept}")
         return None
     try:
         conn = ClientConnection(

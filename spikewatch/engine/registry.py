@@ -12,6 +12,12 @@ class Closable(Protocol):
         """Close at once, without a closing handshake."""
 
 
+#: Slots a run's spike and stable connections leave free for its own baseline and
+#: recovery probes, so that a scenario sized up to the limit does not refuse its own
+#: probes (which would read as a target that never recovers).
+PROBE_RESERVE = 4
+
+
 class ConnectionRegistry:
     """The one place that knows how many connections are open, across all runs.
 
@@ -33,9 +39,9 @@ class ConnectionRegistry:
         """Slots in use now (connections being opened or open)."""
         return self._open
 
-    def try_acquire(self) -> bool:
-        """Take a slot if one is free."""
-        if self._open >= self.limit:
+    def try_acquire(self, reserve: int = 0) -> bool:
+        """Take a slot if one is free, leaving ``reserve`` slots untouched."""
+        if self._open + reserve >= self.limit:
             return False
         self._open += 1
         self.peak = max(self.peak, self._open)

@@ -58,7 +58,7 @@ from spikewatch.core.verdict import (
     evaluate_thresholds,
 )
 from spikewatch.engine.connection import ClientConnection, Keepalive, open_connection
-from spikewatch.engine.registry import ConnectionRegistry
+from spikewatch.engine.registry import PROBE_RESERVE, ConnectionRegistry
 from spikewatch.engine.selfcheck import MIN_CPU_WINDOW, Mark, ProberMonitor
 from spikewatch.engine.spec import ConnectionSpec, build_connection_spec, resolve
 from spikewatch.errors import SpikewatchError
@@ -187,9 +187,12 @@ class ScenarioRun:
         self.timeline[name] = now - self._start
         return now
 
-    async def _probe(self, attempt: Attempt) -> Attempt:
+    async def _probe(self, attempt: Attempt, *, until_closed: bool = False) -> Attempt:
         assert self.spec is not None
-        await open_connection(self.spec, attempt, self.prober.registry)
+        conn = await open_connection(self.spec, attempt, self.prober.registry)
+        if until_closed and conn is not None:
+            # Bounded by the connection's own close timeout, which aborts it.
+            await conn.wait_closed()
         return attempt
 
     def _new_attempt(self, phase: Phase, planned: float | None = None) -> Attempt:
@@ -262,7 +265,9 @@ class ScenarioRun:
             await _sleep_until(self.loop, start + i * cfg.interval)
             attempt = self._new_attempt(Phase.BASELINE)
             self.baseline_attempts.append(attempt)
-            tasks.append(self._spawn(self._probe(attempt)))
+            # Baseline probes finish closing before the spike, so that none of them holds
+            # a slot (or the target's attention) when the spike starts.
+            tasks.append(self._spawn(self._probe(attempt, until_closed=True)))
         await asyncio.gather(*tasks)
         ok = [a.latency for a in self.baseline_attempts if a.outcome == Outcome.OK]
         latencies = [x for x in ok if x is not None]
@@ -292,7 +297,7 @@ class ScenarioRun:
         async def open_one(attempt: Attempt) -> None:
             assert self.spec is not None
             conn = await open_connection(
-                self.spec, attempt, self.prober.registry, keepalive=keepalive
+                self.spec, attempt, self.prober.registry, keepalive=keepalive, reserve=PROBE_RESERVE
             )
             # By outcome, not is_open: a peer that closes in the same read as its welcome
             # has already moved the connection on, and that loss must still be counted.
@@ -348,7 +353,9 @@ class ScenarioRun:
 
         async def one(attempt: Attempt) -> None:
             nonlocal finished, failed, abort_reason
-            conn = await open_connection(spec, attempt, registry, keep_open=True)
+            conn = await open_connection(
+                spec, attempt, registry, keep_open=True, reserve=PROBE_RESERVE
+            )
             if conn is not None and attempt.outcome == Outcome.OK:
                 self.spike_conns.append(conn)
             if attempt.outcome == Outcome.ABORTED:

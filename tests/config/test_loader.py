@@ -233,8 +233,8 @@ def test_environment_indexes_lists(base: Path) -> None:
 
 def test_environment_names_ignore_case(base: Path) -> None:
     """Variable names match in any case."""
-    cfg = load(base, spikewatch_limits__Max_Connections="7")
-    assert cfg.limits.max_connections == 7
+    cfg = load(base, spikewatch_limits__Max_Connections="17")
+    assert cfg.limits.max_connections == 17
 
 
 def test_environment_can_add_list_items(base: Path) -> None:
@@ -430,7 +430,7 @@ def test_config_is_built_from_pydantic_settings_sources(
     assert issubclass(SpikewatchConfig, BaseSettings)
     assert SpikewatchConfig.model_config["env_prefix"] == "SPIKEWATCH_"
     assert SpikewatchConfig.model_config["env_nested_delimiter"] == "__"
-    load(base, SPIKEWATCH_LIMITS__MAX_CONNECTIONS="7")
+    load(base, SPIKEWATCH_LIMITS__MAX_CONNECTIONS="17")
     parse_config(yaml.safe_load(BASE))
     [loading, parsing] = customised
     assert [type(s) for s in loading] == [InitSettingsSource, EnvironmentSource, YamlFileSource]
@@ -447,19 +447,23 @@ def test_environment_source_returns_the_file_merged_with_the_environment(base: P
         file,
         {
             "SPIKEWATCH_TARGETS__1__URL": "ws://other.test/",
-            "SPIKEWATCH_LIMITS__MAX_CONNECTIONS": "5",
+            "SPIKEWATCH_LIMITS__MAX_CONNECTIONS": "15",
         },
     )
     merged = environment()
-    assert merged["limits"] == {"max_connections": 5}
+    assert merged["limits"] == {"max_connections": 15}
     assert [t["url"] for t in merged["targets"]] == ["ws://chat.test/ws", "ws://other.test/"]
     assert document["limits"] == {"max_connections": 100}  # the file's document is untouched
     field = SpikewatchConfig.model_fields["limits"]
-    assert environment.get_field_value(field, "limits") == ({"max_connections": 5}, "limits", False)
+    assert environment.get_field_value(field, "limits") == (
+        {"max_connections": 15},
+        "limits",
+        False,
+    )
     assert file.get_field_value(field, "limits") == ({"max_connections": 100}, "limits", False)
     with config_model.settings_sources(environment, file):
         cfg = SpikewatchConfig()
-    assert (cfg.limits.max_connections, cfg.targets[1].url) == (5, "ws://other.test/")
+    assert (cfg.limits.max_connections, cfg.targets[1].url) == (15, "ws://other.test/")
 
 
 def test_environment_section_replaces_the_files_whole(tmp_path: Path) -> None:

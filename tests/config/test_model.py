@@ -667,9 +667,9 @@ def test_scenario_targets_must_exist() -> None:
 
 
 def test_scenario_must_fit_max_connections() -> None:
-    """Spike plus stable connections above limits.max_connections is a problem."""
+    """Spike plus stable connections plus the probes' reserve above the limit is a problem."""
     data = config(
-        limits={"max_connections": 30},
+        limits={"max_connections": 34},
         scenarios=[
             scenario(spike={"connections": 25}, stable={"connections": 5}),
             scenario(name="big", spike={"connections": 25}, stable={"connections": 6}),
@@ -677,8 +677,10 @@ def test_scenario_must_fit_max_connections() -> None:
         ],
     )
     assert problems(data) == [
-        "scenarios[1]: opens 31 connections at its peak, more than limits.max_connections (30)",
-        "scenarios[2]: opens 40 connections at its peak, more than limits.max_connections (30)",
+        "scenarios[1]: opens 31 connections at its peak; with 4 kept for its probes that is"
+        " more than limits.max_connections (34)",
+        "scenarios[2]: opens 40 connections at its peak; with 4 kept for its probes that is"
+        " more than limits.max_connections (34)",
     ]
 
 
@@ -699,14 +701,15 @@ def test_stable_echo_mode_needs_echo_on_every_target() -> None:
 def test_cross_field_problems_are_reported_together() -> None:
     """Duplicate names, unknown targets and limits are all reported at once."""
     data = {
-        "limits": {"max_connections": 3},
+        "limits": {"max_connections": 8},
         "targets": [target(), target()],
         "scenarios": [scenario(targets=["nope"]), scenario(name="x")],
     }
     assert problems(data) == [
         "targets[1].name: another target is called 'chat' (targets[0])",
         "scenarios[0].targets[0]: unknown target 'nope'",
-        "scenarios[1]: opens 5 connections at its peak, more than limits.max_connections (3)",
+        "scenarios[1]: opens 5 connections at its peak; with 4 kept for its probes that is"
+        " more than limits.max_connections (8)",
     ]
 
 

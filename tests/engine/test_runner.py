@@ -16,7 +16,7 @@ import yaml
 from spikewatch.config import SpikewatchConfig, load_config
 from spikewatch.core.outcomes import Outcome, RunResultKind
 from spikewatch.core.saturation import ProberLimits
-from spikewatch.engine.registry import ConnectionRegistry
+from spikewatch.engine.registry import PROBE_RESERVE, ConnectionRegistry
 from spikewatch.engine.runner import Prober, RunReport, execute_run
 from spikewatch.engine.selfcheck import ProberMonitor
 from spikewatch.target.behaviour import TargetBehaviour
@@ -388,3 +388,17 @@ async def test_recovery_time_is_a_whole_number_of_probe_slots(
     assert r.recovery.seconds is not None
     slots = r.recovery.seconds / 0.1
     assert slots == pytest.approx(round(slots), abs=1e-6)
+
+
+async def test_a_spike_at_the_limit_leaves_room_for_its_probes(
+    tmp_path: Path, reference: RunningTarget
+) -> None:
+    """With the spike held at the connection limit, baseline and recovery probes still run."""
+    config = write_config(tmp_path, reference.url, {"spike": {"connections": 10}, "hold": "400ms"})
+    prober = make_prober(limit=10 + PROBE_RESERVE)
+    r = (await run(config, prober)).result
+    assert r.spike is not None
+    assert r.spike.outcomes == {"ok": 10}
+    assert r.recovery is not None
+    assert "aborted" not in r.recovery.outcomes
+    assert r.recovery.recovered
