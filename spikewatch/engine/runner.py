@@ -468,14 +468,14 @@ class ScenarioRun:
 
     # -- the verdict --------------------------------------------------------------------
 
-    def _prober_report(self) -> ProberReport:
+    def _prober_report(self, spike: SpikeSummary | None) -> ProberReport:
         monitor = self.prober.monitor
         if self.spike_marks is None:
             now = monitor.mark()
             window = monitor.report(now, now)
             return ProberReport(False, None, None, window.rss_bytes)
         window = monitor.report(*self.spike_marks)
-        lateness = SpikeSummary.from_attempts(self.spike_attempts, aborted=False).start_lateness
+        lateness = spike.start_lateness if spike is not None else None
         reasons = saturation_reasons(
             self.prober.limits,
             loop_lag_p99=window.loop_lag_p99,
@@ -518,7 +518,7 @@ class ScenarioRun:
                 good_limit=self.good_limit,
                 timeout=scenario.recovery.timeout,
             )
-        prober = self._prober_report()
+        prober = self._prober_report(spike)
         checks: tuple[ThresholdCheck, ...] = ()
         if spike is not None and kind is None:
             t = scenario.thresholds
