@@ -71,33 +71,34 @@ async def _burst(cycle: Cycle, connections: int, concurrency: int, tally: Tally)
 
 
 def _spikewatch(url: str) -> tuple[Cycle, Callable[[], Awaitable[None]]]:
+    from spikewatch.config import parse_config  # noqa: PLC0415
     from spikewatch.core.attempt import Attempt  # noqa: PLC0415 - import only the client measured
     from spikewatch.core.outcomes import Outcome, Phase  # noqa: PLC0415
     from spikewatch.engine.connection import open_connection  # noqa: PLC0415
     from spikewatch.engine.registry import ConnectionRegistry  # noqa: PLC0415
-    from spikewatch.engine.spec import ConnectionSpec  # noqa: PLC0415
-    from spikewatch.protocol.handshake import UpgradeRequest  # noqa: PLC0415
+    from spikewatch.engine.spec import build_connection_spec  # noqa: PLC0415
 
-    parts = urlsplit(url)
-    assert parts.hostname is not None
-    assert parts.port is not None
-    # What build_connection_spec would make of a target with this welcome and echo.
-    spec = ConnectionSpec(
-        address=parts.hostname,
-        port=parts.port,
-        ssl=None,
-        server_hostname=None,
-        request=UpgradeRequest(resource=parts.path or "/", host_header=parts.netloc),
-        handshake_timeout=CYCLE_TIMEOUT,
-        close_timeout=CYCLE_TIMEOUT,
-        welcome=re.compile(WELCOME_MATCH),
-        welcome_timeout=CYCLE_TIMEOUT,
-        echo_payload=ECHO_PAYLOAD,
-        echo_match=ECHO_MATCH,
-        echo_pattern=re.compile(ECHO_MATCH),
-        echo_timeout=CYCLE_TIMEOUT,
-        max_message_bytes=1 << 20,
-    )
+    # The spec the daemon builds for such a target, through the same validated path.
+    target = parse_config(
+        {
+            "targets": [
+                {
+                    "name": "bench",
+                    "url": url,
+                    "handshake_timeout": CYCLE_TIMEOUT,
+                    "close_timeout": CYCLE_TIMEOUT,
+                    "welcome": {"match": WELCOME_MATCH, "timeout": CYCLE_TIMEOUT},
+                    "echo": {
+                        "payload": ECHO_PAYLOAD,
+                        "match": ECHO_MATCH,
+                        "timeout": CYCLE_TIMEOUT,
+                    },
+                }
+            ],
+            "scenarios": [{"name": "bench", "spike": {"connections": 1}}],
+        }
+    ).targets[0]
+    spec = build_connection_spec(target, target.host)
     registry = ConnectionRegistry(limit=1 << 30)
 
     async def cycle(conn: int) -> None:
