@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Literal, get_args
@@ -122,7 +123,8 @@ class SpikewatchMetrics:
       thresholds are the prober's, and "such runs never count as the target's failure").
 
     Beyond the contract's table, ``runs_skipped_total{target, scenario, reason}`` counts
-    scheduled runs that were not started (``reason`` in :data:`SKIP_REASONS`).
+    scheduled runs that were not started (``reason`` in :data:`SKIP_REASONS`), and
+    ``event_loop_tasks`` how many tasks the daemon's event loop holds (read at scrape time).
 
     A value the run could not measure (B of no successful probe, the ratio of an empty
     spike) sets its gauge to NaN rather than leaving the previous run's figure. Label
@@ -229,6 +231,12 @@ class SpikewatchMetrics:
             "When the config was last loaded successfully (Unix time).",
             (),
         )
+        # Beyond the contract's table: a task that outlives its run is a leak that RSS shows
+        # only much later (bench/soak.py watches this gauge across hundreds of runs).
+        self.event_loop_tasks = gauge(
+            "event_loop_tasks", "Tasks not yet done on the daemon's event loop.", ()
+        )
+        self.event_loop_tasks.set_function(running_loop_tasks)
         self.build_info = gauge("build_info", "The running spikewatch version.", ("version",))
         self.build_info.labels(version).set(1)
 
@@ -401,6 +409,10 @@ class SpikewatchMetrics:
         """Read ``open_connections`` from ``fn`` at each scrape."""
         self.open_connections.set_function(fn)
 
+    def set_event_loop_tasks_source(self, fn: Callable[[], float]) -> None:
+        """Read ``event_loop_tasks`` from ``fn`` at each scrape (default: the running loop's)."""
+        self.event_loop_tasks.set_function(fn)
+
     def set_reload(self, ok: bool, timestamp: float) -> None:
         """Record a config (re)load; the success timestamp moves only when it succeeded."""
         self.config_last_reload_successful.set(1 if ok else 0)
@@ -413,3 +425,15 @@ class SpikewatchMetrics:
         """Return (body, content type): OpenMetrics when ``accept`` asks for it, else text."""
         encoder, content_type = choose_encoder(accept or "")
         return encoder(self.registry), content_type
+
+
+def running_loop_tasks() -> float:
+    """Return how many tasks of the running event loop are not done; NaN outside a loop.
+
+    The daemon renders its metrics inside the loop (the ``/metrics`` handler), so the
+    count includes the handler's own task.
+    """
+    try:
+        return float(len(asyncio.all_tasks()))
+    except RuntimeError:  # no running loop: rendered from plain code, e.g. a test
+        return math.nan

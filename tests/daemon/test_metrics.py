@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 from collections import defaultdict
@@ -66,6 +67,12 @@ CONTRACT: tuple[tuple[str, str, frozenset[str]], ...] = tuple(
 #: Beyond the table (the contract allows extensions where users need more).
 EXTENSIONS: tuple[tuple[str, str, frozenset[str]], ...] = (
     ("spikewatch_runs_skipped_total", "counter", frozenset({"target", "scenario", "reason"})),
+)
+
+#: Beyond the table too, for diagnosing the daemon itself (bench/soak.py reads them);
+#: no dashboard is meant to chart them, so the dashboards' checks leave them out.
+DIAGNOSTICS: tuple[tuple[str, str, frozenset[str]], ...] = (
+    ("spikewatch_event_loop_tasks", "gauge", frozenset()),
 )
 
 T, S = "chat", "burst"
@@ -193,7 +200,7 @@ def test_exposes_every_metric_of_the_contract_with_its_type_and_labels() -> None
     for family in text_string_to_metric_families(body):
         for sample in family.samples:
             labels[sample.name].add(frozenset(sample.labels))
-    for name, kind, names in CONTRACT + EXTENSIONS:
+    for name, kind, names in CONTRACT + EXTENSIONS + DIAGNOSTICS:
         assert types.get(name) == kind, name
         if kind == "histogram":
             assert labels[f"{name}_bucket"] == {names | {"le"}}, name
@@ -203,9 +210,9 @@ def test_exposes_every_metric_of_the_contract_with_its_type_and_labels() -> None
 
 
 def test_exposes_no_spikewatch_metric_outside_the_contract() -> None:
-    """Beyond the table and its listed extensions only _created companions carry the prefix."""
+    """Beyond the table, extensions and diagnostics, only _created companions carry the prefix."""
     body = text(make_metrics())
-    contract = {name for name, _, _ in CONTRACT + EXTENSIONS}
+    contract = {name for name, _, _ in CONTRACT + EXTENSIONS + DIAGNOSTICS}
     exposed = set(re.findall(r"^# TYPE (spikewatch_\S+) ", body, re.MULTILINE))
     extra = {name for name in exposed - contract if not name.endswith("_created")}
     assert not extra
@@ -598,6 +605,30 @@ def test_open_connections_are_read_from_the_source_at_each_scrape() -> None:
     assert value(metrics, "open_connections") == 3.0
     open_now[0] = 7
     assert value(metrics, "open_connections") == 7.0
+
+
+async def test_event_loop_tasks_counts_the_running_loops_unfinished_tasks() -> None:
+    """event_loop_tasks, read inside the loop, follows tasks as they start and finish."""
+    metrics = make_metrics()
+    before = value(metrics, "event_loop_tasks")
+    assert before is not None
+    assert before >= 1  # this test's own task
+    release = asyncio.Event()
+    tasks = [asyncio.create_task(release.wait()) for _ in range(3)]
+    assert value(metrics, "event_loop_tasks") == before + 3
+    release.set()
+    await asyncio.gather(*tasks)
+    assert value(metrics, "event_loop_tasks") == before
+
+
+def test_event_loop_tasks_outside_a_loop_is_nan_or_the_source_given() -> None:
+    """Without a running loop there is nothing to count (NaN); a source handed in wins."""
+    metrics = make_metrics()
+    tasks = value(metrics, "event_loop_tasks")
+    assert tasks is not None
+    assert math.isnan(tasks)
+    metrics.set_event_loop_tasks_source(lambda: 5)
+    assert value(metrics, "event_loop_tasks") == 5.0
 
 
 def test_reload_success_moves_the_timestamp_and_failure_keeps_it() -> None:
