@@ -139,6 +139,9 @@ Ratio = Annotated[float, Field(ge=0, le=1)]
 
 # --- server, limits, prober, log --------------------------------------------------------
 
+#: More worker processes than this would only contend for the same cores.
+MAX_WORKERS: Final = 64
+
 
 def _split_host_port(listen: str) -> tuple[str, int]:
     usage = "must be host:port, like 0.0.0.0:9878 or [::1]:9878"
@@ -212,6 +215,10 @@ class ProberConfig(_ConfigModel):
     #: Percent of one core.
     max_cpu_percent: float = Field(default=95.0, gt=0)
     lag_sample_interval: PositiveDuration = 0.02
+    #: Processes a spike is spread over: 1 fires it from the daemon's own event loop;
+    #: N > 1 starts N worker processes that each fire a round-robin share of it, so that
+    #: a spike can use N cores (baseline, stable, recovery and the verdict stay here).
+    workers: int = Field(default=1, ge=1, le=MAX_WORKERS)
 
 
 class LogConfig(_ConfigModel):

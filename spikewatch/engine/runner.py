@@ -61,6 +61,7 @@ from spikewatch.engine.connection import ClientConnection, Keepalive, open_conne
 from spikewatch.engine.registry import PROBE_RESERVE, ConnectionRegistry
 from spikewatch.engine.selfcheck import MIN_CPU_WINDOW, Mark, ProberMonitor
 from spikewatch.engine.spec import ConnectionSpec, build_connection_spec, resolve
+from spikewatch.engine.workers import ANSWER_MARGIN, SpikeOnWorkers, WorkerPool, judge_prober
 from spikewatch.errors import SpikewatchError
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,10 @@ _DEADLINE_MARGIN = 30.0
 #: fires at once instead (and says so in the run's timeline).
 SHARED_INSTANT_TOLERANCE = 1.0
 
+#: With worker processes the spike starts this long after the daemon decides to fire,
+#: so that every worker has its share before the first batch is due.
+WORKER_LEAD = 0.05
+
 
 def _quiet(_: str) -> None:
     """Discard progress messages."""
@@ -81,12 +86,16 @@ def _quiet(_: str) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Prober:
-    """What every run shares: the connection registry, the health monitor, the limits."""
+    """What every run shares: the connection registry, the health monitor, the limits.
+
+    With a ``pool`` (``prober.workers`` > 1) every spike is spread over its processes.
+    """
 
     registry: ConnectionRegistry
     monitor: ProberMonitor
     limits: ProberLimits
     wall_clock: Callable[[], float] = time.time
+    pool: WorkerPool | None = None
 
 
 @dataclass(slots=True)
@@ -114,13 +123,19 @@ def spike_plan(
     return plan
 
 
+def attempt_bound(target: TargetConfig) -> float:
+    """Return the longest one attempt may take until its outcome is decided."""
+    one = target.handshake_timeout
+    one += target.welcome.timeout if target.welcome else 0.0
+    one += target.echo.timeout if target.echo else 0.0
+    return one
+
+
 def run_deadline(scenario: ScenarioConfig, target: TargetConfig) -> float:
     """Return the longest a run may take: the configured timeout, or an upper bound."""
     if scenario.timeout is not None:
         return scenario.timeout
-    one = target.handshake_timeout + target.close_timeout
-    one += target.welcome.timeout if target.welcome else 0.0
-    one += target.echo.timeout if target.echo else 0.0
+    one = attempt_bound(target) + target.close_timeout
     baseline = scenario.baseline.probes * scenario.baseline.interval + one
     stable = one if scenario.stable else 0.0
     spike = plan_duration(spike_plan(scenario)) + one
@@ -171,6 +186,8 @@ class ScenarioRun:
         self.good_limit: float | None = None
         self.spike_aborted = False
         self.spike_marks: tuple[Mark, Mark] | None = None
+        self.workers: SpikeOnWorkers | None = None
+        self._workers_ready: asyncio.Task[None] | None = None
         self._conn_ids = itertools.count()
         self._start = 0.0
 
@@ -225,6 +242,9 @@ class ScenarioRun:
         finally:
             await self._close_everything()
             monitor.stop()
+        if kind is None and self.workers is not None and self.workers.failures:
+            # The prober lost part of its own spike: the figures do not describe the target.
+            kind, message = RunResultKind.ERROR, "; ".join(self.workers.failures)
         duration = self.loop.time() - self._start
         return self._report(kind, message, wall_start, duration)
 
@@ -236,6 +256,13 @@ class ScenarioRun:
             self._all_baseline_failed(Outcome.DNS_ERROR, f"cannot resolve {target.host}: {exc}")
             return
         self.spec = build_connection_spec(target, address)
+        pool = self.prober.pool
+        if pool is not None:
+            # The workers get ready while the baseline runs.
+            self.workers = SpikeOnWorkers(
+                pool, self.id, self.prober.registry, reserve=PROBE_RESERVE
+            )
+            self._workers_ready = self._spawn(self.workers.prepare(target, address))
         await self._run_baseline()
         assert self.baseline is not None
         if self.baseline.target_down:
@@ -313,15 +340,20 @@ class ScenarioRun:
             f"{mode} every {cfg.ping_interval:g}s"
         )
 
-    async def _spike_start(self) -> float:
-        """Return the spike's planned start (loop time), waiting for a shared instant."""
+    async def _spike_start(self, lead: float = 0.0) -> float:
+        """Return the spike's planned start (loop time).
+
+        In one process, wait until a shared instant; with workers (``lead`` > 0) return
+        at once: they wait themselves, and an unshared start is ``lead`` from now.
+        """
         missed = 0.0 if self.spike_at is None else self.prober.wall_clock() - self.spike_at
         if self.spike_at is not None and missed <= SHARED_INSTANT_TOLERANCE:
             # A sharded run: every replica starts its share at the same wall-clock instant.
             # The plan keeps that instant even when this replica is a little late, so the
             # delay shows as start lateness instead of vanishing.
             spike_start = self.loop.time() - missed
-            await _sleep_until(self.loop, spike_start)
+            if not lead:
+                await _sleep_until(self.loop, spike_start)
             self.timeline["spike_start"] = spike_start - self._start
         else:
             if missed > SHARED_INSTANT_TOLERANCE:
@@ -332,7 +364,8 @@ class ScenarioRun:
                 self.progress(
                     f"spike: the shared spike instant passed {missed:.1f}s ago; firing now"
                 )
-            spike_start = self._mark("spike_start")
+            spike_start = self.loop.time() + lead
+            self.timeline["spike_start"] = spike_start - self._start
         return spike_start
 
     async def _run_spike(self) -> float:
@@ -346,6 +379,42 @@ class ScenarioRun:
             f"{'batches' if self.scenario.spike is not None else 'steps'} "
             f"over {plan_duration(plan):g}s"
         )
+        if self.workers is not None:
+            abort_reason = await self._fire_on_workers(plan, rule)
+        else:
+            abort_reason = await self._fire_here(groups, rule)
+        if abort_reason:
+            self.spike_aborted = True
+            self.progress(f"spike: stopped early, {abort_reason}")
+        ended = [a.ended for a in self.spike_attempts if a.outcome != Outcome.ABORTED]
+        t0 = max((e for e in ended if e is not None), default=self.loop.time())
+        self.timeline["t0"] = t0 - self._start
+        summary = count_outcomes(self.spike_attempts)
+        outcomes = ", ".join(f"{n} {o}" for o, n in summary.items())
+        spike_start = self._start + self.timeline["spike_start"]
+        self.progress(
+            f"spike: last attempt finished {t0 - spike_start:.3f}s after start: {outcomes}"
+        )
+        return t0
+
+    async def _fire_on_workers(self, plan: tuple[PlannedConnection, ...], rule: AbortRule) -> str:
+        """Fire the spike over the worker processes; return the abort reason, if any."""
+        workers, ready = self.workers, self._workers_ready
+        assert workers is not None
+        assert ready is not None
+        await ready
+        spike_start = await self._spike_start(lead=WORKER_LEAD)
+        start_mark = self.prober.monitor.mark()
+        for p in plan:
+            self.spike_attempts.append(self._new_attempt(Phase.SPIKE, spike_start + p.offset))
+        answer_by = spike_start + plan_duration(plan) + attempt_bound(self.target) + ANSWER_MARGIN
+        abort_reason = await workers.fire(self.spike_attempts, rule, answer_by)
+        self.spike_marks = (start_mark, self.prober.monitor.mark())
+        return abort_reason
+
+    async def _fire_here(self, groups: list[list[PlannedConnection]], rule: AbortRule) -> str:
+        """Fire the spike from this event loop; return the abort reason, if any."""
+        assert self.spec is not None
         registry = self.prober.registry
         spec = self.spec
         finished = failed = 0
@@ -384,18 +453,7 @@ class ScenarioRun:
             tasks.extend(self._spawn(one(a)) for a in attempts)
         await asyncio.gather(*tasks)
         self.spike_marks = (start_mark, self.prober.monitor.mark())
-        if abort_reason:
-            self.spike_aborted = True
-            self.progress(f"spike: stopped early, {abort_reason}")
-        ended = [a.ended for a in self.spike_attempts if a.outcome != Outcome.ABORTED]
-        t0 = max((e for e in ended if e is not None), default=self.loop.time())
-        self.timeline["t0"] = t0 - self._start
-        summary = count_outcomes(self.spike_attempts)
-        outcomes = ", ".join(f"{n} {o}" for o, n in summary.items())
-        self.progress(
-            f"spike: last attempt finished {t0 - spike_start:.3f}s after start: {outcomes}"
-        )
-        return t0
+        return abort_reason
 
     async def _run_recovery(self, t0: float) -> None:
         cfg = self.scenario.recovery
@@ -447,6 +505,8 @@ class ScenarioRun:
         await _sleep_until(self.loop, until)
         for conn in self.spike_conns:
             conn.close()
+        if self.workers is not None:
+            await self.workers.close_held()
 
     async def _close_everything(self) -> None:
         """Close every connection of the run on every path, cancellation included."""
@@ -465,6 +525,20 @@ class ScenarioRun:
             except TimeoutError:
                 for conn in conns:
                     conn.abort()
+        if self.workers is not None:
+            await self.workers.finish()
+            self._report_workers(self.workers)
+
+    def _report_workers(self, workers: SpikeOnWorkers) -> None:
+        parts = []
+        for number, health in enumerate(workers.health):
+            if health is None:
+                parts.append(f"{number}: no report")
+                continue
+            lag = "-" if health.loop_lag_p99 is None else f"{health.loop_lag_p99 * 1000:.1f}ms"
+            cpu = "-" if health.cpu_percent is None else f"{health.cpu_percent:.0f}%"
+            parts.append(f"{number}: loop lag p99 {lag}, CPU {cpu}")
+        self.progress("workers: " + "; ".join(parts))
 
     # -- the verdict --------------------------------------------------------------------
 
@@ -476,6 +550,13 @@ class ScenarioRun:
             return ProberReport(False, None, None, window.rss_bytes)
         window = monitor.report(*self.spike_marks)
         lateness = spike.start_lateness if spike is not None else None
+        if self.workers is not None:
+            return judge_prober(
+                self.prober.limits,
+                window,
+                lateness.p99 if lateness else None,
+                list(zip(self.workers.health, self.workers.shares, strict=True)),
+            )
         reasons = saturation_reasons(
             self.prober.limits,
             loop_lag_p99=window.loop_lag_p99,

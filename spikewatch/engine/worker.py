@@ -1,0 +1,271 @@
+"""A worker process: fire the share of a spike the daemon hands it, report what happened.
+
+Started by the daemon as ``python -m spikewatch.engine.worker``; the conversation is in
+:mod:`spikewatch.engine.worker_protocol`. A worker decides nothing about a run: it opens
+its connections at the instants it is given, holds them until told to close, and sends
+back every attempt and its own loop lag, CPU and memory. It exits when its stdin ends
+(the daemon is gone) and, on SIGTERM, after closing its connections. SIGINT is ignored:
+Ctrl-C reaches the whole process group, and the daemon stops its workers itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from spikewatch.core.attempt import Attempt
+from spikewatch.core.outcomes import Outcome, Phase
+from spikewatch.engine.connection import ClientConnection, open_connection
+from spikewatch.engine.registry import ConnectionRegistry
+from spikewatch.engine.selfcheck import Mark, ProberMonitor
+from spikewatch.engine.spec import ConnectionSpec, build_connection_spec
+from spikewatch.engine.worker_protocol import (
+    WireError,
+    WorkerHealth,
+    attempt_to_wire,
+    encode_message,
+    parse_groups,
+    read_message,
+    target_from_wire,
+)
+
+log = logging.getLogger(__name__)
+
+Send = Callable[[dict[str, Any]], None]
+
+#: The daemon enforces limits.max_connections for every process; a worker only counts.
+_UNLIMITED = 1 << 30
+
+
+class ShareRun:
+    """One run's share of a spike inside this worker."""
+
+    def __init__(self, run: str, spec: ConnectionSpec, monitor: ProberMonitor, send: Send) -> None:
+        self.run = run
+        self.spec = spec
+        self.monitor = monitor
+        self.send = send
+        self.registry = ConnectionRegistry(_UNLIMITED)
+        self.attempts: list[Attempt] = []
+        self.conns: list[ClientConnection] = []
+        self.abort_reason = ""
+        self.marks: tuple[Mark, Mark] | None = None
+        self.fire_task: asyncio.Task[None] | None = None
+        self._finished = self._failed = 0
+        self._progress = False
+        self._flush_pending = False
+
+    async def fire(self, groups: list[tuple[float, list[int]]], *, progress: bool) -> None:
+        """Open the share's connections group by group; then send every attempt."""
+        loop = asyncio.get_running_loop()
+        self._progress = progress
+        tasks: list[asyncio.Task[None]] = []
+        start: Mark | None = None
+        for at, conns in groups:
+            delay = at - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if start is None:
+                start = self.monitor.mark()
+            attempts = [Attempt(Phase.SPIKE, conn, planned=at) for conn in conns]
+            self.attempts.extend(attempts)
+            if self.abort_reason:
+                now = loop.time()
+                for attempt in attempts:
+                    attempt.abort(now, self.abort_reason)
+                continue
+            tasks.extend(loop.create_task(self._one(a)) for a in attempts)
+        await asyncio.gather(*tasks)
+        end = self.monitor.mark()
+        self.marks = (start or end, end)
+        self.send(
+            {
+                "type": "attempts",
+                "run": self.run,
+                "attempts": [attempt_to_wire(a) for a in self.attempts],
+            }
+        )
+
+    async def _one(self, attempt: Attempt) -> None:
+        conn = await open_connection(self.spec, attempt, self.registry, keep_open=True)
+        if conn is not None and attempt.outcome == Outcome.OK:
+            self.conns.append(conn)
+        self._finished += 1
+        if attempt.outcome != Outcome.OK:
+            self._failed += 1
+        if self._progress and not self._flush_pending:
+            # One message per loop turn, however many attempts finished in it.
+            self._flush_pending = True
+            asyncio.get_running_loop().call_soon(self._flush_progress)
+
+    def _flush_progress(self) -> None:
+        self._flush_pending = False
+        self.send(
+            {
+                "type": "progress",
+                "run": self.run,
+                "finished": self._finished,
+                "failed": self._failed,
+            }
+        )
+
+    async def close_held(self) -> None:
+        """Close the held connections with a closing handshake, within the close timeout."""
+        for conn in self.conns:
+            conn.close()
+        waits = [c.wait_closed() for c in self.conns]
+        if waits:
+            try:
+                async with asyncio.timeout(self.spec.close_timeout + 1.0):
+                    await asyncio.gather(*waits)
+            except TimeoutError:
+                for conn in self.conns:
+                    conn.abort()
+
+    async def finish(self) -> WorkerHealth:
+        """Stop whatever is left of the share and report this process's health over it."""
+        if self.fire_task is not None and not self.fire_task.done():
+            self.fire_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.fire_task
+        self.registry.abort_all()
+        now = self.monitor.mark()
+        since, until = self.marks or (now, now)
+        return WorkerHealth.from_window(self.monitor.report(since, until))
+
+
+class Worker:
+    """Answer the daemon's messages; one :class:`ShareRun` per run in flight."""
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.runs: dict[str, ShareRun] = {}
+        self.monitor: ProberMonitor | None = None
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    def handle(self, message: dict[str, Any]) -> None:
+        """Act on one message from the daemon."""
+        kind, run_id = message["type"], str(message.get("run", ""))
+        if kind == "prepare":
+            self._prepare(run_id, message)
+            return
+        run = self.runs.get(run_id)
+        if run is None:
+            self.send({"type": "failed", "run": run_id, "error": f"no run {run_id!r} here"})
+        elif kind == "spike":
+            groups = parse_groups(message.get("groups"))
+            run.fire_task = self._spawn(run.fire(groups, progress=bool(message.get("progress"))))
+        elif kind == "abort":
+            run.abort_reason = str(message.get("reason", "aborted"))
+        elif kind == "close":
+            self._spawn(self._close(run))
+        elif kind == "finish":
+            self._spawn(self._finish(run))
+        else:
+            raise WireError(f"unknown message type {kind!r}")
+
+    def _prepare(self, run_id: str, message: dict[str, Any]) -> None:
+        try:
+            target = target_from_wire(message.get("target"))
+            spec = build_connection_spec(target, str(message.get("address")))
+        except Exception as exc:  # noqa: BLE001 - any failure goes back to the daemon as text
+            self.send({"type": "failed", "run": run_id, "error": f"{type(exc).__name__}: {exc}"})
+            return
+        if self.monitor is None:
+            interval = float(message.get("lag_interval", 0.02))
+            self.monitor = ProberMonitor(interval=interval)
+        self.monitor.start()
+        self.runs[run_id] = ShareRun(run_id, spec, self.monitor, self.send)
+        self.send({"type": "prepared", "run": run_id})
+
+    async def _close(self, run: ShareRun) -> None:
+        await run.close_held()
+        self.send({"type": "closed", "run": run.run})
+
+    async def _finish(self, run: ShareRun) -> None:
+        health = await run.finish()
+        self.runs.pop(run.run, None)
+        assert self.monitor is not None
+        self.monitor.stop()
+        self.send({"type": "health", "run": run.run, **health.to_wire()})
+
+    async def shutdown(self, *, graceful: bool) -> None:
+        """Close every run's connections (with closing handshakes when ``graceful``)."""
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        runs = list(self.runs.values())
+        if graceful:
+            await asyncio.gather(*(r.close_held() for r in runs), return_exceptions=True)
+        for run in runs:
+            await run.finish()
+
+
+async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int:
+    """Serve the daemon until stdin ends or SIGTERM arrives; return the exit status."""
+    loop = asyncio.get_running_loop()
+
+    def send(message: dict[str, Any]) -> None:
+        if not writer.is_closing():
+            writer.write(encode_message(message))
+
+    worker = Worker(send)
+    terminated = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, terminated.set)
+
+    async def read_all() -> None:
+        while (message := await read_message(reader)) is not None:
+            worker.handle(message)
+            await writer.drain()
+
+    reading = loop.create_task(read_all())
+    stopping = loop.create_task(terminated.wait())
+    await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    status = 0
+    if reading.done() and reading.exception() is not None:
+        log.error("worker: bad message from the daemon: %s", reading.exception())
+        status = 2
+    reading.cancel()
+    stopping.cancel()
+    await worker.shutdown(graceful=terminated.is_set())
+    return status
+
+
+async def _main() -> int:
+    loop = asyncio.get_running_loop()
+    # Keep the protocol's pipe to ourselves: anything else printing to stdout (a stray
+    # print, a C library) would corrupt it, so fd 1 becomes stderr from here on.
+    out = os.fdopen(os.dup(1), "wb", buffering=0)
+    os.dup2(2, 1)
+    reader = asyncio.StreamReader(limit=1 << 20)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer)
+    transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, out)
+    writer = asyncio.StreamWriter(transport, protocol, None, loop)
+    status = await serve(reader, writer)
+    with contextlib.suppress(ConnectionError):
+        await writer.drain()
+    writer.close()
+    return status
+
+
+def main() -> int:
+    """Run a worker on this process's stdin and stdout."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return asyncio.run(_main())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,509 @@
+"""Spread a spike over worker processes (``prober.workers``), from the daemon's side.
+
+The daemon keeps everything that is not the spike itself: baseline, stable
+connections, recovery probes, the verdict, the metrics and ``limits.max_connections``.
+A :class:`WorkerPool` holds long-lived worker processes (:mod:`spikewatch.engine.worker`);
+for each run a :class:`SpikeOnWorkers` deals the spike round-robin to them, sends each
+its share with the planned monotonic instants, merges the attempts they send back into
+the run's own :class:`~spikewatch.core.attempt.Attempt` objects, and tells them when to
+close what they hold.
+
+- **Limits**: the slots of the whole spike are taken from the daemon's registry before
+  anything is sent (attempts past the limit are ``aborted``, as in one process); a
+  failed attempt's slot comes back when its worker reports, a held one's when its
+  worker confirms it closed.
+- **Abort rule**: decided here over the sum of every worker's streamed progress, then
+  sent to every worker: batches that start after the decision reaches them are aborted.
+- **A lost worker** (it exited, or did not answer in time and was killed): the attempts
+  of its share that it had not reported become ``error`` with the cause, the run's
+  result is ``error`` (never the target's failure), and the next run starts a new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from spikewatch.config import TargetConfig
+from spikewatch.core.abort import AbortRule
+from spikewatch.core.attempt import Attempt
+from spikewatch.core.outcomes import Outcome
+from spikewatch.core.result import ProberReport
+from spikewatch.core.saturation import ProberLimits, saturation_reasons
+from spikewatch.core.stats import percentile
+from spikewatch.engine.registry import ConnectionRegistry
+from spikewatch.engine.selfcheck import MIN_CPU_WINDOW, WindowReport
+from spikewatch.engine.worker_protocol import (
+    WireError,
+    WorkerHealth,
+    apply_share,
+    encode_message,
+    group_by_instant,
+    read_message,
+    split_round_robin,
+    target_to_wire,
+)
+from spikewatch.errors import SpikewatchError
+
+log = logging.getLogger(__name__)
+
+#: How long a worker may take to start and build its connection settings.
+START_TIMEOUT = 30.0
+#: Added to every other wait for a worker's answer (its own work is bounded already).
+ANSWER_MARGIN = 5.0
+#: How long a worker gets to report its health at the end of a run.
+FINISH_TIMEOUT = 5.0
+#: How long the pool waits for its workers to exit before killing them.
+STOP_TIMEOUT = 3.0
+
+
+class WorkerLostError(SpikewatchError):
+    """A worker process exited or stopped answering; the message says which and how."""
+
+
+def _exit_cause(number: int, code: int | None) -> str:
+    if code is None:
+        return f"worker {number} closed its pipe"
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"worker {number} exited with code {code} ({signal.Signals(-code).name})"
+    return f"worker {number} exited with code {code}"
+
+
+class WorkerProcess:
+    """One worker: its process, and the inbox of every run it is part of."""
+
+    def __init__(self, number: int, command: Sequence[str]) -> None:
+        self.number = number
+        self._command = tuple(command)
+        self._proc: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._inboxes: dict[str, asyncio.Queue[dict[str, Any] | WorkerLostError]] = {}
+        self._lost: WorkerLostError | None = None
+        self._stopping = False
+        self._lock = asyncio.Lock()
+
+    @property
+    def alive(self) -> bool:
+        """Whether the process runs and its pipe is readable."""
+        return self._proc is not None and self._lost is None
+
+    @property
+    def pid(self) -> int | None:
+        """The process id, while there is a process."""
+        return self._proc.pid if self._proc is not None else None
+
+    async def ensure_started(self) -> None:
+        """Start the process if it is not running (a lost worker is replaced)."""
+        async with self._lock:
+            if self.alive:
+                return
+            if self._proc is not None:
+                await self._reap()
+            self._lost = None
+            self._stopping = False
+            self._proc = await asyncio.create_subprocess_exec(
+                *self._command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+            )
+            self._reader = asyncio.get_running_loop().create_task(
+                self._read(self._proc), name=f"worker {self.number} reader"
+            )
+
+    async def _read(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        cause = ""
+        try:
+            while (message := await read_message(proc.stdout)) is not None:
+                inbox = self._inboxes.get(str(message.get("run", "")))
+                if inbox is not None:
+                    inbox.put_nowait(message)
+        except WireError as exc:
+            cause = f"worker {self.number} sent a malformed message: {exc}"
+        if cause:
+            proc.kill()
+        try:
+            code: int | None = await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
+        except TimeoutError:
+            proc.kill()
+            code = await proc.wait()
+        self._set_lost(cause or _exit_cause(self.number, code))
+
+    def _set_lost(self, cause: str) -> None:
+        if self._lost is not None:
+            return
+        self._lost = WorkerLostError(cause)
+        log.log(logging.INFO if self._stopping else logging.WARNING, "%s", cause)
+        for inbox in self._inboxes.values():
+            inbox.put_nowait(self._lost)
+
+    def open_inbox(self, run: str) -> None:
+        """Start collecting this run's messages."""
+        inbox: asyncio.Queue[dict[str, Any] | WorkerLostError] = asyncio.Queue()
+        if self._lost is not None:
+            inbox.put_nowait(self._lost)
+        self._inboxes[run] = inbox
+
+    def close_inbox(self, run: str) -> None:
+        """Stop collecting this run's messages."""
+        self._inboxes.pop(run, None)
+
+    def send(self, message: dict[str, Any]) -> None:
+        """Send a message; raise :class:`WorkerLostError` when the worker is gone."""
+        if self._lost is not None:
+            raise self._lost
+        assert self._proc is not None
+        assert self._proc.stdin is not None
+        if self._proc.stdin.is_closing():
+            raise WorkerLostError(f"worker {self.number} is stopping")
+        self._proc.stdin.write(encode_message(message))
+
+    async def receive(self, run: str, within: float, doing: str) -> dict[str, Any]:
+        """Return the run's next message; a worker silent for ``within`` s is killed."""
+        inbox = self._inboxes[run]
+        try:
+            item = await asyncio.wait_for(inbox.get(), max(0.0, within))
+        except TimeoutError:
+            cause = f"worker {self.number} did not {doing} within {within:.1f}s; killed it"
+            self.kill(cause)
+            raise WorkerLostError(cause) from None
+        if isinstance(item, WorkerLostError):
+            inbox.put_nowait(item)  # every later receive sees it too
+            raise item
+        return item
+
+    def kill(self, cause: str) -> None:
+        """Kill the process now; ``cause`` is what every waiting run is told."""
+        self._set_lost(cause)
+        if self._proc is not None and self._proc.returncode is None:
+            self._proc.kill()
+
+    async def _reap(self) -> None:
+        if self._reader is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+            self._reader = None
+
+    async def stop(self) -> None:
+        """End the worker: close its stdin (it closes its connections and exits), then kill."""
+        proc = self._proc
+        if proc is None:
+            return
+        self._stopping = True
+        if proc.stdin is not None and not proc.stdin.is_closing():
+            proc.stdin.close()
+        if proc.returncode is None:
+            try:
+                await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
+            except TimeoutError:
+                proc.kill()
+        self._set_lost(f"worker {self.number} was stopped")
+        await self._reap()
+        self._proc = None
+
+
+def worker_command() -> list[str]:
+    """Return the command that starts one worker with this interpreter."""
+    return [sys.executable, "-m", "spikewatch.engine.worker"]
+
+
+class WorkerPool:
+    """``size`` long-lived worker processes, started with the daemon."""
+
+    def __init__(
+        self, size: int, *, lag_interval: float, command: Sequence[str] | None = None
+    ) -> None:
+        if size < 1:
+            raise ValueError(f"size must be >= 1, got {size}")
+        self.lag_interval = lag_interval
+        cmd = list(command) if command is not None else worker_command()
+        self.workers = [WorkerProcess(n, cmd) for n in range(size)]
+
+    @property
+    def size(self) -> int:
+        """How many workers a spike is spread over."""
+        return len(self.workers)
+
+    async def start(self) -> None:
+        """Start every worker that is not running."""
+        await asyncio.gather(*(w.ensure_started() for w in self.workers))
+
+    async def close(self) -> None:
+        """Stop every worker."""
+        await asyncio.gather(*(w.stop() for w in self.workers))
+
+
+class SpikeOnWorkers:
+    """One run's spike, spread over a pool: prepare → fire → close held → finish."""
+
+    def __init__(
+        self, pool: WorkerPool, run: str, registry: ConnectionRegistry, *, reserve: int
+    ) -> None:
+        self.pool = pool
+        self.run = run
+        self.registry = registry
+        self.reserve = reserve
+        self.failures: list[str] = []
+        self.shares: list[list[Attempt]] = [[] for _ in pool.workers]
+        self.health: list[WorkerHealth | None] = [None] * pool.size
+        self._ready: list[bool] = [False] * pool.size
+        self._slots = [0] * pool.size
+        self._held = [0] * pool.size
+        self._close_timeout = 1.0
+        self._opened = False
+        self._rule = AbortRule(None, 1)
+        self._counts: list[tuple[int, int]] = []
+        self._abort_reason = ""
+
+    def _lose(self, number: int, exc: WorkerLostError) -> None:
+        self._ready[number] = False
+        # The process is gone (or killed): so are its connections, and their slots.
+        self._release(number, self._slots[number])
+        self._held[number] = 0
+        if str(exc) not in self.failures:
+            self.failures.append(str(exc))
+
+    def _release(self, number: int, count: int) -> None:
+        count = min(count, self._slots[number])
+        for _ in range(count):
+            self.registry.release()
+        self._slots[number] -= count
+
+    async def prepare(self, target: TargetConfig, address: str) -> None:
+        """Start missing workers and have each build the target's connection settings."""
+        self._close_timeout = target.close_timeout
+        self._opened = True
+        message = {
+            "type": "prepare",
+            "run": self.run,
+            "target": target_to_wire(target),
+            "address": address,
+            "lag_interval": self.pool.lag_interval,
+        }
+
+        async def one(worker: WorkerProcess) -> None:
+            try:
+                await asyncio.wait_for(worker.ensure_started(), START_TIMEOUT)
+            except (OSError, TimeoutError) as exc:
+                self._lose(worker.number, WorkerLostError(f"worker {worker.number}: {exc}"))
+                return
+            worker.open_inbox(self.run)
+            try:
+                worker.send(message)
+                answer = await worker.receive(self.run, START_TIMEOUT, "get ready")
+            except WorkerLostError as exc:
+                self._lose(worker.number, exc)
+                return
+            if answer["type"] == "prepared":
+                self._ready[worker.number] = True
+            else:
+                cause = f"worker {worker.number} cannot prepare: {answer.get('error', answer)}"
+                self._lose(worker.number, WorkerLostError(cause))
+
+        await asyncio.gather(*(one(w) for w in self.pool.workers))
+
+    async def fire(self, attempts: Sequence[Attempt], rule: AbortRule, answer_by: float) -> str:
+        """Fire ``attempts`` (planned, in start order) over the workers; fill them in.
+
+        Return the abort rule's reason when it stopped the spike, else "". ``answer_by``
+        (monotonic) is when every worker must have reported, or it is killed.
+        """
+        loop = asyncio.get_running_loop()
+        granted: list[Attempt] = []
+        for attempt in attempts:
+            if self.registry.try_acquire(self.reserve):
+                granted.append(attempt)
+            else:
+                kept = f", {self.reserve} kept for probes" if self.reserve else ""
+                attempt.abort(
+                    loop.time(), f"limits.max_connections={self.registry.limit} reached{kept}"
+                )
+        self.shares = split_round_robin(granted, self.pool.size)
+        for number, share in enumerate(self.shares):
+            self._slots[number] = len(share)
+        self._rule = rule
+        self._counts = [(0, 0)] * self.pool.size
+        self._abort_reason = ""
+        await asyncio.gather(
+            *(
+                self._fire_share(w, share, answer_by)
+                for w, share in zip(self.pool.workers, self.shares, strict=True)
+            )
+        )
+        return self._abort_reason
+
+    async def _fire_share(self, worker: WorkerProcess, share: list[Attempt], by: float) -> None:
+        if not share:
+            return
+        try:
+            await self._collect_share(worker, share, by)
+        except WorkerLostError as exc:
+            self._fail_share(worker.number, share, str(exc), asyncio.get_running_loop().time())
+            self._lose(worker.number, exc)
+            return
+        # Failed attempts' connections are closed; only the held ones keep their slot.
+        held = sum(1 for a in share if a.outcome == Outcome.OK)
+        self._held[worker.number] = held
+        self._release(worker.number, self._slots[worker.number] - held)
+
+    async def _collect_share(self, worker: WorkerProcess, share: list[Attempt], by: float) -> None:
+        if not self._ready[worker.number]:
+            raise WorkerLostError(self.failures[-1] if self.failures else "not ready")
+        worker.send(
+            {
+                "type": "spike",
+                "run": self.run,
+                "groups": group_by_instant(share),
+                "progress": self._rule.error_ratio is not None,
+            }
+        )
+        loop = asyncio.get_running_loop()
+        while True:
+            answer = await worker.receive(
+                self.run, by - loop.time(), "report its share of the spike"
+            )
+            try:
+                done = self._take_answer(worker.number, share, answer)
+            except (WireError, KeyError, TypeError, ValueError) as exc:
+                cause = f"worker {worker.number} sent a bad report: {exc}"
+                worker.kill(cause)
+                raise WorkerLostError(cause) from None
+            if done:
+                return
+
+    def _take_answer(self, number: int, share: list[Attempt], answer: dict[str, Any]) -> bool:
+        """Take one answer to a spike message; return True once the share is in."""
+        if answer["type"] == "progress":
+            self._counts[number] = (int(answer["finished"]), int(answer["failed"]))
+            self._check_abort()
+            return False
+        if answer["type"] != "attempts":
+            raise WireError(f"{answer['type']!r} instead of its attempts")
+        apply_share({a.conn: a for a in share}, answer["attempts"])
+        return True
+
+    def _check_abort(self) -> None:
+        """Apply the abort rule to every worker's progress together."""
+        finished = sum(c[0] for c in self._counts)
+        failed = sum(c[1] for c in self._counts)
+        rule = self._rule
+        if self._abort_reason or not rule.should_abort(finished, failed):
+            return
+        self._abort_reason = (
+            f"abort.error_ratio={rule.error_ratio:g} reached: {failed} of {finished} failed"
+        )
+        for w in self.pool.workers:
+            if self._ready[w.number]:
+                with contextlib.suppress(WorkerLostError):
+                    w.send({"type": "abort", "run": self.run, "reason": self._abort_reason})
+
+    @staticmethod
+    def _fail_share(number: int, share: list[Attempt], cause: str, now: float) -> None:
+        for attempt in share:
+            attempt.outcome = Outcome.ERROR
+            attempt.detail = f"{cause}; the attempts of worker {number}'s share are lost"
+            attempt.ended = now
+            attempt.started = attempt.handshake = attempt.first_message = None
+            attempt.rtt = attempt.latency = attempt.status = None
+
+    async def _ask(self, kind: str, doing: str, within: float) -> list[dict[str, Any] | None]:
+        async def one(worker: WorkerProcess) -> dict[str, Any] | None:
+            if not self._ready[worker.number]:
+                return None
+            try:
+                worker.send({"type": kind, "run": self.run})
+                return await worker.receive(self.run, within, doing)
+            except WorkerLostError as exc:
+                self._lose(worker.number, exc)
+                return None
+
+        return list(await asyncio.gather(*(one(w) for w in self.pool.workers)))
+
+    async def close_held(self) -> None:
+        """Have every worker close the spike connections it holds, and wait until it has."""
+        await self._ask("close", "close its connections", self._close_timeout + ANSWER_MARGIN)
+        for number in range(self.pool.size):
+            if self._ready[number]:
+                self._release(number, self._held[number])
+                self._held[number] = 0
+
+    async def finish(self) -> None:
+        """End the run on every worker: it closes what is left and reports its health."""
+        if not self._opened:
+            return
+        answers = await self._ask("finish", "report its health", FINISH_TIMEOUT)
+        for number, answer in enumerate(answers):
+            if answer is not None and answer.get("type") == "health":
+                try:
+                    self.health[number] = WorkerHealth.from_wire(answer)
+                except WireError as exc:
+                    log.warning("worker %d sent a bad health report: %s", number, exc)
+            self._release(number, self._slots[number])
+        for worker in self.pool.workers:
+            worker.close_inbox(self.run)
+        self._opened = False
+
+
+def _lateness_p99(attempts: Sequence[Attempt]) -> float | None:
+    values = sorted(x for x in (a.lateness for a in attempts) if x is not None)
+    return percentile(values, 0.99) if values else None
+
+
+def judge_prober(
+    limits: ProberLimits,
+    daemon: WindowReport,
+    lateness_p99: float | None,
+    workers: Sequence[tuple[WorkerHealth | None, Sequence[Attempt]]],
+) -> ProberReport:
+    """Judge the prober over the daemon and every worker: the worst of them counts.
+
+    Each process is judged alone (its loop lag, its CPU share of one core, the start
+    lateness of its own share), so that one saturated worker is never averaged away;
+    the report shows the worst lag and CPU, and the memory of all processes together.
+    """
+
+    def cpu(window: float, percent: float | None) -> float | None:
+        # Too short a window says nothing about saturation (see MIN_CPU_WINDOW).
+        return percent if window >= MIN_CPU_WINDOW else None
+
+    reasons = list(
+        saturation_reasons(
+            limits,
+            loop_lag_p99=daemon.loop_lag_p99,
+            start_lateness_p99=lateness_p99,
+            cpu_percent=cpu(daemon.cpu_window, daemon.cpu_percent),
+        )
+    )
+    lags = [daemon.loop_lag_p99]
+    cpus = [daemon.cpu_percent]
+    rss = daemon.rss_bytes
+    for number, (health, share) in enumerate(workers):
+        if health is None:
+            if share:
+                reasons.append(f"worker {number}: no health report")
+            continue
+        lags.append(health.loop_lag_p99)
+        cpus.append(health.cpu_percent)
+        rss += health.rss_bytes
+        reasons.extend(
+            f"worker {number}: {reason}"
+            for reason in saturation_reasons(
+                limits,
+                loop_lag_p99=health.loop_lag_p99,
+                start_lateness_p99=_lateness_p99(share),
+                cpu_percent=cpu(health.cpu_window, health.cpu_percent),
+            )
+        )
+    known_lags = [x for x in lags if x is not None]
+    known_cpus = [x for x in cpus if x is not None]
+    return ProberReport(
+        saturated=bool(reasons),
+        loop_lag_p99=max(known_lags) if known_lags else None,
+        cpu_percent=max(known_cpus) if known_cpus else None,
+        rss_bytes=rss,
+        reasons=tuple(reasons),
+    )
