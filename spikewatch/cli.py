@@ -31,6 +31,7 @@ from spikewatch.demo import DEFAULT_LISTEN, run_demo
 from spikewatch.engine.registry import ConnectionRegistry
 from spikewatch.engine.runner import Prober, ProgressFn, RunReport, execute_run
 from spikewatch.engine.selfcheck import ProberMonitor
+from spikewatch.engine.workers import WorkerPool
 from spikewatch.errors import ConfigError, UsageError
 from spikewatch.summary import format_summary
 from spikewatch.target.cli import add_target_arguments, run_target_command
@@ -46,7 +47,7 @@ def raise_fd_limit() -> int:
     return hard
 
 
-def make_prober(config: SpikewatchConfig) -> Prober:
+def make_prober(config: SpikewatchConfig, pool: WorkerPool | None = None) -> Prober:
     """Build the shared machinery of runs from the config."""
     p = config.prober
     return Prober(
@@ -57,6 +58,7 @@ def make_prober(config: SpikewatchConfig) -> Prober:
             max_start_lateness_p99=p.max_start_lateness_p99,
             max_cpu_percent=p.max_cpu_percent,
         ),
+        pool=pool,
     )
 
 
@@ -97,15 +99,23 @@ async def run_once(
     """Execute one run now with a prober built from ``config``.
 
     SIGTERM cancels the run, which closes every connection it opened on the way out.
+    With ``prober.workers`` > 1 the worker processes live as long as the run.
     """
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     assert task is not None
     loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    pool = None
+    if config.prober.workers > 1:
+        pool = WorkerPool(config.prober.workers, lag_interval=config.prober.lag_sample_interval)
     try:
-        return await execute_run(target, scenario, make_prober(config), progress=progress)
+        if pool is not None:
+            await pool.start()
+        return await execute_run(target, scenario, make_prober(config, pool), progress=progress)
     finally:
         loop.remove_signal_handler(signal.SIGTERM)
+        if pool is not None:
+            await pool.close()
 
 
 def cmd_once(args: argparse.Namespace) -> int:

@@ -41,6 +41,7 @@ from spikewatch.daemon.state import (
 from spikewatch.engine.registry import ConnectionRegistry
 from spikewatch.engine.runner import Prober, execute_run
 from spikewatch.engine.selfcheck import ProberMonitor
+from spikewatch.engine.workers import WorkerPool
 from spikewatch.errors import ConfigError, ConfigProblem
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,13 @@ class Daemon:
         self.monitor = ProberMonitor(
             interval=config.prober.lag_sample_interval, on_lag=self.metrics.observe_loop_lag
         )
-        self._prober = Prober(self.registry, self.monitor, _prober_limits(config))
+        #: prober.workers > 1: worker processes that fire the spikes (fixed until restart).
+        self.pool: WorkerPool | None = None
+        if config.prober.workers > 1:
+            self.pool = WorkerPool(
+                config.prober.workers, lag_interval=config.prober.lag_sample_interval
+            )
+        self._prober = self._make_prober(config)
         self._history = RunHistory(HISTORY_CAPACITY)
         self.dispatcher = RunDispatcher(
             self._execute,
@@ -153,6 +160,8 @@ class Daemon:
             return exc.problems
         if new.server.listen != self._config.server.listen:
             log.warning("server.listen changed; it takes effect at the next restart")
+        if new.prober.workers != self._config.prober.workers:
+            log.warning("prober.workers changed; it takes effect at the next restart")
         self._config = new
         self._shard = shard
         self._apply(new)
@@ -240,9 +249,14 @@ class Daemon:
         self.registry.limit = config.limits.max_connections
         self.dispatcher.max_concurrent = config.limits.max_concurrent_runs
         self.dispatcher.max_queued = self._max_queued(config)
-        self._prober = Prober(self.registry, self.monitor, _prober_limits(config))
+        if self.pool is not None:
+            self.pool.lag_interval = config.prober.lag_sample_interval
+        self._prober = self._make_prober(config)
         self.scheduler.aligned = config.sharding.enabled
         self.scheduler.apply((t.name, s.name, s.schedule) for t, s in pairs)
+
+    def _make_prober(self, config: SpikewatchConfig) -> Prober:
+        return Prober(self.registry, self.monitor, _prober_limits(config), pool=self.pool)
 
     async def _watch_saturation(self) -> None:
         while True:
@@ -254,9 +268,12 @@ class Daemon:
     # -- life cycle ---------------------------------------------------------------------
 
     async def startup(self) -> None:
-        """Start sampling, serving HTTP and scheduling; ready at the end."""
+        """Start sampling, the workers, serving HTTP and scheduling; ready at the end."""
         loop = asyncio.get_running_loop()
         self.monitor.start()
+        if self.pool is not None:
+            # Started now, not at the first spike: a Python process takes a while to start.
+            await self.pool.start()
         self.metrics.set_open_connections_source(lambda: float(self.registry.open))
         self.metrics.set_reload(ok=True, timestamp=time.time())
         self._apply(self._config)
@@ -306,6 +323,9 @@ class Daemon:
         aborted = self.registry.abort_all()
         if not clean or aborted:
             log.warning("shutdown: %d connection(s) aborted", aborted)
+        if self.pool is not None:
+            # Workers close what they still hold when their stdin ends; killed if they linger.
+            await self.pool.close()
         if self._watch is not None:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):

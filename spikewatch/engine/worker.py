@@ -42,6 +42,8 @@ Send = Callable[[dict[str, Any]], None]
 #: The daemon enforces limits.max_connections for every process; a worker only counts.
 _UNLIMITED = 1 << 30
 
+_MESSAGE_TYPES = frozenset({"prepare", "spike", "abort", "close", "finish"})
+
 
 class ShareRun:
     """One run's share of a spike inside this worker."""
@@ -129,11 +131,13 @@ class ShareRun:
                     conn.abort()
 
     async def finish(self) -> WorkerHealth:
-        """Stop whatever is left of the share and report this process's health over it."""
+        """Close whatever is left of the share and report this process's health over it."""
         if self.fire_task is not None and not self.fire_task.done():
             self.fire_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.fire_task
+        # As the daemon does with its own: a closing handshake first, bounded, then abort.
+        await self.close_held()
         self.registry.abort_all()
         now = self.monitor.mark()
         since, until = self.marks or (now, now)
@@ -158,6 +162,8 @@ class Worker:
     def handle(self, message: dict[str, Any]) -> None:
         """Act on one message from the daemon."""
         kind, run_id = message["type"], str(message.get("run", ""))
+        if kind not in _MESSAGE_TYPES:
+            raise WireError(f"unknown message type {kind!r}")
         if kind == "prepare":
             self._prepare(run_id, message)
             return
@@ -171,10 +177,8 @@ class Worker:
             run.abort_reason = str(message.get("reason", "aborted"))
         elif kind == "close":
             self._spawn(self._close(run))
-        elif kind == "finish":
-            self._spawn(self._finish(run))
         else:
-            raise WireError(f"unknown message type {kind!r}")
+            self._spawn(self._finish(run))
 
     def _prepare(self, run_id: str, message: dict[str, Any]) -> None:
         try:
@@ -206,10 +210,9 @@ class Worker:
         for task in list(self.tasks):
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
-        runs = list(self.runs.values())
-        if graceful:
-            await asyncio.gather(*(r.close_held() for r in runs), return_exceptions=True)
-        for run in runs:
+        for run in list(self.runs.values()):
+            if not graceful:
+                run.registry.abort_all()
             await run.finish()
 
 

@@ -1,0 +1,470 @@
+"""A spike spread over worker processes: real workers, a real server counting on its side."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import jwt
+import psutil
+import pytest
+import yaml
+
+from spikewatch.config import SpikewatchConfig, load_config
+from spikewatch.core.outcomes import Outcome, RunResultKind
+from spikewatch.core.saturation import ProberLimits
+from spikewatch.engine.registry import PROBE_RESERVE, ConnectionRegistry
+from spikewatch.engine.runner import Prober, RunReport, execute_run
+from spikewatch.engine.selfcheck import ProberMonitor
+from spikewatch.engine.worker_protocol import target_to_wire
+from spikewatch.engine.workers import WorkerLostError, WorkerPool, WorkerProcess, worker_command
+from tests.conftest import scaled
+from tests.hostile import (
+    Opcode,
+    close_payload,
+    encode_frame,
+    http_response,
+    read_frame,
+    read_request_head,
+    switching_protocols,
+)
+
+SECRET = "a-test-secret-that-is-32-bytes-long!"
+Policy = Literal["ok", "503", "close"]
+
+
+class CountingServer:
+    """A WebSocket server that knows every connection by the ``{conn}`` in its JWT.
+
+    ``policy(conn)`` decides its answer: ``ok`` (101, then a closing handshake when the
+    client closes), ``503``, or ``close`` (the TCP connection closed unanswered). While
+    ``gate`` is clear, 101 answers wait for it.
+    """
+
+    def __init__(self, policy: Callable[[int], Policy]) -> None:
+        self.policy = policy
+        self.seen: Counter[int] = Counter()
+        self.answered: dict[int, Policy] = {}
+        self.closed_by_client: set[int] = set()
+        self.open: set[int] = set()
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.changed = asyncio.Event()
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._handlers: set[asyncio.Task[Any]] = set()
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def _notify(self) -> None:
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+    async def wait_for(self, predicate: Callable[[], bool]) -> None:
+        async with asyncio.timeout(scaled(20)):
+            while not predicate():
+                await self.changed.wait()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        try:
+            await self._serve(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self._handlers.discard(task)
+            writer.close()
+            self._notify()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await read_request_head(reader)
+        token = (head.header("authorization") or "").removeprefix("Bearer ")
+        claims = jwt.decode(token, SECRET, algorithms=["HS256"], audience="test")
+        conn = int(claims["sub"].removeprefix("spikewatch-"))
+        self.seen[conn] += 1
+        policy = self.policy(conn)
+        self._notify()
+        if policy == "503":
+            writer.write(http_response(503, body=b"busy"))
+        elif policy == "ok":
+            await self.gate.wait()
+            key = head.header("sec-websocket-key")
+            assert key is not None
+            writer.write(switching_protocols(key))
+            self.open.add(conn)
+        self.answered[conn] = policy
+        self._notify()
+        if policy != "ok":
+            return
+        try:
+            while True:
+                frame = await read_frame(reader)
+                if frame.opcode == Opcode.CLOSE:
+                    self.closed_by_client.add(conn)
+                    writer.write(encode_frame(Opcode.CLOSE, close_payload(1000)))
+                    await writer.drain()
+                    return
+        finally:
+            self.open.discard(conn)
+
+    async def __aenter__(self) -> CountingServer:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0, backlog=1024)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._handlers):
+            task.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
+        await self._server.wait_closed()
+
+
+def write_config(
+    tmp_path: Path, url: str, scenario: dict[str, Any], **prober: Any
+) -> SpikewatchConfig:
+    (tmp_path / "secret").write_text(SECRET)
+    document = {
+        "prober": {"workers": 2, **prober},
+        "targets": [
+            {
+                "name": "t",
+                "url": url,
+                "handshake_timeout": "10s",
+                "auth": {
+                    "jwt": {
+                        "secret_file": "secret",
+                        "claims": {"sub": "spikewatch-{conn}", "aud": "test"},
+                    }
+                },
+            }
+        ],
+        "scenarios": [
+            {
+                "name": "s",
+                "baseline": {"probes": 3, "interval": "20ms"},
+                "recovery": {
+                    "probe_interval": "50ms",
+                    "consecutive": 2,
+                    "timeout": "5s",
+                    "tolerance": 5.0,
+                    "slack": "50ms",
+                },
+                **scenario,
+            }
+        ],
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return load_config(path)
+
+
+def make_prober(pool: WorkerPool, limit: int = 2000) -> Prober:
+    return Prober(
+        registry=ConnectionRegistry(limit),
+        monitor=ProberMonitor(interval=0.02),
+        limits=ProberLimits(
+            max_loop_lag_p99=10.0, max_start_lateness_p99=10.0, max_cpu_percent=1e6
+        ),
+        pool=pool,
+    )
+
+
+@pytest.fixture
+async def pool() -> AsyncIterator[WorkerPool]:
+    workers = WorkerPool(2, lag_interval=0.02)
+    await workers.start()
+    yield workers
+    await workers.close()
+
+
+async def run(
+    config: SpikewatchConfig, prober: Prober, progress: Callable[[str], None] | None = None
+) -> RunReport:
+    report = await execute_run(config.targets[0], config.scenarios[0], prober, progress=progress)
+    assert prober.registry.open == 0, "a run leaves no slot taken"
+    return report
+
+
+def worker_connections(pid: int, port: int) -> int:
+    return sum(
+        1
+        for c in psutil.Process(pid).net_connections(kind="tcp")
+        if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED
+    )
+
+
+def spike_policy(first: int, connections: int) -> Callable[[int], Policy]:
+    """Return a policy that fails some spike connections (503 or closed), never probes."""
+
+    def policy(conn: int) -> Policy:
+        if first <= conn < first + connections:
+            if conn % 5 == 0:
+                return "503"
+            if conn % 7 == 0:
+                return "close"
+        return "ok"
+
+    return policy
+
+
+async def test_merged_figures_are_the_servers(tmp_path: Path, pool: WorkerPool) -> None:
+    """workers=2, with 503s and dropped connections: the merged figures are the server's."""
+    connections, first = 60, 3  # conns 0-2 are the baseline probes
+    async with CountingServer(spike_policy(first, connections)) as server:
+        config = write_config(
+            tmp_path,
+            server.url,
+            {"spike": {"connections": connections, "batches": 2, "batch_interval": "100ms"}},
+        )
+        report = await run(config, make_prober(pool))
+        await server.wait_for(lambda: not server.open)
+    r = report.result
+    spike = [a for a in report.attempts if a.phase.value == "spike"]
+    spike_conns = range(first, first + connections)
+    assert [a.conn for a in spike] == list(spike_conns)
+    # Every spike connection reached the server exactly once.
+    assert {c: server.seen[c] for c in spike_conns} == dict.fromkeys(spike_conns, 1)
+    expected = {"ok": Outcome.OK, "503": Outcome.HTTP_STATUS, "close": Outcome.CLOSED}
+    assert {a.conn: a.outcome for a in spike} == {
+        c: expected[server.answered[c]] for c in spike_conns
+    }
+    counts = Counter(server.answered[c] for c in spike_conns)
+    assert counts["503"] > 0
+    assert counts["close"] > 0
+    assert r.spike is not None
+    assert r.spike.attempted == connections
+    assert r.spike.outcomes == {
+        "ok": counts["ok"],
+        "http_status": counts["503"],
+        "closed": counts["close"],
+    }
+    assert r.upgrade_statuses == {"503": counts["503"]}
+    assert r.spike.handshake is not None
+    assert r.spike.handshake.count == counts["ok"]  # a 503 completes no upgrade
+    assert r.spike.start_lateness is not None
+    assert r.spike.start_lateness.count == connections
+    # T0 is the last spike attempt's end, on the same clock as the run's own timeline.
+    t0_after_start = max(a.ended or 0.0 for a in spike) - (spike[0].planned or 0.0)
+    assert r.timeline["t0"] - r.timeline["spike_start"] == pytest.approx(t0_after_start)
+    # Every held connection was closed by its worker with a closing handshake.
+    assert {c for c in spike_conns if server.answered[c] == "ok"} <= server.closed_by_client
+    assert r.recovery is not None
+    assert r.recovery.recovered
+    assert r.result == RunResultKind.PASSED, r.message
+
+
+async def test_held_connections_are_spread_and_closed_on_cancel(
+    tmp_path: Path, pool: WorkerPool
+) -> None:
+    """During hold both workers hold part of the spike, counted in the daemon's slots; a
+    cancelled run closes them all and gives every slot back."""
+    connections, first = 40, 3
+    async with CountingServer(lambda _: "ok") as server:
+        config = write_config(
+            tmp_path,
+            server.url,
+            {"spike": {"connections": connections}, "hold": f"{scaled(60)}s"},
+        )
+        prober = make_prober(pool)
+        task = asyncio.create_task(run(config, prober))
+        spike_conns = range(first, first + connections)
+        await server.wait_for(lambda: all(c in server.open for c in spike_conns))
+        held = [worker_connections(w.pid or 0, server.port) for w in pool.workers]
+        assert held == [connections // 2, connections // 2]
+        assert prober.registry.open >= connections
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert prober.registry.open == 0
+        await server.wait_for(lambda: not server.open)
+        assert set(spike_conns) <= server.closed_by_client
+
+
+async def test_killed_worker_makes_its_share_error_and_is_replaced(
+    tmp_path: Path, pool: WorkerPool
+) -> None:
+    """A worker killed mid-spike: its share is error with the cause, the run is error, the
+    daemon goes on, and the next run gets a new worker and passes."""
+    connections, first = 20, 3
+    async with CountingServer(lambda _: "ok") as server:
+        config = write_config(tmp_path, server.url, {"spike": {"connections": connections}})
+
+        def progress(message: str) -> None:
+            if message.startswith("spike: ") and "connections in" in message:
+                server.gate.clear()  # upgrades of the spike wait until the kill
+
+        prober = make_prober(pool)
+        task = asyncio.create_task(run(config, prober, progress))
+        spike_conns = range(first, first + connections)
+        await server.wait_for(lambda: all(server.seen[c] for c in spike_conns))
+        victim = pool.workers[1]
+        old_pid = victim.pid
+        assert old_pid is not None
+        os.kill(old_pid, signal.SIGKILL)
+        victim.open_inbox("watch")  # told as soon as the daemon side sees it gone
+        with pytest.raises(WorkerLostError, match="exited with code -9"):
+            await victim.receive("watch", scaled(10), "die")
+        victim.close_inbox("watch")
+        server.gate.set()
+        report = await task
+        r = report.result
+        assert r.result == RunResultKind.ERROR
+        assert "worker 1 exited with code -9 (SIGKILL)" in r.message
+        spike = [a for a in report.attempts if a.phase.value == "spike"]
+        lost = [a for a in spike if a.conn % 2 != first % 2]  # worker 1: every second conn
+        kept = [a for a in spike if a.conn % 2 == first % 2]
+        assert {a.outcome for a in lost} == {Outcome.ERROR}
+        assert all("worker 1 exited with code -9" in a.detail for a in lost)
+        assert {a.outcome for a in kept} == {Outcome.OK}
+        assert r.spike is not None
+        assert r.spike.outcomes == {"ok": len(kept), "error": len(lost)}
+        assert any(e.outcome == Outcome.ERROR and "worker 1" in e.example for e in r.errors)
+
+        again = (await run(config, prober)).result
+        assert again.result == RunResultKind.PASSED, again.message
+        assert again.spike is not None
+        assert again.spike.outcomes == {"ok": connections}
+        assert victim.pid not in (None, old_pid)
+
+
+async def test_connection_limit_counts_every_process(tmp_path: Path, pool: WorkerPool) -> None:
+    """limits.max_connections holds across workers: attempts past it are aborted, not sent."""
+    connections, first, free = 16, 3, 10
+    async with CountingServer(lambda _: "ok") as server:
+        config = write_config(
+            tmp_path, server.url, {"spike": {"connections": connections}, "hold": "200ms"}
+        )
+        prober = make_prober(pool, limit=free + PROBE_RESERVE)
+        r = (await run(config, prober)).result
+    assert r.spike is not None
+    assert r.spike.outcomes == {"ok": free, "aborted": connections - free}
+    assert sum(server.seen[c] for c in range(first, first + connections)) == free
+    assert prober.registry.peak <= free + PROBE_RESERVE
+    assert any("limits.max_connections=14 reached" in e.example for e in r.errors)
+
+
+async def test_abort_rule_is_decided_over_all_workers(tmp_path: Path, pool: WorkerPool) -> None:
+    """The abort rule sums every worker's progress; later batches are aborted everywhere."""
+    connections, first = 40, 3
+
+    def policy(conn: int) -> Policy:
+        return "503" if first <= conn < first + connections else "ok"
+
+    async with CountingServer(policy) as server:
+        config = write_config(
+            tmp_path,
+            server.url,
+            {
+                "spike": {
+                    "connections": connections,
+                    "batches": 2,
+                    "batch_interval": f"{scaled(1.0)}s",
+                },
+                "abort": {"error_ratio": 0.5, "min_attempts": 4},
+            },
+        )
+        r = (await run(config, make_prober(pool))).result
+    assert r.result == RunResultKind.ABORTED
+    assert r.spike is not None
+    assert r.spike.outcomes == {"http_status": 20, "aborted": 20}
+    # The second batch never reached the server, from either worker.
+    assert sum(server.seen[c] for c in range(first, first + connections)) == 20
+    assert any("abort.error_ratio=0.5 reached" in e.example for e in r.errors)
+
+
+# -- one worker process, spoken to directly --------------------------------------------
+
+
+@pytest.fixture
+async def worker() -> AsyncIterator[WorkerProcess]:
+    process = WorkerProcess(0, worker_command())
+    await process.ensure_started()
+    yield process
+    await process.stop()
+
+
+async def test_worker_on_sigterm_closes_its_connections_and_exits_0(
+    tmp_path: Path, worker: WorkerProcess
+) -> None:
+    """SIGTERM: the worker closes what it holds with closing handshakes, then exits 0."""
+    async with CountingServer(lambda _: "ok") as server:
+        config = write_config(tmp_path, server.url, {"spike": {"connections": 3}})
+        worker.open_inbox("r")
+        worker.send(
+            {
+                "type": "prepare",
+                "run": "r",
+                "target": target_to_wire(config.targets[0]),
+                "address": "127.0.0.1",
+                "lag_interval": 0.02,
+            }
+        )
+        assert (await worker.receive("r", scaled(30), "prepare"))["type"] == "prepared"
+        now = asyncio.get_running_loop().time()
+        worker.send({"type": "spike", "run": "r", "groups": [[now, [7, 8, 9]]], "progress": False})
+        answer = await worker.receive("r", scaled(10), "report")
+        assert answer["type"] == "attempts"
+        assert [row[5] for row in answer["attempts"]] == ["ok", "ok", "ok"]
+        assert server.open == {7, 8, 9}
+        assert worker.pid is not None
+        os.kill(worker.pid, signal.SIGTERM)
+        with pytest.raises(WorkerLostError, match="worker 0 exited with code 0"):
+            await worker.receive("r", scaled(10), "exit")
+        assert server.closed_by_client == {7, 8, 9}
+
+
+async def test_worker_answers_what_it_cannot_do(tmp_path: Path, worker: WorkerProcess) -> None:
+    """An unknown run or a target it cannot build: "failed" with the reason, still serving."""
+    worker.open_inbox("r")
+    worker.send({"type": "close", "run": "r"})
+    answer = await worker.receive("r", scaled(30), "answer")
+    assert answer == {"type": "failed", "run": "r", "error": "no run 'r' here"}
+    worker.send({"type": "prepare", "run": "r", "target": {"name": "BAD"}, "address": "x"})
+    answer = await worker.receive("r", scaled(10), "answer")
+    assert answer["type"] == "failed"
+    assert "ValidationError" in answer["error"]
+    assert worker.alive
+
+
+async def test_worker_exits_on_a_message_it_does_not_know(worker: WorkerProcess) -> None:
+    """A message outside the protocol ends the worker (status 2): it never guesses."""
+    worker.open_inbox("r")
+    worker.send({"type": "prepare", "run": "r", "target": {}, "address": "x"})
+    await worker.receive("r", scaled(30), "answer")
+    worker.send({"type": "launch", "run": "r"})
+    with pytest.raises(WorkerLostError, match="worker 0 exited with code 2"):
+        await worker.receive("r", scaled(10), "exit")
+
+
+async def test_worker_exits_when_its_stdin_ends(worker: WorkerProcess) -> None:
+    """The daemon gone (stdin closed): the worker exits by itself."""
+    worker.open_inbox("r")
+    await worker.stop()
+    assert not worker.alive
+    with pytest.raises(WorkerLostError, match="was stopped"):
+        worker.send({"type": "close", "run": "r"})
+
+
+async def test_silent_worker_is_killed_after_its_deadline() -> None:
+    """A worker that does not answer in time is killed, and the wait says so."""
+    process = WorkerProcess(3, ["sleep", "60"])
+    await process.ensure_started()
+    process.open_inbox("r")
+    try:
+        with pytest.raises(WorkerLostError, match=r"worker 3 did not get ready within 0\.2s"):
+            await process.receive("r", 0.2, "get ready")
+        assert not process.alive
+    finally:
+        await process.stop()
