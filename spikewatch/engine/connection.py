@@ -12,7 +12,7 @@ import asyncio
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 from spikewatch.core.attempt import Attempt
 from spikewatch.core.classify import classify_connect_error
@@ -59,6 +59,7 @@ class ClientConnection(asyncio.Protocol):
 
     __slots__ = (
         "_closed_waiter",
+        "_connecting",
         "_echo_pattern",
         "_echo_sent",
         "_head",
@@ -78,6 +79,7 @@ class ClientConnection(asyncio.Protocol):
         "_unmatched",
         "_upgraded_at",
         "attempt",
+        "connect_expired",
         "done",
         "keep_open",
         "key",
@@ -122,20 +124,22 @@ class ClientConnection(asyncio.Protocol):
         self.seq = 0
         self.lost_at: float | None = None
         self.lost_reason: str | None = None
+        self._connecting: asyncio.Task[object] | None = None
+        self.connect_expired = False
         registry.track(self)
 
     # -- asyncio.Protocol ---------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # A cast, not an isinstance check: uvloop's TCP transport is not a subclass of
+        # asyncio.Transport, though it has the whole interface.
+        transport = cast("asyncio.Transport", transport)
         self._transport = transport
         if self._state == _GONE:  # aborted while connecting
             transport.abort()
             return
+        self._connecting = None  # the handshake deadline now times the upgrade
         transport.write(self._request)
-        started = self.attempt.started
-        assert started is not None
-        self._timer = self._loop.call_at(started + self._spec.handshake_timeout, self._on_timeout)
 
     def data_received(self, data: bytes) -> None:
         now = self._loop.time()
@@ -186,11 +190,33 @@ class ClientConnection(asyncio.Protocol):
 
     def connect_failed(self, outcome: Outcome, detail: str) -> None:
         """Record a failure of the TCP connect or TLS handshake (no transport exists)."""
+        self._cancel_timer()
+        self._connecting = None
         self._decide(outcome, detail)
         self._state = _GONE
         if self._transport is None:
             self._registry.forget(self)
             self._release_slot()
+
+    def arm_handshake_deadline(self, when: float, connecting: asyncio.Task[object]) -> None:
+        """Start the one timer that bounds connect, TLS and upgrade together.
+
+        Until the transport exists, its expiry cancels ``connecting`` (the task in
+        ``create_connection``) and sets :attr:`connect_expired`; after that it is the
+        upgrade's timeout. One timer handle per connection, not a timeout scope as well.
+        """
+        self._connecting = connecting
+        self._timer = self._loop.call_at(when, self._on_handshake_deadline)
+
+    def _on_handshake_deadline(self) -> None:
+        connecting = self._connecting
+        if connecting is not None and self._transport is None:
+            self._timer = None
+            self._connecting = None
+            self.connect_expired = True
+            connecting.cancel()
+        else:
+            self._on_timeout()
 
     async def wait_closed(self) -> None:
         """Wait until the TCP connection is gone (or was never made)."""
@@ -506,21 +532,24 @@ async def open_connection(
         attempt.outcome = Outcome.ERROR
         attempt.detail = f"cannot prepare the request: {exc}"
         return None
+    task = asyncio.current_task()
+    assert task is not None
     started = loop.time()
     attempt.started = started
+    conn.arm_handshake_deadline(started + spec.handshake_timeout, task)
     try:
-        async with asyncio.timeout_at(started + spec.handshake_timeout):
-            await loop.create_connection(
-                lambda: conn,
-                spec.address,
-                spec.port,
-                ssl=spec.ssl,
-                server_hostname=spec.server_hostname,
-            )
+        await loop.create_connection(
+            lambda: conn,
+            spec.address,
+            spec.port,
+            ssl=spec.ssl,
+            server_hostname=spec.server_hostname,
+        )
     except asyncio.CancelledError:
-        conn.abort()
-        raise
-    except TimeoutError:
+        # Our deadline's cancel is a timeout; any other cancel (shutdown) goes on up.
+        if not conn.connect_expired or task.uncancel() > 0:
+            conn.abort()
+            raise
         what = "TCP/TLS connection" if spec.ssl is not None else "TCP connection"
         conn.connect_failed(Outcome.TIMEOUT, f"no {what} within {spec.handshake_timeout:g}s")
     except Exception as exc:  # noqa: BLE001 - every connect failure becomes a classified outcome

@@ -7,12 +7,12 @@ is buffered, so a frame that declares 2^40 bytes costs nothing.
 
 from __future__ import annotations
 
-import os
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
 from spikewatch.errors import MessageTooBigError, ProtocolError
+from spikewatch.protocol.entropy import random_bytes
 
 
 class Opcode(IntEnum):
@@ -82,7 +82,7 @@ def mask_payload(payload: bytes, mask: bytes) -> bytes:
 def encode_frame(opcode: int, payload: bytes, mask: bytes | None = None) -> bytes:
     """Return one final, masked client frame; ``mask`` is random unless given (tests)."""
     if mask is None:
-        mask = os.urandom(4)
+        mask = random_bytes(4)
     n = len(payload)
     first = 0x80 | opcode
     if n < 126:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import quote
 
 from spikewatch.errors import ProtocolError
+from spikewatch.protocol.entropy import random_bytes
 
 #: RFC 6455 §1.3: the GUID appended to the key before hashing.
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -26,7 +26,7 @@ _HTTP_PREFIX = b"HTTP/"
 
 def new_key() -> bytes:
     """Return a fresh ``Sec-WebSocket-Key``: 16 random bytes, base64 (RFC 6455 §4.1)."""
-    return base64.b64encode(os.urandom(16))
+    return base64.b64encode(random_bytes(16))
 
 
 def accept_for(key: bytes) -> str:
@@ -111,11 +111,18 @@ class UpgradeResponse:
     status: int
     reason: str
     headers: tuple[tuple[str, str], ...]
+    _index: dict[str, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Built once: the checks look up five headers of every answer.
+        index: dict[str, str] = {}
+        for name, value in self.headers:
+            index[name] = f"{index[name]}, {value}" if name in index else value
+        object.__setattr__(self, "_index", index)
 
     def header(self, name: str) -> str | None:
         """Return the value of header ``name`` (lower case), comma-joining repeats."""
-        values = [v for n, v in self.headers if n == name]
-        return ", ".join(values) if values else None
+        return self._index.get(name)
 
 
 def check_response_prefix(data: bytes | bytearray) -> None:
