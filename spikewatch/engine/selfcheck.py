@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
@@ -25,10 +26,15 @@ class ProcessSampler(Protocol):
 
 
 class PsutilSampler:
-    """The real process: CPU from the process clock, memory through psutil."""
+    """The real process: CPU from the process clock, memory through psutil.
+
+    Neither reading ever raises: a run's report must not be lost to the sampler.
+    """
 
     def __init__(self) -> None:
         self._process = psutil.Process()
+        self._rss = 0
+        self.rss_bytes()
 
     def cpu_seconds(self) -> float:
         # CLOCK_PROCESS_CPUTIME_ID: nanosecond resolution, where psutil's cpu_times()
@@ -36,7 +42,13 @@ class PsutilSampler:
         return time.process_time()
 
     def rss_bytes(self) -> int:
-        return int(self._process.memory_info().rss)
+        """Resident memory now, or at the last reading that succeeded."""
+        # psutil opens /proc/<pid>/statm for each reading: with every descriptor taken
+        # (EMFILE: another run's spike past RLIMIT_NOFILE) that open fails, and the run
+        # whose report asked would end without a result.
+        with contextlib.suppress(OSError):
+            self._rss = int(self._process.memory_info().rss)
+        return self._rss
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 
 import pytest
@@ -275,3 +277,42 @@ def test_psutil_sampler_reports_sane_numbers() -> None:
     second = sampler.cpu_seconds()
     assert 0.0 <= first < second
     assert 1_000_000 < sampler.rss_bytes() < 64 * 1024**3
+
+
+#: Run in a child process: it takes every file descriptor its lowered limit allows.
+_EXHAUSTED_FDS_CHILD = """
+import resource, socket, sys
+from spikewatch.engine.selfcheck import PsutilSampler
+sampler = PsutilSampler()
+before = sampler.rss_bytes()
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+held = []
+try:
+    while True:
+        held.append(socket.socket())
+except OSError as exc:
+    assert exc.errno == 24, exc
+try:
+    open("/proc/self/statm").close()
+except OSError:
+    pass
+else:
+    sys.exit("the descriptor limit did not bite")
+after = sampler.rss_bytes()
+assert after == before > 1_000_000, (before, after)
+print("ok")
+"""
+
+
+def test_psutil_sampler_survives_descriptor_exhaustion() -> None:
+    """With every file descriptor taken (EMFILE), RSS is the last reading, not an OSError."""
+    done = subprocess.run(
+        [sys.executable, "-c", _EXHAUSTED_FDS_CHILD],
+        capture_output=True,
+        text=True,
+        timeout=scaled(30),
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
