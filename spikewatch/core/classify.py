@@ -8,7 +8,13 @@ import ssl
 
 from spikewatch.core.outcomes import Outcome
 
-_FD_EXHAUSTED = frozenset((errno.EMFILE, errno.ENFILE))
+#: Why no socket could be made: the prober's own limits, never the target's doing.
+_FD_EXHAUSTED = {
+    errno.EMFILE: "too many open files (EMFILE): the prober reached its file descriptor "
+    "limit (RLIMIT_NOFILE, ulimit -n); raise it or spread the spike over more batches",
+    errno.ENFILE: "too many open files in the system (ENFILE): the host's file table is "
+    "full; the prober cannot open sockets",
+}
 _NO_ROUTE = frozenset((errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN))
 
 
@@ -46,10 +52,7 @@ def classify_connect_error(exc: BaseException, *, tls: bool) -> tuple[Outcome, s
         return Outcome.TIMEOUT, "connect timed out"
     if isinstance(exc, OSError):
         if exc.errno in _FD_EXHAUSTED:
-            return (
-                Outcome.ERROR,
-                f"file descriptor limit reached, prober cannot open sockets: {exc}",
-            )
+            return Outcome.ERROR, _FD_EXHAUSTED[exc.errno]
         if exc.errno in _NO_ROUTE:
             return Outcome.ERROR, f"no route to the target: {exc}"
         if exc.errno == errno.EADDRNOTAVAIL:

@@ -107,14 +107,21 @@ def test_timeout_is_timeout(tls: bool) -> None:
     )
 
 
-@pytest.mark.parametrize("code", [errno.EMFILE, errno.ENFILE])
-def test_descriptor_exhaustion_blames_the_prober(code: int) -> None:
-    """Running out of file descriptors is an error that says the prober is the cause."""
+@pytest.mark.parametrize(
+    ("code", "name", "cause"),
+    [
+        (errno.EMFILE, "EMFILE", "the prober reached its file descriptor limit (RLIMIT_NOFILE"),
+        (errno.ENFILE, "ENFILE", "the host's file table is full"),
+    ],
+)
+def test_descriptor_exhaustion_blames_the_prober(code: int, name: str, cause: str) -> None:
+    """Running out of file descriptors is an error that names the errno and the limit."""
     exc = OSError(code, "Too many open files")
     outcome, detail = classify_connect_error(exc, tls=False)
     assert outcome is Outcome.ERROR
-    assert detail.startswith("file descriptor limit reached, prober cannot open sockets: ")
-    assert "Too many open files" in detail
+    assert detail.startswith("too many open files")
+    assert f"({name})" in detail
+    assert cause in detail
 
 
 @pytest.mark.parametrize("code", [errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN])
