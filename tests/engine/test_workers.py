@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -17,13 +18,21 @@ import pytest
 import yaml
 
 from spikewatch.config import SpikewatchConfig, load_config
-from spikewatch.core.outcomes import Outcome, RunResultKind
+from spikewatch.core.abort import AbortRule
+from spikewatch.core.attempt import Attempt
+from spikewatch.core.outcomes import Outcome, Phase, RunResultKind
 from spikewatch.core.saturation import ProberLimits
 from spikewatch.engine.registry import PROBE_RESERVE, ConnectionRegistry
 from spikewatch.engine.runner import Prober, RunReport, execute_run
 from spikewatch.engine.selfcheck import ProberMonitor
 from spikewatch.engine.worker_protocol import target_to_wire
-from spikewatch.engine.workers import WorkerLostError, WorkerPool, WorkerProcess, worker_command
+from spikewatch.engine.workers import (
+    SpikeOnWorkers,
+    WorkerLostError,
+    WorkerPool,
+    WorkerProcess,
+    worker_command,
+)
 from tests.conftest import scaled
 from tests.hostile import (
     Opcode,
@@ -468,3 +477,106 @@ async def test_silent_worker_is_killed_after_its_deadline() -> None:
         assert not process.alive
     finally:
         await process.stop()
+
+
+# -- workers that break the protocol, each in one way (real processes, scripted) -------
+
+FAKE_WORKER = """
+import json, struct, sys
+from spikewatch.engine.worker_protocol import encode_message
+mode = sys.argv[1]
+out = sys.stdout.buffer
+def send(message):
+    out.write(encode_message(message)); out.flush()
+while header := sys.stdin.buffer.read(4):
+    message = json.loads(sys.stdin.buffer.read(struct.unpack(">I", header)[0]))
+    run, kind = message["run"], message["type"]
+    if mode == "garbage":
+        out.write(struct.pack(">I", 5) + b"hello"); out.flush()
+    elif kind == "prepare":
+        send({"type": "failed", "run": run, "error": "no"} if mode == "refuse"
+             else {"type": "prepared", "run": run})
+    elif kind == "spike" and mode == "bad-report":
+        send({"type": "attempts", "run": run, "attempts": []})
+    elif kind == "spike" and mode == "bad-progress":
+        send({"type": "progress", "run": run, "finished": "many"})
+    elif kind == "spike" and mode == "bad-health":
+        rows = [["spike", c, at, at, at, "refused", "no", None, None, None, None, None]
+                for at, conns in message["groups"] for c in conns]
+        send({"type": "attempts", "run": run, "attempts": rows})
+    elif kind == "close" and mode != "silent":
+        send({"type": "closed", "run": run})
+    elif kind == "finish" and mode == "bad-health":
+        send({"type": "health", "run": run})
+    elif kind == "finish" and mode != "silent":
+        send({"type": "health", "run": run, "cpu_window": 0.0, "rss_bytes": 1})
+"""
+
+
+async def fire_on_fake(mode: str, *, within: float = 10.0) -> tuple[SpikeOnWorkers, list[Attempt]]:
+    """Fire 4 planned attempts over one scripted worker; return the spike and the attempts."""
+    pool = WorkerPool(1, lag_interval=0.02, command=[sys.executable, "-c", FAKE_WORKER, mode])
+    registry = ConnectionRegistry(100)
+    spike = SpikeOnWorkers(pool, "r", registry, reserve=0)
+    config = load_config_text("ws://127.0.0.1:9/ws")
+    loop = asyncio.get_running_loop()
+    attempts = [Attempt(Phase.SPIKE, c, planned=loop.time()) for c in range(4)]
+    try:
+        await spike.prepare(config.targets[0], "127.0.0.1")
+        await spike.fire(attempts, AbortRule(None, 1), loop.time() + scaled(within))
+        await spike.close_held()
+        await spike.finish()
+    finally:
+        await pool.close()
+    assert registry.open == 0
+    return spike, attempts
+
+
+def load_config_text(url: str) -> SpikewatchConfig:
+    from spikewatch.config import parse_config  # noqa: PLC0415 - only these tests need it
+
+    return parse_config(
+        {
+            "targets": [{"name": "t", "url": url}],
+            "scenarios": [{"name": "s", "spike": {"connections": 4}}],
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("mode", "cause"),
+    [
+        ("refuse", "worker 0 cannot prepare: no"),
+        ("garbage", "worker 0 sent a malformed message: not JSON"),
+        ("bad-report", "worker 0 sent a bad report: 4 attempt(s) missing"),
+        ("bad-progress", "worker 0 sent a bad report: invalid literal"),
+    ],
+)
+async def test_a_misbehaving_worker_loses_its_share_with_the_cause(mode: str, cause: str) -> None:
+    """Whatever way a worker breaks the protocol, its share is error with that cause."""
+    spike, attempts = await fire_on_fake(mode)
+    assert {a.outcome for a in attempts} == {Outcome.ERROR}
+    assert all(a.detail.startswith(cause) for a in attempts), attempts[0].detail
+    assert spike.failures[0].startswith(cause)
+
+
+async def test_a_worker_silent_past_its_deadline_is_killed() -> None:
+    """A worker that never reports its share is killed at the deadline; never a hang."""
+    spike, attempts = await fire_on_fake("silent", within=0.5)
+    assert {a.outcome for a in attempts} == {Outcome.ERROR}
+    assert "did not report its share of the spike within" in attempts[0].detail
+    assert spike.health == [None]
+
+
+async def test_a_bad_health_report_is_dropped() -> None:
+    """A health report without its fields is not trusted: the worker shows as unreported."""
+    spike, attempts = await fire_on_fake("bad-health")
+    assert {a.outcome for a in attempts} == {Outcome.REFUSED}
+    assert spike.failures == []
+    assert spike.health == [None]
+
+
+def test_pool_size_must_be_positive() -> None:
+    """A pool of no workers is a programming error."""
+    with pytest.raises(ValueError, match="size must be >= 1"):
+        WorkerPool(0, lag_interval=0.02)
