@@ -28,6 +28,8 @@ from spikewatch.core.saturation import ProberLimits
 from spikewatch.daemon.app import Daemon, serve
 from spikewatch.daemon.logs import configure_logging
 from spikewatch.demo import DEFAULT_LISTEN, run_demo
+from spikewatch.engine import eventloop
+from spikewatch.engine.eventloop import EventLoopChoice
 from spikewatch.engine.registry import ConnectionRegistry
 from spikewatch.engine.runner import Prober, ProgressFn, RunReport, execute_run
 from spikewatch.engine.selfcheck import ProberMonitor
@@ -105,6 +107,8 @@ async def run_once(
     task = asyncio.current_task()
     assert task is not None
     loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    if progress is not None:
+        progress(f"event loop: {eventloop.loop_name(loop)}")
     pool = None
     if config.prober.workers > 1:
         pool = WorkerPool(config.prober.workers, lag_interval=config.prober.lag_sample_interval)
@@ -125,7 +129,9 @@ def cmd_once(args: argparse.Namespace) -> int:
     raise_fd_limit()
     progress = None if args.quiet else stderr_progress()
     try:
-        report = asyncio.run(run_once(config, target, scenario, progress=progress))
+        report = eventloop.run(
+            run_once(config, target, scenario, progress=progress), config.prober.event_loop
+        )
     except asyncio.CancelledError:
         print(
             "spikewatch: terminated; the run was stopped and its connections closed",
@@ -146,7 +152,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     configure_logging(config.log.format, config.log.level)
     raise_fd_limit()
     daemon = Daemon(config, config_path=Path(path) if path else None)
-    return _serve(serve(daemon))
+    return _serve(serve(daemon), config.prober.event_loop)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -156,9 +162,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return _serve(run_demo(args.listen))
 
 
-def _serve(main: Coroutine[Any, Any, None]) -> int:
+def _serve(main: Coroutine[Any, Any, None], event_loop: EventLoopChoice = "auto") -> int:
     try:
-        asyncio.run(main)
+        eventloop.run(main, event_loop)
     except OSError as exc:
         print(f"spikewatch: cannot serve: {exc}", file=sys.stderr)
         return EXIT_FAILED

@@ -135,6 +135,28 @@ def test_once_config_from_environment(tmp_path: Path, target_url: str) -> None:
     assert proc.stderr == ""
 
 
+@pytest.mark.parametrize("event_loop", ["uvloop", "asyncio"])
+def test_once_runs_on_the_chosen_event_loop(
+    tmp_path: Path, target_url: str, event_loop: str
+) -> None:
+    """The same run passes on uvloop and on the stdlib loop, and says which one it ran on."""
+    path = config_file(tmp_path, target_url)
+    proc = spikewatch(
+        "once",
+        "--config",
+        str(path),
+        "--target",
+        "ref",
+        "--scenario",
+        "quick",
+        "--json",
+        env={"SPIKEWATCH_PROBER__EVENT_LOOP": event_loop},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"event loop: {event_loop}" in proc.stderr
+    assert json.loads(proc.stdout)["result"] == "passed"
+
+
 def test_unknown_target_is_a_usage_error(tmp_path: Path) -> None:
     """An unknown target name exits 2 and lists the known ones."""
     path = config_file(tmp_path, "ws://127.0.0.1:9/ws")

@@ -297,7 +297,8 @@ async def test_daemon_outputs_hold_no_secret(tmp_path: Path, planted: Planted) -
         assert_tokens_were_accepted(hs, rs)
     for what, body in answers.items():
         assert_no_secret(what, body, planted)
-    assert any('"level"' in line and "debug" in line for line in daemon.lines)
+    # The effective config is logged at debug level: the masked secrets are there, as ***.
+    assert any('"level"' in line and "effective spikewatch config" in line for line in daemon.lines)
     assert_no_secret("daemon stderr", "\n".join(daemon.lines), planted)
 
 

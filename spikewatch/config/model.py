@@ -38,6 +38,7 @@ from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from spikewatch.config.durations import Duration, PositiveDuration
+from spikewatch.engine.eventloop import EventLoopChoice, uvloop_available
 from spikewatch.engine.registry import PROBE_RESERVE
 from spikewatch.errors import AuthError
 
@@ -219,6 +220,18 @@ class ProberConfig(_ConfigModel):
     #: N > 1 starts N worker processes that each fire a round-robin share of it, so that
     #: a spike can use N cores (baseline, stable, recovery and the verdict stay here).
     workers: int = Field(default=1, ge=1, le=MAX_WORKERS)
+    #: The event loop: ``auto`` is uvloop when installed (the default install has it),
+    #: else asyncio's; ``uvloop`` refuses to start without it. Read at start only.
+    event_loop: Annotated[EventLoopChoice, BeforeValidator(_lower)] = "auto"
+
+    @field_validator("event_loop")
+    @classmethod
+    def _loop_available(cls, value: EventLoopChoice) -> EventLoopChoice:
+        if value == "uvloop" and not uvloop_available():
+            raise PydanticCustomError(
+                "uvloop_missing", "uvloop is not installed here; install it or choose asyncio"
+            )
+        return value
 
 
 class LogConfig(_ConfigModel):

@@ -24,6 +24,7 @@ from aiohttp import web
 
 from spikewatch import __version__
 from spikewatch.config import ScenarioConfig, SpikewatchConfig, TargetConfig, load_config
+from spikewatch.config.render import render_effective_config
 from spikewatch.core.saturation import ProberLimits
 from spikewatch.daemon.api import create_app
 from spikewatch.daemon.dispatch import RunDispatcher
@@ -38,6 +39,7 @@ from spikewatch.daemon.state import (
     ScheduledPair,
     UnknownPairError,
 )
+from spikewatch.engine.eventloop import loop_name
 from spikewatch.engine.registry import ConnectionRegistry
 from spikewatch.engine.runner import Prober, execute_run
 from spikewatch.engine.selfcheck import ProberMonitor
@@ -291,12 +293,15 @@ class Daemon:
         self._ready_event.set()
         shard = self._shard
         log.info(
-            "spikewatch %s listening on http://%s:%d%s",
+            "spikewatch %s listening on http://%s:%d%s, event loop %s",
             __version__,
             server.host,
             port,
             f" (replica {shard.index} of {shard.replicas})" if shard.replicas > 1 else "",
+            loop_name(loop),
         )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s", render_effective_config(self.config))
 
     async def wait_ready(self) -> None:
         """Wait until startup has finished."""
