@@ -287,9 +287,17 @@ async def test_held_connections_are_spread_and_closed_on_cancel(
             {"spike": {"connections": connections}, "hold": f"{scaled(60)}s"},
         )
         prober = make_prober(pool)
-        task = asyncio.create_task(run(config, prober))
+        reported = asyncio.Event()
+
+        def progress(message: str) -> None:
+            if message.startswith("spike: last attempt finished"):
+                reported.set()  # every worker has reported its share
+
+        task = asyncio.create_task(run(config, prober, progress))
         spike_conns = range(first, first + connections)
         await server.wait_for(lambda: all(c in server.open for c in spike_conns))
+        async with asyncio.timeout(scaled(20)):
+            await reported.wait()
         held = [worker_connections(w.pid or 0, server.port) for w in pool.workers]
         assert held == [connections // 2, connections // 2]
         assert prober.registry.open >= connections
