@@ -8,7 +8,7 @@ from typing import Annotated, Final
 
 from pydantic import BeforeValidator, Field
 
-__all__ = ["Duration", "PositiveDuration", "parse_duration"]
+__all__ = ["MAX_SECONDS", "Duration", "PositiveDuration", "parse_duration"]
 
 _UNIT_SECONDS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -22,11 +22,17 @@ _BARE: Final = re.compile(rf"{_NUMBER}(?:[eE][+-]?[0-9]+)?")
 
 _EXPECTED: Final = "expected a duration like 250ms, 5s or 15m"
 
+#: The longest duration accepted. Schedules become ``timedelta``s, which overflow past
+#: about 2.7 million years with an OverflowError at start-up; nothing spikewatch waits
+#: for is meant to take longer than a year.
+MAX_SECONDS: Final = 365 * 86400.0
+
 
 def parse_duration(value: object) -> float:
     """Return ``value`` as seconds: a number of seconds, or a string like ``250ms`` or ``1m30s``.
 
-    Raise :class:`ValueError` for anything else, for negative and for non-finite values.
+    Raise :class:`ValueError` for anything else, for negative and non-finite values, and
+    for more than :data:`MAX_SECONDS` (365 days).
     """
     # bool is an int subclass; ``true`` in a duration field is a mistake, not 1 second.
     if isinstance(value, bool) or not isinstance(value, int | float | str):
@@ -43,6 +49,8 @@ def parse_duration(value: object) -> float:
         raise ValueError("must be a finite duration")
     if seconds < 0:
         raise ValueError("must not be negative")
+    if seconds > MAX_SECONDS:
+        raise ValueError("must be at most 365 days")
     return seconds
 
 

@@ -65,6 +65,12 @@ CONFIG_ENV: Final = "SPIKEWATCH_CONFIG"
 _MAX_FILE_BYTES: Final = 1 << 20
 # YAML spellings of null, for text fields that may be unset from the environment.
 _NULLS: Final = frozenset({"", "~", "null", "Null", "NULL"})
+# A real config is about 6 levels deep and holds hundreds of values. Past these bounds a
+# document is refused before validation: deeper, pydantic, copy and the YAML dumper hit
+# Python's recursion limit; larger (aliases repeat a node without copying it, so a small
+# file can stand for billions of values), validation would never end.
+MAX_DEPTH: Final = 32
+MAX_VALUES: Final = 100_000
 
 
 def load_config(
@@ -169,7 +175,7 @@ def _read_yaml(path: Path, source: str) -> dict[Any, Any]:
     except UnicodeDecodeError:
         raise ConfigError([ConfigProblem("", f"{path} is not UTF-8 text")], source) from None
     try:
-        data = yaml.safe_load(text)
+        data = _load_yaml(text)
     except yaml.YAMLError as exc:
         raise ConfigError([ConfigProblem("", _yaml_message(exc))], source) from None
     if data is None:  # an empty file: every value from defaults and the environment
@@ -179,6 +185,29 @@ def _read_yaml(path: Path, source: str) -> dict[Any, Any]:
             [ConfigProblem("", f"must be a mapping of sections, not {_kind(data)}")], source
         )
     return data
+
+
+class _UnrepresentableYAMLError(yaml.YAMLError):
+    """A YAML value that PyYAML parsed but could not build, or nesting past recursion."""
+
+
+def _load_yaml(text: str) -> Any:
+    """``yaml.safe_load``, raising only :class:`yaml.YAMLError`.
+
+    PyYAML's constructors let Python's own errors through: ``ValueError`` for an integer
+    of more than 4300 digits or a date like 2001-02-30, ``AttributeError`` for
+    ``!!timestamp`` on something that is not one; and its composer recurses once per
+    nesting level. Their text is not shown: ``int()`` quotes the digits it could not read.
+    """
+    try:
+        return yaml.safe_load(text)
+    except RecursionError:
+        raise _UnrepresentableYAMLError(f"nested more than {MAX_DEPTH} levels deep") from None
+    except (ArithmeticError, AttributeError, LookupError, TypeError, ValueError):
+        raise _UnrepresentableYAMLError(
+            "a value cannot be built (a number with too many digits, a date that does not"
+            " exist, or a tag on a value it does not fit)"
+        ) from None
 
 
 def _yaml_message(exc: yaml.YAMLError) -> str:
@@ -191,6 +220,8 @@ def _yaml_message(exc: yaml.YAMLError) -> str:
         return f"invalid YAML at line {mark.line + 1}, column {mark.column + 1}: {what}{context}"
     if isinstance(exc, yaml.reader.ReaderError):
         return f"invalid YAML at character {exc.position + 1}: {exc.reason}"
+    if isinstance(exc, _UnrepresentableYAMLError):
+        return f"invalid YAML: {exc}"
     return "invalid YAML"
 
 
@@ -257,13 +288,17 @@ class EnvironmentSource(PydanticBaseSettingsSource):
         """Return the section ``field_name`` (``__call__`` returns them all at once)."""
         return self().get(field_name), field_name, False
 
-    def __call__(self) -> dict[str, Any]:
+    def document(self) -> dict[str, Any]:
+        """Return the file's document with the variables applied (applied on the first call)."""
         if self._document is None:  # once: a second run would report its problems again
             # A shallow copy is enough: each variable is applied to a deep copy of its own.
             document = dict(self._file.document())
             self._apply_environment(document)
             self._document = document
-        return {k: v for k, v in self._document.items() if k not in self.current_state}
+        return self._document
+
+    def __call__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.document().items() if k not in self.current_state}
 
     def _apply_environment(self, data: dict[str, Any]) -> None:
         """Apply the variables to ``data``, in place."""
@@ -319,7 +354,7 @@ class EnvironmentSource(PydanticBaseSettingsSource):
                 child = _get(node, key)
                 if not isinstance(child, dict | list):
                     # Missing or a scalar: the environment wins.
-                    wants_list = segments[depth + 1].isdigit() and _is_sequence(annotation)
+                    wants_list = _is_index(segments[depth + 1]) and _is_sequence(annotation)
                     child = [] if wants_list else {}
                     _put(node, key, child)
                 node = child
@@ -334,12 +369,18 @@ class EnvironmentSource(PydanticBaseSettingsSource):
         return True
 
 
+def _is_index(segment: str) -> bool:
+    # ASCII only: str.isdigit() also holds for "²", which int() refuses, and for digits of
+    # other scripts, which nobody means as a list index.
+    return segment.isascii() and segment.isdigit()
+
+
 def _segment_order(segment: str) -> tuple[int, int, str]:
-    return (0, int(segment), "") if segment.isdigit() else (1, 0, segment)
+    return (0, int(segment), "") if _is_index(segment) else (1, 0, segment)
 
 
 def _index_problem(node: list[Any], segment: str, name: str) -> str | None:
-    if not segment.isdigit():
+    if not _is_index(segment):
         return f"{name}: expected a list index"
     if int(segment) > len(node):
         return f"{name}: index {segment} is past the end (the list has {len(node)} items)"
@@ -404,14 +445,14 @@ def _allows_none(annotation: Any) -> bool:
 def _env_value(raw: str, annotation: Any) -> Any:
     if _strip(annotation) in (str, SecretStr, Path):
         return None if raw in _NULLS and _allows_none(annotation) else raw
-    return yaml.safe_load(raw)
+    return _load_yaml(raw)
 
 
 # --- validation ------------------------------------------------------------------------
 
 
 def _build(
-    sources: tuple[PydanticBaseSettingsSource, ...],
+    sources: tuple[YamlFileSource | EnvironmentSource, ...],
     file: YamlFileSource,
     overrides: _Overrides,
     source: str,
@@ -419,9 +460,16 @@ def _build(
 ) -> SpikewatchConfig:
     config: SpikewatchConfig | None = None
     validation: list[ConfigProblem] = []
+    # The file first: applying the environment copies the document, which a document
+    # too deep to validate would break too.
+    for checked in (file, *(s for s in sources if s is not file)):
+        validation = _shape_problems(checked.document(), file.stand_ins)
+        if validation:
+            break
     try:
-        with settings_sources(*sources):
-            config = SpikewatchConfig()
+        if not validation:
+            with settings_sources(*sources):
+                config = SpikewatchConfig()
     except ValidationError as exc:
         validation = _problems_from(exc, file.stand_ins)
     # The environment's own problems first; they are known once the sources have run.
@@ -433,6 +481,82 @@ def _build(
         raise ConfigError([_with_origin(p, overrides) for p in problems], source)
     assert config is not None  # no problems means validation succeeded
     return config
+
+
+def _shape_problems(document: dict[str, Any], stand_ins: Mapping[str, Any]) -> list[ConfigProblem]:
+    """Return a problem if ``document`` is nested too deeply or holds too many values.
+
+    Nodes that aliases share are measured once; an alias back to a node around it (a
+    cycle) counts as one value here, and validation reports it ("refers to itself").
+    """
+    measures = _measure(document)
+    height, size = measures[id(document)]
+    if height <= MAX_DEPTH and size <= MAX_VALUES:
+        return []
+    # Walk down towards the deepest (or the largest) part, to name where it is.
+    too_deep = height > MAX_DEPTH
+    node: Any = document
+    path = ""
+    for depth in range(MAX_DEPTH + 1):
+        children = [
+            (key, child, measures[id(child)])
+            for key, child in _children(node)
+            if id(child) in measures
+        ]
+        pick = 0 if too_deep else 1
+        limit = MAX_DEPTH - depth - 1 if too_deep else MAX_VALUES
+        big = [c for c in children if c[2][pick] > limit]
+        if not big or (too_deep and depth == MAX_DEPTH):
+            break
+        key, node, _ = max(big, key=lambda c: c[2][pick])
+        path = _join(path, _shape_key(stand_ins.get(key, key) if depth == 0 else key))
+    if too_deep:
+        return [ConfigProblem(path, f"nested more than {MAX_DEPTH} levels deep")]
+    return [ConfigProblem(path, f"holds more than {MAX_VALUES} values (aliases expanded)")]
+
+
+def _children(node: Any) -> list[tuple[Any, Any]]:
+    if isinstance(node, dict):
+        return list(node.items())
+    if isinstance(node, list):
+        return list(enumerate(node))
+    return []
+
+
+def _shape_key(key: Any) -> str:
+    if isinstance(key, str | int) and not isinstance(key, bool):
+        return path_key(key)
+    return path_key(repr(key))
+
+
+def _measure(root: Any) -> dict[int, tuple[int, int]]:
+    """Return (height, values) of every mapping and list under ``root``, by ``id``.
+
+    Iterative (a deep document must not exhaust the stack) and memoized by identity (a
+    node that aliases repeat is measured once); sizes are capped just past the bound.
+    """
+    measures: dict[int, tuple[int, int]] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if not isinstance(node, dict | list) or (id(node) in measures and not children_done):
+            continue
+        if not children_done:
+            if id(node) in open_nodes:  # an alias back to a node around it: a cycle
+                continue
+            open_nodes.add(id(node))
+            stack.append((node, True))
+            stack.extend((child, False) for _, child in _children(node))
+            continue
+        open_nodes.discard(id(node))
+        height, size = 1, 1
+        for _, child in _children(node):
+            child_height, child_size = measures.get(id(child), (0, 1))
+            height = max(height, child_height + 1)
+            size = min(size + child_size, MAX_VALUES + 1)
+        measures[id(node)] = (height, size)
+    return measures
 
 
 def _with_origin(problem: ConfigProblem, overrides: _Overrides) -> ConfigProblem:
