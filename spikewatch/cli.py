@@ -111,7 +111,11 @@ async def run_once(
         progress(f"event loop: {eventloop.loop_name(loop)}")
     pool = None
     if config.prober.workers > 1:
-        pool = WorkerPool(config.prober.workers, lag_interval=config.prober.lag_sample_interval)
+        pool = WorkerPool(
+            config.prober.workers,
+            lag_interval=config.prober.lag_sample_interval,
+            event_loop=config.prober.event_loop,
+        )
     try:
         if pool is not None:
             await pool.start()

@@ -91,7 +91,9 @@ class Daemon:
         self.pool: WorkerPool | None = None
         if config.prober.workers > 1:
             self.pool = WorkerPool(
-                config.prober.workers, lag_interval=config.prober.lag_sample_interval
+                config.prober.workers,
+                lag_interval=config.prober.lag_sample_interval,
+                event_loop=config.prober.event_loop,
             )
         self._prober = self._make_prober(config)
         self._history = RunHistory(HISTORY_CAPACITY)

@@ -10,6 +10,7 @@ Ctrl-C reaches the whole process group, and the daemon stops its workers itself.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import logging
@@ -21,6 +22,7 @@ from typing import Any
 
 from spikewatch.core.attempt import Attempt
 from spikewatch.core.outcomes import Outcome, Phase
+from spikewatch.engine import eventloop
 from spikewatch.engine.connection import ClientConnection, open_connection
 from spikewatch.engine.registry import ConnectionRegistry
 from spikewatch.engine.selfcheck import Mark, ProberMonitor
@@ -263,11 +265,15 @@ async def _main() -> int:
     return status
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     """Run a worker on this process's stdin and stdout."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parser = argparse.ArgumentParser(prog="python -m spikewatch.engine.worker")
+    parser.add_argument("--event-loop", default="auto", choices=["auto", "asyncio", "uvloop"])
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    return asyncio.run(_main())
+    status: int = eventloop.run(_main(), args.event_loop)
+    return status
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from spikewatch.core.outcomes import Outcome
 from spikewatch.core.result import ProberReport
 from spikewatch.core.saturation import ProberLimits, saturation_reasons
 from spikewatch.core.stats import percentile
+from spikewatch.engine.eventloop import EventLoopChoice
 from spikewatch.engine.registry import ConnectionRegistry
 from spikewatch.engine.selfcheck import MIN_CPU_WINDOW, WindowReport
 from spikewatch.engine.worker_protocol import (
@@ -206,21 +207,27 @@ class WorkerProcess:
         self._proc = None
 
 
-def worker_command() -> list[str]:
-    """Return the command that starts one worker with this interpreter."""
-    return [sys.executable, "-m", "spikewatch.engine.worker"]
+def worker_command(event_loop: EventLoopChoice = "auto") -> list[str]:
+    """Return the command that starts one worker with this interpreter and loop choice."""
+    return [sys.executable, "-m", "spikewatch.engine.worker", "--event-loop", event_loop]
 
 
 class WorkerPool:
     """``size`` long-lived worker processes, started with the daemon."""
 
     def __init__(
-        self, size: int, *, lag_interval: float, command: Sequence[str] | None = None
+        self,
+        size: int,
+        *,
+        lag_interval: float,
+        event_loop: EventLoopChoice = "auto",
+        command: Sequence[str] | None = None,
     ) -> None:
         if size < 1:
             raise ValueError(f"size must be >= 1, got {size}")
         self.lag_interval = lag_interval
-        cmd = list(command) if command is not None else worker_command()
+        # The daemon's own loop choice: both clocks are CLOCK_MONOTONIC (uvloop's in ms).
+        cmd = list(command) if command is not None else worker_command(event_loop)
         self.workers = [WorkerProcess(n, cmd) for n in range(size)]
 
     @property
