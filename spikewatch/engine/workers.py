@@ -258,6 +258,8 @@ class SpikeOnWorkers:
         self.shares: list[list[Attempt]] = [[] for _ in pool.workers]
         self.health: list[WorkerHealth | None] = [None] * pool.size
         self._ready: list[bool] = [False] * pool.size
+        #: Sent a prepare: the worker may hold a run to finish even if it never answered.
+        self._asked: list[bool] = [False] * pool.size
         self._slots = [0] * pool.size
         self._held = [0] * pool.size
         self._close_timeout = 1.0
@@ -300,6 +302,7 @@ class SpikeOnWorkers:
                 return
             worker.open_inbox(self.run)
             try:
+                self._asked[worker.number] = True
                 worker.send(message)
                 answer = await worker.receive(self.run, START_TIMEOUT, "get ready")
             except WorkerLostError as exc:
@@ -417,13 +420,27 @@ class SpikeOnWorkers:
             attempt.started = attempt.handshake = attempt.first_message = None
             attempt.rtt = attempt.latency = attempt.status = None
 
-    async def _ask(self, kind: str, doing: str, within: float) -> list[dict[str, Any] | None]:
+    async def _ask(
+        self, kind: str, answers: tuple[str, ...], within: float, whom: Sequence[bool]
+    ) -> list[dict[str, Any] | None]:
+        """Send ``kind`` to each worker in ``whom``; return the first of ``answers`` each sends.
+
+        Anything else in the inbox is left over from a step that was cancelled (a late
+        ``prepared``, ``progress`` or ``attempts``) and is skipped.
+        """
+        loop = asyncio.get_running_loop()
+        by = loop.time() + within
+        doing = f"answer {kind!r}"
+
         async def one(worker: WorkerProcess) -> dict[str, Any] | None:
-            if not self._ready[worker.number]:
+            if not (whom[worker.number] and worker.alive):
                 return None
             try:
                 worker.send({"type": kind, "run": self.run})
-                return await worker.receive(self.run, within, doing)
+                while True:
+                    answer = await worker.receive(self.run, by - loop.time(), doing)
+                    if answer["type"] in answers:
+                        return answer
             except WorkerLostError as exc:
                 self._lose(worker.number, exc)
                 return None
@@ -432,7 +449,8 @@ class SpikeOnWorkers:
 
     async def close_held(self) -> None:
         """Have every worker close the spike connections it holds, and wait until it has."""
-        await self._ask("close", "close its connections", self._close_timeout + ANSWER_MARGIN)
+        within = self._close_timeout + ANSWER_MARGIN
+        await self._ask("close", ("closed", "failed"), within, self._ready)
         for number in range(self.pool.size):
             if self._ready[number]:
                 self._release(number, self._held[number])
@@ -442,7 +460,7 @@ class SpikeOnWorkers:
         """End the run on every worker: it closes what is left and reports its health."""
         if not self._opened:
             return
-        answers = await self._ask("finish", "report its health", FINISH_TIMEOUT)
+        answers = await self._ask("finish", ("health", "failed"), FINISH_TIMEOUT, self._asked)
         for number, answer in enumerate(answers):
             if answer is not None and answer.get("type") == "health":
                 try:

@@ -508,12 +508,17 @@ while header := sys.stdin.buffer.read(4):
         send({"type": "attempts", "run": run, "attempts": []})
     elif kind == "spike" and mode == "bad-progress":
         send({"type": "progress", "run": run, "finished": "many"})
-    elif kind == "spike" and mode == "bad-health":
+    elif kind == "spike" and mode in ("bad-health", "chatty"):
         rows = [["spike", c, at, at, at, "refused", "no", None, None, None, None, None]
                 for at, conns in message["groups"] for c in conns]
         send({"type": "attempts", "run": run, "attempts": rows})
     elif kind == "close" and mode != "silent":
+        if mode == "chatty":
+            send({"type": "progress", "run": run, "finished": 4, "failed": 4})
         send({"type": "closed", "run": run})
+    elif kind == "finish" and mode == "chatty":
+        send({"type": "prepared", "run": run})
+        send({"type": "health", "run": run, "cpu_window": 0.0, "rss_bytes": 7})
     elif kind == "finish" and mode == "bad-health":
         send({"type": "health", "run": run})
     elif kind == "finish" and mode != "silent":
@@ -588,3 +593,40 @@ def test_pool_size_must_be_positive() -> None:
     """A pool of no workers is a programming error."""
     with pytest.raises(ValueError, match="size must be >= 1"):
         WorkerPool(0, lag_interval=0.02)
+
+
+async def test_left_over_messages_are_not_taken_for_answers() -> None:
+    """A late message from a cancelled step (progress, prepared) is skipped, not an answer."""
+    spike, attempts = await fire_on_fake("chatty")
+    assert {a.outcome for a in attempts} == {Outcome.REFUSED}
+    assert spike.failures == []
+    assert spike.health[0] is not None
+    assert spike.health[0].rss_bytes == 7
+
+
+async def test_run_cancelled_mid_spike_leaves_nothing_behind(
+    tmp_path: Path, pool: WorkerPool
+) -> None:
+    """Cancelled while the workers wait on upgrades: slots come back, sockets close, and
+    the same workers serve the next run."""
+    connections, first = 10, 3
+    async with CountingServer(lambda _: "ok") as server:
+        config = write_config(tmp_path, server.url, {"spike": {"connections": connections}})
+
+        def progress(message: str) -> None:
+            if message.startswith("spike: ") and "connections in" in message:
+                server.gate.clear()
+
+        prober = make_prober(pool)
+        pids = [w.pid for w in pool.workers]
+        task = asyncio.create_task(run(config, prober, progress))
+        spike_conns = range(first, first + connections)
+        await server.wait_for(lambda: all(server.seen[c] for c in spike_conns))
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert prober.registry.open == 0
+        server.gate.set()
+        again = (await run(config, prober)).result
+    assert again.result == RunResultKind.PASSED, again.message
+    assert [w.pid for w in pool.workers] == pids
