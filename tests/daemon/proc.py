@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -13,10 +14,11 @@ from typing import Any
 
 import aiohttp
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import scaled
 
-_LISTENING = re.compile(r"listening on (http://[^\s\"]+)")
+_LISTENING = re.compile(r"listening on (http://[^\s\",]+)")
 
 
 class DaemonProcess:
@@ -74,6 +76,11 @@ class DaemonProcess:
     def count(self, needle: str) -> int:
         return sum(needle in line for line in self.lines)
 
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
     def signal(self, signum: signal.Signals) -> None:
         assert self.proc is not None
         self.proc.send_signal(signum)
@@ -103,6 +110,52 @@ class DaemonProcess:
             session.request(method, self.base + path, headers=headers, **kwargs) as resp,
         ):
             return resp.status, dict(resp.headers), await resp.read()
+
+    async def run_now(self, target: str, scenario: str, token: str) -> str:
+        """Ask for a run of ``target``/``scenario`` through the API; return its id."""
+        status, _, raw = await self.request(
+            "POST", "/api/v1/runs", json={"target": target, "scenario": scenario}, token=token
+        )
+        assert status == 202, raw
+        run_id: str = json.loads(raw)["id"]
+        return run_id
+
+    async def run_result(self, run_id: str, timeout: float) -> dict[str, Any]:
+        """Wait for the run's "run finished" log line, then return its JSON with detail.
+
+        A run that crashed instead (the dispatcher's "run <id> of ... crashed") fails at once.
+        """
+        crashed = f"run {run_id} of "
+        line = await self.wait_for_line(
+            lambda line: (
+                ("run finished" in line and f"run_id={run_id}" in line)
+                or (crashed in line and "crashed" in line)
+            ),
+            timeout,
+        )
+        assert "crashed" not in line, "\n".join(self.lines)
+        status, _, raw = await self.request("GET", f"/api/v1/runs/{run_id}")
+        assert status == 200, raw
+        doc: dict[str, Any] = json.loads(raw)
+        return doc
+
+    async def metric_values(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        """Scrape /metrics; return every sample as (name, labels) → value."""
+        status, _, body = await self.request("GET", "/metrics")
+        assert status == 200, body
+        return {
+            (sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(body.decode())
+            for sample in family.samples
+        }
+
+
+def metric_sum(
+    values: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
+) -> float:
+    """Sum the samples of ``name`` whose labels include ``labels``."""
+    wanted = set(labels.items())
+    return sum(v for (n, got), v in values.items() if n == name and wanted <= got)
 
 
 def write_config(path: Path, document: dict[str, Any]) -> Path:
