@@ -39,6 +39,10 @@ from tests.hostile import (
     wrong_accept_for,
 )
 
+#: Every test here runs on asyncio's loop and on uvloop (tests/conftest.py).
+RUN_ON_EVERY_EVENT_LOOP = True
+
+
 #: The sample key of RFC 6455 §1.3 and its answer.
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 KEY_ACCEPT = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="

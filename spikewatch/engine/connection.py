@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, cast
@@ -35,6 +36,11 @@ from spikewatch.protocol.handshake import check_upgrade, new_key, parse_response
 # Connection states, in the order a healthy connection passes through them.
 _UPGRADE, _WELCOME, _ECHO, _OPEN, _CLOSING, _GONE = range(6)
 _STEP_NAMES = {_UPGRADE: "the upgrade", _WELCOME: "the welcome", _ECHO: "the echo"}
+
+#: Every timestamp of a measurement. Not ``loop.time()``: uvloop's counts whole
+#: milliseconds and is read once per loop iteration, too coarse for loopback latencies.
+#: Both are CLOCK_MONOTONIC, so the loop's timers take these instants as they are.
+_now = time.monotonic
 
 #: How much of an unexpected message is kept as the example in the run's detail.
 _EXAMPLE_CHARS = 120
@@ -142,7 +148,7 @@ class ClientConnection(asyncio.Protocol):
         transport.write(self._request)
 
     def data_received(self, data: bytes) -> None:
-        now = self._loop.time()
+        now = _now()
         if self._state == _UPGRADE:
             self._on_upgrade_bytes(data, now)
         elif self._parser is not None and self._state != _GONE:
@@ -401,7 +407,7 @@ class ClientConnection(asyncio.Protocol):
         keepalive = self._keepalive
         if keepalive is None or self._state != _OPEN:
             return
-        now = self._loop.time()
+        now = _now()
         if keepalive.mode == "echo":
             self._send_echo(now)
         else:
@@ -416,7 +422,7 @@ class ClientConnection(asyncio.Protocol):
         assert keepalive is not None
         keepalive.on_rtt(rtt)
         # Keep the cadence from when the ping was sent, not from when it was answered.
-        self._schedule_keepalive(max(self._loop.time(), self._echo_sent + keepalive.interval))
+        self._schedule_keepalive(max(_now(), self._echo_sent + keepalive.interval))
 
     def _keepalive_timeout(self) -> None:
         self._timer = None
@@ -428,7 +434,7 @@ class ClientConnection(asyncio.Protocol):
 
     def _mark_lost(self, reason: str) -> None:
         if self.lost_at is None:
-            self.lost_at = self._loop.time()
+            self.lost_at = _now()
             self.lost_reason = reason
 
     # -- endings ------------------------------------------------------------------------
@@ -439,7 +445,7 @@ class ClientConnection(asyncio.Protocol):
             return
         attempt.outcome = outcome
         attempt.detail = detail
-        attempt.ended = self._loop.time()
+        attempt.ended = _now()
         if not self.done.done():
             self.done.set_result(None)
 
@@ -465,7 +471,7 @@ class ClientConnection(asyncio.Protocol):
         self._state = _CLOSING
         self._send_close(code)
         # Wait for the server's close frame (it closes TCP first, §7.1.1), but not forever.
-        self._rearm(self._loop.time() + self._spec.close_timeout, self._abort_transport)
+        self._rearm(_now() + self._spec.close_timeout, self._abort_transport)
 
     def _send_close(self, code: int) -> None:
         transport = self._transport
@@ -519,7 +525,7 @@ async def open_connection(
     loop = asyncio.get_running_loop()
     if not registry.try_acquire(reserve):
         kept = f", {reserve} kept for probes" if reserve else ""
-        attempt.abort(loop.time(), f"limits.max_connections={registry.limit} reached{kept}")
+        attempt.abort(_now(), f"limits.max_connections={registry.limit} reached{kept}")
         return None
     try:
         conn = ClientConnection(
@@ -527,14 +533,14 @@ async def open_connection(
         )
     except SpikewatchError as exc:
         registry.release()
-        now = loop.time()
+        now = _now()
         attempt.started = attempt.ended = now
         attempt.outcome = Outcome.ERROR
         attempt.detail = f"cannot prepare the request: {exc}"
         return None
     task = asyncio.current_task()
     assert task is not None
-    started = loop.time()
+    started = _now()
     attempt.started = started
     conn.arm_handshake_deadline(started + spec.handshake_timeout, task)
     try:

@@ -27,8 +27,12 @@ from spikewatch.protocol.handshake import UpgradeRequest
 from spikewatch.target.behaviour import TargetBehaviour
 from spikewatch.target.server import start_reference_target
 from tests import hostile, hostile_extra
-from tests.conftest import scaled
+from tests.conftest import TIMER_GRAIN, scaled
 from tests.engine.support import make_spec
+
+#: Every test here runs on asyncio's loop and on uvloop (tests/conftest.py).
+RUN_ON_EVERY_EVENT_LOOP = True
+
 
 WELCOME = r'"type":\s*"welcome"'
 
@@ -37,9 +41,20 @@ SLACK = 0.5
 
 
 def open_fds() -> int:
-    """Return how many file descriptors this process holds, after collecting garbage."""
+    """Return how many file descriptors this process holds, after collecting garbage.
+
+    /dev/null is left out: libuv (under uvloop) opens it once per loop, at the first
+    listen, as its reserve descriptor for accepting under EMFILE; it is not a leak.
+    """
     gc.collect()
-    return len(os.listdir("/proc/self/fd"))
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") != "/dev/null":
+                count += 1
+        except OSError:  # the directory's own descriptor, gone by now
+            continue
+    return count
 
 
 @pytest.fixture
@@ -76,7 +91,7 @@ async def test_dribbled_upgrade_answer_times_out(fds: int) -> None:
         await asyncio.wait_for(server.wait_for(lambda s: s.open == 0), scaled(5))
     assert a.outcome == Outcome.TIMEOUT, a.detail
     assert "no upgrade answer within 0.4s" in a.detail
-    assert 0.4 <= elapsed < 0.4 + scaled(SLACK)
+    assert 0.4 - TIMER_GRAIN <= elapsed < 0.4 + scaled(SLACK)
 
 
 async def test_server_that_never_reads_times_out(fds: int) -> None:
@@ -94,7 +109,7 @@ async def test_server_that_never_reads_times_out(fds: int) -> None:
         )
         a, elapsed = await attempt(spec)
     assert a.outcome == Outcome.TIMEOUT, a.detail
-    assert 0.4 <= elapsed < 0.4 + scaled(SLACK)
+    assert 0.4 - TIMER_GRAIN <= elapsed < 0.4 + scaled(SLACK)
 
 
 async def test_ping_flood_while_waiting_for_welcome_times_out(fds: int) -> None:
@@ -106,7 +121,7 @@ async def test_ping_flood_while_waiting_for_welcome_times_out(fds: int) -> None:
         await asyncio.wait_for(server.wait_for(lambda s: s.open == 0), scaled(5))
     assert a.outcome == Outcome.TIMEOUT, a.detail
     assert "no welcome within 0.5s" in a.detail
-    assert 0.5 <= elapsed < 0.5 + scaled(SLACK)
+    assert 0.5 - TIMER_GRAIN <= elapsed < 0.5 + scaled(SLACK)
     assert server.pings >= 1000, "the flood ran at thousands of pings a second"
     assert server.pongs > 0, "the client answered the pings"
 
@@ -174,7 +189,7 @@ async def test_server_that_never_starts_tls_times_out(fds: int) -> None:
         await asyncio.wait_for(server.wait_for(lambda s: s.open == 0), scaled(5))
     assert a.outcome == Outcome.TIMEOUT, a.detail
     assert "no TCP/TLS connection within 0.3s" in a.detail
-    assert 0.3 <= elapsed < 0.3 + scaled(SLACK)
+    assert 0.3 - TIMER_GRAIN <= elapsed < 0.3 + scaled(SLACK)
 
 
 def tls_contexts(cert: trustme.LeafCert, ca: trustme.CA) -> tuple[ssl.SSLContext, ssl.SSLContext]:
