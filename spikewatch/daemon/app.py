@@ -11,13 +11,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import signal
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import prometheus_client
 from aiohttp import web
@@ -244,8 +246,15 @@ class Daemon:
         )
         entry.result = report.result
         entry.state = "done"
-        self.metrics.record_run(report)
         log_run(report.result)
+        try:
+            self._lookup(entry.target, entry.scenario)
+        except UnknownPairError:
+            # A reload removed the pair while it ran: recording would bring back series
+            # (last_run_timestamp among them) that nothing would ever move again.
+            log.info("run %s not recorded in metrics: its pair left the config", entry.id)
+            return
+        self.metrics.record_run(report)
 
     def _apply(self, config: SpikewatchConfig) -> None:
         pairs = config.pairs()
@@ -343,9 +352,46 @@ class Daemon:
         log.info("spikewatch stopped")
 
 
+class AcceptErrorFilter:
+    """Condense what asyncio's own loop logs when the HTTP server cannot accept (EMFILE).
+
+    CPython 3.11's selector loop does not stop after a failed accept
+    (python/cpython#151615): one request while every descriptor is held logs the error
+    with a traceback for each of the listener's backlog (128), and schedules as many
+    retries, which fail with "Invalid file descriptor: -1" once shutdown closed the
+    listener. The first is logged once a second without traceback; the second, only
+    while stopping, is dropped. Everything else goes to the loop's default handler.
+    """
+
+    ACCEPT_FAILED = "socket.accept() out of system resource"
+
+    def __init__(self, daemon: Daemon, clock: Callable[[], float] = time.monotonic) -> None:
+        self._daemon = daemon
+        self._clock = clock
+        self._last = -math.inf
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        message = str(context.get("message", ""))
+        exc = context.get("exception")
+        if message.startswith(self.ACCEPT_FAILED):
+            now = self._clock()
+            if now - self._last >= 1.0:
+                self._last = now
+                log.warning("%s: %s; no more of these for 1s", self.ACCEPT_FAILED, exc)
+            return
+        if (
+            self._daemon.stopping
+            and isinstance(exc, ValueError)
+            and "Invalid file descriptor" in str(exc)
+        ):
+            return
+        loop.default_exception_handler(context)
+
+
 async def serve(daemon: Daemon) -> None:
     """Run the daemon until SIGTERM/SIGINT (graceful; a second one forces), SIGHUP reloads."""
     loop = asyncio.get_running_loop()
+    loop.set_exception_handler(AcceptErrorFilter(daemon))
     main = asyncio.current_task()
     assert main is not None
     reloads: set[asyncio.Task[object]] = set()

@@ -575,12 +575,6 @@ async def test_reload_during_a_run_applies_to_the_next_run_only(
     assert proc.count("crashed") == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="spikewatch/daemon/app.py Daemon._execute records a run whose pair a reload "
-    "removed: record_run re-creates part of the removed pair's series (last_run_timestamp "
-    "among them), which then never change until the next reload",
-)
 async def test_run_of_a_pair_removed_mid_run_leaves_no_series_behind(
     tmp_path: Path, token_file: Path, started: Callable[[Path], Any]
 ) -> None:
@@ -733,27 +727,18 @@ async def test_spike_past_the_fd_limit_ends_in_clear_errors_and_the_daemon_lives
         await stop_cleanly(proc)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="CPython 3.11's _accept_connection does not return after EMFILE (python/cpython"
-    "#151615, fixed upstream): one request to the daemon while descriptors are exhausted "
-    "logs 'socket.accept() out of system resource' with a traceback up to 128 times "
-    "(aiohttp's backlog) and schedules as many retries, which log 'Invalid file "
-    "descriptor: -1' tracebacks when they fire after shutdown closed the listener; "
-    "spikewatch/daemon/app.py could condense the first in a loop exception handler and "
-    "ignore the second once stopping",
-)
 async def test_accept_at_emfile_logs_a_few_lines_not_a_flood(
     tmp_path: Path, token_file: Path, started: Callable[[Path], Any]
 ) -> None:
     """A request while every descriptor is held, then SIGTERM: a few log lines, no flood."""
     docs = [scenario("wide", spike={"connections": 20}, hold="1500ms")]
     async with fault_server() as server:
-        proc = await started(
-            write_config(tmp_path / "c.yaml", config(server.url, token_file, docs))
-        )
-        if event_loop(proc) != "asyncio":
-            pytest.skip("only asyncio's own loop logs each accept that fails")
+        doc = config(server.url, token_file, docs)
+        # CPython 3.11's own loop does not return after an accept fails with EMFILE
+        # (python/cpython#151615): it logs and retries up to 128 times (aiohttp's backlog).
+        doc["prober"]["event_loop"] = "asyncio"
+        proc = await started(write_config(tmp_path / "c.yaml", doc))
+        assert event_loop(proc) == "asyncio"
         lower_fd_limit(proc.pid, 8)
         run_id = await proc.run_now("flaky", "wide", TOKEN)
         async with asyncio.timeout(scaled(10)):
