@@ -107,7 +107,7 @@ class ProberMonitor:
         if self._handle is not None:
             return
         self._loop = asyncio.get_running_loop()
-        self._schedule(self._loop.time())
+        self._schedule(time.monotonic())
 
     def stop(self) -> None:
         """Stop sampling once the last user has stopped."""
@@ -123,7 +123,9 @@ class ProberMonitor:
 
     def _tick(self) -> None:
         assert self._loop is not None
-        now = self._loop.time()
+        # time.monotonic(), not loop.time(): uvloop's counts whole milliseconds, read once
+        # per loop iteration, which would hide most of the lag this is here to see.
+        now = time.monotonic()
         lag = max(0.0, now - self._expected)
         self._samples.append((now, lag, self._sampler.cpu_seconds()))
         if self._on_lag is not None:
@@ -134,14 +136,13 @@ class ProberMonitor:
         """Return the lag p99 over the last ``window`` seconds (None without samples)."""
         if self._loop is None:
             return None
-        since = self._loop.time() - window
+        since = time.monotonic() - window
         lags = sorted(lag for t, lag, _ in self._samples if t >= since)
         return percentile(lags, 0.99) if lags else None
 
     def mark(self) -> Mark:
         """Return a mark for the start of a window."""
-        loop = self._loop or asyncio.get_running_loop()
-        return Mark(loop.time(), self._sampler.cpu_seconds())
+        return Mark(time.monotonic(), self._sampler.cpu_seconds())
 
     def report(self, since: Mark, until: Mark) -> WindowReport:
         """Report lag, CPU share of one core and RSS between two marks.
