@@ -34,6 +34,7 @@ import collections
 import json
 import os
 import platform
+import re
 import secrets
 import signal
 import socket
@@ -70,6 +71,9 @@ REST_SAMPLES = 5
 #: A schedule that does not fire during a soak (the next 29 February at midnight).
 PAUSED = {"cron": "0 0 29 2 *"}
 JWT_AUDIENCE = "soak"
+#: The start-up lines that give the daemon's and the targets' addresses.
+_LISTENING = re.compile(r"listening on (http://[^\s,\"]+)")
+_SERVING = re.compile(r"serving (ws://[^\s,\"]+)")
 LOOPBACK = "127.0.0.1"
 
 
@@ -97,6 +101,9 @@ class Child:
         self.tail: collections.deque[str] = collections.deque(maxlen=40)
         self.tracebacks = 0
         self.errors = 0
+        #: The first traceback's lines (and the log line before it), for the report.
+        self.traceback_lines: list[str] = []
+        self._first_traceback_done = False
         self._lines: list[str] = []
         self._changed = threading.Condition()
         self._thread = threading.Thread(target=self._drain, name=f"{name} stderr", daemon=True)
@@ -107,8 +114,15 @@ class Child:
         for raw in self.proc.stderr:
             line = raw.rstrip("\n")
             with self._changed:
+                if line.startswith("Traceback"):
+                    self.tracebacks += 1
+                    if self.tracebacks == 1:  # the first, with the log line that led to it
+                        self.traceback_lines.extend([*list(self.tail)[-1:], line])
+                elif self.tracebacks == 1 and not self._first_traceback_done:
+                    self.traceback_lines.append(line)
+                    # Frames are indented; the exception's own line is not, and ends it.
+                    self._first_traceback_done = not line.startswith(" ")
                 self.tail.append(line)
-                self.tracebacks += line.startswith("Traceback")
                 self.errors += " ERROR " in line
                 if len(self._lines) < 100:  # start-up lines only; the tail keeps the rest
                     self._lines.append(line)
@@ -157,8 +171,10 @@ def start_target(stack: ExitStack, name: str, *extra: str) -> tuple[str, str]:
     process = stack.enter_context(
         child(name, ["target", "--listen", f"{LOOPBACK}:0", "--path", "/ws", *extra])
     )
-    line = process.wait_for_line(lambda text: "serving ws://" in text, START_TIMEOUT)
-    url = line.split("serving ", 1)[1].split()[0]
+    line = process.wait_for_line(lambda text: _SERVING.search(text) is not None, START_TIMEOUT)
+    serving = _SERVING.search(line)
+    assert serving is not None
+    url = serving.group(1)
     http = url.replace("ws://", "http://", 1).removesuffix("/ws")
     return url, http
 
@@ -473,8 +489,10 @@ def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         config = workdir / "spikewatch.yaml"
         write_config(config, fast)
         daemon = stack.enter_context(child("daemon", ["run", "--config", str(config)]))
-        line = daemon.wait_for_line(lambda text: "listening on http://" in text, START_TIMEOUT)
-        base = line.split("listening on ", 1)[1].split()[0]
+        line = daemon.wait_for_line(lambda text: _LISTENING.search(text) is not None, START_TIMEOUT)
+        listening = _LISTENING.search(line)
+        assert listening is not None
+        base = listening.group(1)
         run = Soak(daemon, base, config, fast)
         period = max(2 * args.interval, 1.0)
         degrader = Degrader([(plain_http, PLAIN_MODES), (jwt_http, JWT_MODES)], period)
@@ -535,6 +553,7 @@ def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "tracebacks": daemon.tracebacks,
             "error_lines": daemon.errors,
             "stderr_tail": list(daemon.tail)[-10:],
+            "first_traceback": daemon.traceback_lines,
         },
         "seconds": round(time.monotonic() - started, 1),
     }
@@ -554,7 +573,10 @@ def judge(report: dict[str, Any]) -> list[str]:
     if daemon["exit_status"] != 0:
         missed.append(f"the daemon exited with {daemon['exit_status']} on SIGTERM (goal: 0)")
     if daemon["tracebacks"]:
-        missed.append(f"the daemon printed {daemon['tracebacks']} traceback(s)")
+        first = "\n    ".join(daemon.get("first_traceback", []))
+        missed.append(
+            f"the daemon printed {daemon['tracebacks']} traceback(s), the first:\n    {first}"
+        )
     if report["degrade_failures"]:
         missed.append(f"degrading the targets failed: {report['degrade_failures'][0]}")
     return missed
