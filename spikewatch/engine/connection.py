@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, cast
@@ -18,6 +17,7 @@ from typing import Literal, cast
 from spikewatch.core.attempt import Attempt
 from spikewatch.core.classify import classify_connect_error
 from spikewatch.core.outcomes import Outcome
+from spikewatch.engine.clock import now as _now
 from spikewatch.engine.registry import ConnectionRegistry
 from spikewatch.engine.spec import ConnectionSpec
 from spikewatch.errors import MessageTooBigError, ProtocolError, SpikewatchError
@@ -36,11 +36,6 @@ from spikewatch.protocol.handshake import check_upgrade, new_key, parse_response
 # Connection states, in the order a healthy connection passes through them.
 _UPGRADE, _WELCOME, _ECHO, _OPEN, _CLOSING, _GONE = range(6)
 _STEP_NAMES = {_UPGRADE: "the upgrade", _WELCOME: "the welcome", _ECHO: "the echo"}
-
-#: Every timestamp of a measurement. Not ``loop.time()``: uvloop's counts whole
-#: milliseconds and is read once per loop iteration, too coarse for loopback latencies.
-#: Both are CLOCK_MONOTONIC, so the loop's timers take these instants as they are.
-_now = time.monotonic
 
 #: How much of an unexpected message is kept as the example in the run's detail.
 _EXAMPLE_CHARS = 120

@@ -57,6 +57,7 @@ from spikewatch.core.verdict import (
     decide_result,
     evaluate_thresholds,
 )
+from spikewatch.engine.clock import now as _now
 from spikewatch.engine.connection import ClientConnection, Keepalive, open_connection
 from spikewatch.engine.registry import PROBE_RESERVE, ConnectionRegistry
 from spikewatch.engine.selfcheck import MIN_CPU_WINDOW, Mark, ProberMonitor
@@ -144,7 +145,7 @@ def run_deadline(scenario: ScenarioConfig, target: TargetConfig) -> float:
 
 
 async def _sleep_until(loop: asyncio.AbstractEventLoop, when: float) -> None:
-    delay = when - loop.time()
+    delay = when - _now()
     if delay > 0:
         await asyncio.sleep(delay)
 
@@ -200,7 +201,7 @@ class ScenarioRun:
         return task
 
     def _mark(self, name: str) -> float:
-        now = self.loop.time()
+        now = _now()
         self.timeline[name] = now - self._start
         return now
 
@@ -220,7 +221,7 @@ class ScenarioRun:
     async def execute(self) -> RunReport:
         """Run every phase within the deadline; always close what was opened."""
         wall_start = self.prober.wall_clock()
-        self._start = self.loop.time()
+        self._start = _now()
         deadline = run_deadline(self.scenario, self.target)
         if self.spike_at is not None:
             # A sharded run waits for the shared spike instant; that wait is not overrun.
@@ -245,7 +246,7 @@ class ScenarioRun:
         if kind is None and self.workers is not None and self.workers.failures:
             # The prober lost part of its own spike: the figures do not describe the target.
             kind, message = RunResultKind.ERROR, "; ".join(self.workers.failures)
-        duration = self.loop.time() - self._start
+        duration = _now() - self._start
         return self._report(kind, message, wall_start, duration)
 
     async def _phases(self) -> None:
@@ -273,7 +274,7 @@ class ScenarioRun:
         await self._run_recovery(t0)
 
     def _all_baseline_failed(self, outcome: Outcome, detail: str) -> None:
-        now = self.loop.time()
+        now = _now()
         for _ in range(self.scenario.baseline.probes):
             attempt = self._new_attempt(Phase.BASELINE)
             attempt.started = attempt.ended = now
@@ -351,7 +352,7 @@ class ScenarioRun:
             # A sharded run: every replica starts its share at the same wall-clock instant.
             # The plan keeps that instant even when this replica is a little late, so the
             # delay shows as start lateness instead of vanishing.
-            spike_start = self.loop.time() - missed
+            spike_start = _now() - missed
             if not lead:
                 await _sleep_until(self.loop, spike_start)
             self.timeline["spike_start"] = spike_start - self._start
@@ -364,7 +365,7 @@ class ScenarioRun:
                 self.progress(
                     f"spike: the shared spike instant passed {missed:.1f}s ago; firing now"
                 )
-            spike_start = self.loop.time() + lead
+            spike_start = _now() + lead
             self.timeline["spike_start"] = spike_start - self._start
         return spike_start
 
@@ -387,7 +388,7 @@ class ScenarioRun:
             self.spike_aborted = True
             self.progress(f"spike: stopped early, {abort_reason}")
         ended = [a.ended for a in self.spike_attempts if a.outcome != Outcome.ABORTED]
-        t0 = max((e for e in ended if e is not None), default=self.loop.time())
+        t0 = max((e for e in ended if e is not None), default=_now())
         self.timeline["t0"] = t0 - self._start
         summary = count_outcomes(self.spike_attempts)
         outcomes = ", ".join(f"{n} {o}" for o, n in summary.items())
@@ -446,7 +447,7 @@ class ScenarioRun:
             attempts = [self._new_attempt(Phase.SPIKE, planned) for _ in group]
             self.spike_attempts.extend(attempts)
             if abort_reason:
-                now = self.loop.time()
+                now = _now()
                 for attempt in attempts:
                     attempt.abort(now, abort_reason)
                 continue
@@ -476,7 +477,7 @@ class ScenarioRun:
         tasks = []
         for probe_id in itertools.count():
             await _sleep_until(self.loop, t0 + probe_id * cfg.probe_interval)
-            now = self.loop.time()
+            now = _now()
             if not tracker.wants_more_probes(now):
                 break
             # The probe's start is its slot (T0 + k * interval), not when the loop woke:

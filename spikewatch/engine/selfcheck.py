@@ -13,6 +13,7 @@ from typing import Protocol
 import psutil
 
 from spikewatch.core.stats import percentile
+from spikewatch.engine.clock import now as _now
 
 
 class ProcessSampler(Protocol):
@@ -107,7 +108,7 @@ class ProberMonitor:
         if self._handle is not None:
             return
         self._loop = asyncio.get_running_loop()
-        self._schedule(time.monotonic())
+        self._schedule(_now())
 
     def stop(self) -> None:
         """Stop sampling once the last user has stopped."""
@@ -123,9 +124,9 @@ class ProberMonitor:
 
     def _tick(self) -> None:
         assert self._loop is not None
-        # time.monotonic(), not loop.time(): uvloop's counts whole milliseconds, read once
+        # _now(), not loop.time(): uvloop's counts whole milliseconds, read once
         # per loop iteration, which would hide most of the lag this is here to see.
-        now = time.monotonic()
+        now = _now()
         lag = max(0.0, now - self._expected)
         self._samples.append((now, lag, self._sampler.cpu_seconds()))
         if self._on_lag is not None:
@@ -136,13 +137,13 @@ class ProberMonitor:
         """Return the lag p99 over the last ``window`` seconds (None without samples)."""
         if self._loop is None:
             return None
-        since = time.monotonic() - window
+        since = _now() - window
         lags = sorted(lag for t, lag, _ in self._samples if t >= since)
         return percentile(lags, 0.99) if lags else None
 
     def mark(self) -> Mark:
         """Return a mark for the start of a window."""
-        return Mark(time.monotonic(), self._sampler.cpu_seconds())
+        return Mark(_now(), self._sampler.cpu_seconds())
 
     def report(self, since: Mark, until: Mark) -> WindowReport:
         """Report lag, CPU share of one core and RSS between two marks.

@@ -23,6 +23,7 @@ from typing import Any
 from spikewatch.core.attempt import Attempt
 from spikewatch.core.outcomes import Outcome, Phase
 from spikewatch.engine import eventloop
+from spikewatch.engine.clock import now as _now
 from spikewatch.engine.connection import ClientConnection, open_connection
 from spikewatch.engine.registry import ConnectionRegistry
 from spikewatch.engine.selfcheck import Mark, ProberMonitor
@@ -72,7 +73,7 @@ class ShareRun:
         tasks: list[asyncio.Task[None]] = []
         start: Mark | None = None
         for at, conns in groups:
-            delay = at - loop.time()
+            delay = at - _now()
             if delay > 0:
                 await asyncio.sleep(delay)
             if start is None:
@@ -80,7 +81,7 @@ class ShareRun:
             attempts = [Attempt(Phase.SPIKE, conn, planned=at) for conn in conns]
             self.attempts.extend(attempts)
             if self.abort_reason:
-                now = loop.time()
+                now = _now()
                 for attempt in attempts:
                     attempt.abort(now, self.abort_reason)
                 continue

@@ -36,6 +36,7 @@ from spikewatch.core.outcomes import Outcome
 from spikewatch.core.result import ProberReport
 from spikewatch.core.saturation import ProberLimits, saturation_reasons
 from spikewatch.core.stats import percentile
+from spikewatch.engine.clock import now as _now
 from spikewatch.engine.eventloop import EventLoopChoice
 from spikewatch.engine.registry import ConnectionRegistry
 from spikewatch.engine.selfcheck import MIN_CPU_WINDOW, WindowReport
@@ -322,7 +323,6 @@ class SpikeOnWorkers:
         Return the abort rule's reason when it stopped the spike, else "". ``answer_by``
         (monotonic) is when every worker must have reported, or it is killed.
         """
-        loop = asyncio.get_running_loop()
         granted: list[Attempt] = []
         for attempt in attempts:
             if self.registry.try_acquire(self.reserve):
@@ -330,7 +330,8 @@ class SpikeOnWorkers:
             else:
                 kept = f", {self.reserve} kept for probes" if self.reserve else ""
                 attempt.abort(
-                    loop.time(), f"limits.max_connections={self.registry.limit} reached{kept}"
+                    _now(),
+                    f"limits.max_connections={self.registry.limit} reached{kept}",
                 )
         self.shares = split_round_robin(granted, self.pool.size)
         for number, share in enumerate(self.shares):
@@ -352,7 +353,7 @@ class SpikeOnWorkers:
         try:
             await self._collect_share(worker, share, by)
         except WorkerLostError as exc:
-            self._fail_share(worker.number, share, str(exc), asyncio.get_running_loop().time())
+            self._fail_share(worker.number, share, str(exc), _now())
             self._lose(worker.number, exc)
             return
         # Failed attempts' connections are closed; only the held ones keep their slot.
