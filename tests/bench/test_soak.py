@@ -59,7 +59,7 @@ def test_short_soak_leaks_no_fd_task_or_memory(tmp_path: Path) -> None:
 def report_with(**changes: Any) -> dict[str, Any]:
     report: dict[str, Any] = {
         "growth": {"rss_bytes": 0, "open_fds": 0, "event_loop_tasks": 0},
-        "daemon": {"exit_status": 0, "tracebacks": 0},
+        "daemon": {"exit_status": 0, "tracebacks": 0, "first_traceback": []},
         "degrade_failures": [],
     }
     for key, value in changes.items():
@@ -80,6 +80,7 @@ def test_goals_name_every_growth_and_unclean_exit() -> None:
             growth__event_loop_tasks=2,
             daemon__exit_status=None,
             daemon__tracebacks=1,
+            daemon__first_traceback=["Traceback (most recent call last):", "ValueError: x"],
             degrade_failures=["POST x: refused"],
         )
     )
@@ -88,7 +89,8 @@ def test_goals_name_every_growth_and_unclean_exit() -> None:
         "open fds grew by 1 (goal: no growth)",
         "event-loop tasks grew by 2 (goal: no growth)",
         "the daemon exited with None on SIGTERM (goal: 0)",
-        "the daemon printed 1 traceback(s)",
+        "the daemon printed 1 traceback(s), the first:\n"
+        "    Traceback (most recent call last):\n    ValueError: x",
         "degrading the targets failed: POST x: refused",
     ]
 
