@@ -59,6 +59,7 @@ from spikewatch.core.verdict import (
 )
 from spikewatch.engine.clock import now as _now
 from spikewatch.engine.connection import ClientConnection, Keepalive, open_connection
+from spikewatch.engine.launch import launch
 from spikewatch.engine.registry import PROBE_RESERVE, ConnectionRegistry
 from spikewatch.engine.selfcheck import MIN_CPU_WINDOW, Mark, ProberMonitor
 from spikewatch.engine.spec import ConnectionSpec, build_connection_spec, resolve
@@ -451,7 +452,7 @@ class ScenarioRun:
                 for attempt in attempts:
                     attempt.abort(now, abort_reason)
                 continue
-            tasks.extend(self._spawn(one(a)) for a in attempts)
+            tasks.extend(await launch(attempts, one, self._spawn))
         await asyncio.gather(*tasks)
         self.spike_marks = (start_mark, self.prober.monitor.mark())
         return abort_reason
@@ -476,14 +477,16 @@ class ScenarioRun:
 
         tasks = []
         for probe_id in itertools.count():
-            await _sleep_until(self.loop, t0 + probe_id * cfg.probe_interval)
-            now = _now()
-            if not tracker.wants_more_probes(now):
+            slot = t0 + probe_id * cfg.probe_interval
+            await _sleep_until(self.loop, slot)
+            # A timer may fire up to its clock's grain early (1 ms on uvloop): judge the
+            # slot itself, or a slot right on the deadline would be started past it.
+            if not tracker.wants_more_probes(max(_now(), slot)):
                 break
             # The probe's start is its slot (T0 + k * interval), not when the loop woke:
             # recovery is 0 when the first probe begins the good run (the contract).
-            tracker.probe_started(probe_id, t0 + probe_id * cfg.probe_interval)
-            attempt = self._new_attempt(Phase.RECOVERY, t0 + probe_id * cfg.probe_interval)
+            tracker.probe_started(probe_id, slot)
+            attempt = self._new_attempt(Phase.RECOVERY, slot)
             self.recovery_attempts.append(attempt)
             tasks.append(self._spawn(probe(probe_id, attempt)))
         await asyncio.gather(*tasks)

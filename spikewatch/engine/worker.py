@@ -25,6 +25,7 @@ from spikewatch.core.outcomes import Outcome, Phase
 from spikewatch.engine import eventloop
 from spikewatch.engine.clock import now as _now
 from spikewatch.engine.connection import ClientConnection, open_connection
+from spikewatch.engine.launch import launch
 from spikewatch.engine.registry import ConnectionRegistry
 from spikewatch.engine.selfcheck import Mark, ProberMonitor
 from spikewatch.engine.spec import ConnectionSpec, build_connection_spec
@@ -85,7 +86,7 @@ class ShareRun:
                 for attempt in attempts:
                     attempt.abort(now, self.abort_reason)
                 continue
-            tasks.extend(loop.create_task(self._one(a)) for a in attempts)
+            tasks.extend(await launch(attempts, self._one, loop.create_task))
         await asyncio.gather(*tasks)
         end = self.monitor.mark()
         self.marks = (start or end, end)

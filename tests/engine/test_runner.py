@@ -16,6 +16,7 @@ import yaml
 from spikewatch.config import SpikewatchConfig, load_config
 from spikewatch.core.outcomes import Outcome, RunResultKind
 from spikewatch.core.saturation import ProberLimits
+from spikewatch.engine import runner
 from spikewatch.engine.registry import PROBE_RESERVE, ConnectionRegistry
 from spikewatch.engine.runner import Prober, RunReport, execute_run
 from spikewatch.engine.selfcheck import ProberMonitor
@@ -402,3 +403,41 @@ async def test_a_spike_at_the_limit_leaves_room_for_its_probes(
     assert r.recovery is not None
     assert "aborted" not in r.recovery.outcomes
     assert r.recovery.recovered
+
+
+async def test_a_timer_firing_early_never_starts_a_probe_past_the_deadline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A timer firing early (uvloop: up to 1 ms; here 5 ms) never starts a probe on the deadline.
+
+    With the timeout a whole number of probe intervals, the last slot falls exactly on the
+    deadline; judged by the early wake-up time it was started, and the tracker refused it.
+    """
+    real_sleep_until = runner._sleep_until
+
+    async def early(loop: asyncio.AbstractEventLoop, when: float) -> None:
+        await real_sleep_until(loop, when - 0.005)
+
+    monkeypatch.setattr(runner, "_sleep_until", early)
+    behaviour = TargetBehaviour(
+        burst_threshold=10, burst_window=0.5, recovery_delay=30, slow_delay=0.1
+    )
+    async with await start_reference_target(behaviour) as target:
+        config = write_config(
+            tmp_path,
+            target.url,
+            {
+                "spike": {"connections": 15},
+                "recovery": {
+                    "probe_interval": "50ms",
+                    "consecutive": 3,
+                    "timeout": "500ms",
+                    "slack": "5ms",
+                    "tolerance": 0.2,
+                },
+            },
+        )
+        r = (await run(config)).result
+    assert r.result == RunResultKind.FAILED, r.message
+    assert r.recovery is not None
+    assert not r.recovery.recovered
