@@ -59,3 +59,13 @@ def classify_connect_error(exc: BaseException, *, tls: bool) -> tuple[Outcome, s
             return Outcome.ERROR, f"no local address or port available: {exc}"
         return Outcome.ERROR, f"{type(exc).__name__}: {exc}"
     return Outcome.ERROR, f"{type(exc).__name__}: {exc}"
+
+
+def out_of_descriptors(outcome: Outcome | None, detail: str) -> bool:
+    """Whether an attempt failed for want of a file descriptor: the prober's fault."""
+    return outcome == Outcome.ERROR and detail in _FD_EXHAUSTED.values()
+
+
+def descriptor_error(exc: OSError) -> str | None:
+    """Return the explanation when ``exc`` is EMFILE or ENFILE, else None."""
+    return _FD_EXHAUSTED.get(exc.errno) if exc.errno is not None else None

@@ -9,6 +9,7 @@ hands their timestamps over.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 import socket
@@ -21,6 +22,7 @@ from typing import Any
 from spikewatch.config import ScenarioConfig, TargetConfig
 from spikewatch.core.abort import AbortRule
 from spikewatch.core.attempt import Attempt
+from spikewatch.core.classify import descriptor_error, out_of_descriptors
 from spikewatch.core.outcomes import Outcome, Phase, RunResultKind
 from spikewatch.core.plan import (
     PlannedConnection,
@@ -145,6 +147,15 @@ def run_deadline(scenario: ScenarioConfig, target: TargetConfig) -> float:
     return baseline + stable + spike + recovery + _DEADLINE_MARGIN
 
 
+def _descriptors_exhausted() -> str | None:
+    """Return why no socket can be made now when it is EMFILE/ENFILE, else None."""
+    try:
+        socket.socket().close()
+    except OSError as exc:
+        return descriptor_error(exc)
+    return None
+
+
 async def _sleep_until(loop: asyncio.AbstractEventLoop, when: float) -> None:
     delay = when - _now()
     if delay > 0:
@@ -255,7 +266,13 @@ class ScenarioRun:
         try:
             address = await resolve(target.host, target.port)
         except socket.gaierror as exc:
-            self._all_baseline_failed(Outcome.DNS_ERROR, f"cannot resolve {target.host}: {exc}")
+            # At EMFILE glibc's resolver fails too ("Name or service not known"): the
+            # prober's own limit must not read as the target's DNS failing.
+            starved = _descriptors_exhausted()
+            if starved is not None:
+                self._all_baseline_failed(Outcome.ERROR, starved)
+            else:
+                self._all_baseline_failed(Outcome.DNS_ERROR, f"cannot resolve {target.host}: {exc}")
             return
         self.spec = build_connection_spec(target, address)
         pool = self.prober.pool
@@ -547,6 +564,25 @@ class ScenarioRun:
     # -- the verdict --------------------------------------------------------------------
 
     def _prober_report(self, spike: SpikeSummary | None) -> ProberReport:
+        report = self._prober_health(spike)
+        attempts = itertools.chain(
+            self.baseline_attempts,
+            self.stable_attempts,
+            self.spike_attempts,
+            self.recovery_attempts,
+        )
+        starved = sum(1 for a in attempts if out_of_descriptors(a.outcome, a.detail))
+        if not starved:
+            return report
+        # Failures for want of a descriptor are the prober's, whatever phase they hit:
+        # the run is invalid rather than blaming the target (target_down, no recovery).
+        reason = (
+            f"{starved} attempt(s) found no file descriptor (EMFILE/ENFILE): the prober's "
+            "own limit, not the target's; raise ulimit -n or lower the spike"
+        )
+        return dataclasses.replace(report, saturated=True, reasons=(*report.reasons, reason))
+
+    def _prober_health(self, spike: SpikeSummary | None) -> ProberReport:
         monitor = self.prober.monitor
         if self.spike_marks is None:
             now = monitor.mark()

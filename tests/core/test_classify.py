@@ -8,7 +8,7 @@ import ssl
 
 import pytest
 
-from spikewatch.core.classify import classify_connect_error
+from spikewatch.core.classify import classify_connect_error, descriptor_error, out_of_descriptors
 from spikewatch.core.outcomes import Outcome
 
 
@@ -164,3 +164,20 @@ def test_unknown_exception_names_its_type() -> None:
         Outcome.ERROR,
         "ValueError: bad value",
     )
+
+
+@pytest.mark.parametrize("code", [errno.EMFILE, errno.ENFILE])
+def test_a_descriptor_failure_is_recognised_as_the_probers(code: int) -> None:
+    """The detail classify gives EMFILE/ENFILE marks the attempt as the prober's fault."""
+    outcome, detail = classify_connect_error(OSError(code, "no"), tls=False)
+    assert out_of_descriptors(outcome, detail)
+    assert descriptor_error(OSError(code, "no")) == detail
+
+
+def test_other_failures_are_not_the_probers() -> None:
+    """Refused, other errors and errno-less errors are not descriptor exhaustion."""
+    outcome, detail = classify_connect_error(ConnectionRefusedError(), tls=False)
+    assert not out_of_descriptors(outcome, detail)
+    assert not out_of_descriptors(Outcome.ERROR, "something else")
+    assert descriptor_error(OSError(errno.EPIPE, "pipe")) is None
+    assert descriptor_error(OSError("no errno")) is None

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import resource
+import socket
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -441,3 +444,28 @@ async def test_a_timer_firing_early_never_starts_a_probe_past_the_deadline(
     assert r.result == RunResultKind.FAILED, r.message
     assert r.recovery is not None
     assert not r.recovery.recovered
+
+
+async def test_a_resolver_failing_for_want_of_descriptors_is_not_a_dns_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At EMFILE glibc's resolver fails too; the run is invalid, not the target's dns_error."""
+
+    async def no_lookup(host: str, port: int) -> str:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(runner, "resolve", no_lookup)
+    config = write_config(tmp_path, "ws://localhost:9/", {"spike": {"connections": 1}})
+    prober = make_prober()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # The limit at the lowest free descriptor: no socket can be made.
+    lowest_free = os.dup(0)
+    os.close(lowest_free)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))
+    try:
+        r = (await run(config, prober)).result
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert r.result == RunResultKind.INVALID, r.message
+    assert {a["outcome"] for a in r.as_dict()["errors"]} == {"error"}
+    assert any("found no file descriptor" in reason for reason in r.prober.reasons)
