@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
+import os
 import shutil
 import subprocess
 import sys
@@ -14,40 +16,100 @@ import pytest
 from tests.conftest import scaled
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
-CLIENTS = {"floor", "spikewatch", "websockets", "aiohttp"}
+PYTHON_CLIENTS = ("floor", "spikewatch", "websockets", "aiohttp")
+LOOPS = ("asyncio", "uvloop")
 
 
-def test_bench_run_gives_figures_for_every_client(tmp_path: Path) -> None:
-    """bench/run.py starts the Node target, measures every client and writes parseable JSON."""
+def _need_tools() -> None:
     missing = [tool for tool in ("node", "npm") if shutil.which(tool) is None]
     if missing:
         pytest.fail(f"the benchmark smoke test needs {' and '.join(missing)} on PATH")
-    if importlib.util.find_spec("websockets") is None:
-        pytest.fail("the benchmark smoke test needs websockets: pip install -e '.[test,bench]'")
+    for module in ("websockets", "uvloop"):
+        if importlib.util.find_spec(module) is None:
+            pytest.fail(f"the benchmark smoke test needs {module}: pip install -e '.[test,bench]'")
+
+
+def test_bench_run_gives_figures_for_every_client_and_part(tmp_path: Path) -> None:
+    """bench/run.py measures every client on both loops, Artillery, held RSS and avalanches."""
+    _need_tools()
     out = tmp_path / "bench.json"
     done = subprocess.run(
         [
             sys.executable,
             str(BENCH / "run.py"),
+            "--parts",
+            "cpu",
+            "rss",
+            "avalanche",
             "--sizes",
             "20",
             "40",
             "--rounds",
             "1",
+            "--hold-sizes",
+            "20",
+            "40",
+            "--avalanche",
+            "40",
+            "--avalanche-batches",
+            "2",
+            "--avalanche-interval",
+            "0.05",
             "--json",
             str(out),
         ],
         capture_output=True,
         text=True,
-        timeout=scaled(60),
+        timeout=scaled(120),
         check=False,
     )
     assert done.returncode == 0, done.stderr
     report = json.loads(out.read_text())
-    assert set(report["clients"]) == CLIENTS
-    for figures in report["clients"].values():
-        assert figures["cpu_per_connection_seconds"] is not None
-        assert figures["rate_per_second"] > 0
-    assert all(sample["failed"] == 0 for sample in report["samples"])
-    for client in CLIENTS:
-        assert client in done.stdout
+
+    keys = {f"{c}/{loop}" for c in PYTHON_CLIENTS for loop in LOOPS}
+    cpu = report["cpu"]
+    assert set(cpu["clients"]) == keys | {"artillery/node"}
+    for key, figures in cpu["clients"].items():
+        assert math.isfinite(figures["cpu_per_connection_seconds"]), key
+        if figures["client"] != "artillery":
+            assert figures["rate_per_second"] > 0, key
+            assert figures["burst_loop_lag_p99_seconds"] is not None, key
+    assert all(sample["failed"] == 0 for sample in cpu["samples"])
+    artillery = [s for s in cpu["samples"] if s["client"] == "artillery"]
+    assert sorted(s["counters"]["vusers.completed"] for s in artillery) == [20, 40]
+    assert all(s["cpu_seconds"] > 0 for s in artillery)
+    assert all(not s["refused_non_loopback"] for s in artillery)
+
+    rss = report["rss"]
+    assert set(rss["clients"]) == keys
+    for sample in rss["samples"]:
+        assert sample["held"] == sample["connections"]
+        assert sample["rss_held_bytes"] > 0
+
+    runs = report["avalanche"]["runs"]
+    assert sorted((r["loop"], r["batches"]) for r in runs) == [
+        (loop, b) for loop in LOOPS for b in (1, 2)
+    ]
+    for run in runs:
+        assert run["loop_lag_p99_seconds"] is not None
+        assert run["start_lateness_p99_seconds"] is not None
+        assert run["rate_per_second"] > 0
+    assert report["bar"]
+    assert report["machine"]["artillery"]
+    for key in [*keys, "artillery/node"]:
+        assert key in done.stdout
+
+
+def test_bench_fails_loudly_without_node(tmp_path: Path) -> None:
+    """Without node and npm on PATH, the bench says so and exits 1 instead of measuring."""
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "run.py"), "--json", str(tmp_path / "x.json")],
+        capture_output=True,
+        text=True,
+        timeout=scaled(30),
+        check=False,
+        env={**os.environ, "PATH": str(tmp_path)},
+    )
+    assert done.returncode == 1
+    assert "needs node and npm on PATH" in done.stderr
+    assert not (tmp_path / "x.json").exists()
