@@ -51,16 +51,13 @@ class Keepalive:
     on_rtt: Callable[[float], None]
 
 
-def _as_text(data: str | bytes) -> str:
-    return data if isinstance(data, str) else data.decode("utf-8", "replace")
-
-
 class ClientConnection(asyncio.Protocol):
     """Drive one connection through upgrade, welcome and echo, then close or hold it."""
 
     __slots__ = (
         "_closed_waiter",
         "_connecting",
+        "_deadline",
         "_echo_pattern",
         "_echo_sent",
         "_head",
@@ -68,6 +65,7 @@ class ClientConnection(asyncio.Protocol):
         "_keepalive_payload",
         "_loop",
         "_offered",
+        "_on_deadline",
         "_parser",
         "_registry",
         "_request",
@@ -75,6 +73,7 @@ class ClientConnection(asyncio.Protocol):
         "_spec",
         "_state",
         "_timer",
+        "_timer_at",
         "_transport",
         "_transport_gone",
         "_unmatched",
@@ -114,6 +113,9 @@ class ClientConnection(asyncio.Protocol):
         self._head = bytearray()
         self._parser: FrameParser | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._deadline = 0.0
+        self._on_deadline: Callable[[], None] = self._on_timeout
         self._upgraded_at = 0.0
         self._echo_sent = 0.0
         self._echo_pattern: re.Pattern[str] | None = None
@@ -207,7 +209,7 @@ class ClientConnection(asyncio.Protocol):
         upgrade's timeout. One timer handle per connection, not a timeout scope as well.
         """
         self._connecting = connecting
-        self._timer = self._loop.call_at(when, self._on_handshake_deadline)
+        self._rearm(when, self._on_handshake_deadline)
 
     def _on_handshake_deadline(self) -> None:
         connecting = self._connecting
@@ -297,7 +299,7 @@ class ClientConnection(asyncio.Protocol):
         if state == _WELCOME:
             pattern = self._spec.welcome
             assert pattern is not None
-            text = _as_text(data)
+            text = data if isinstance(data, str) else data.decode("utf-8", "replace")
             if pattern.search(text) is None:
                 self._fail(
                     Outcome.UNEXPECTED_MESSAGE,
@@ -307,7 +309,7 @@ class ClientConnection(asyncio.Protocol):
             self.attempt.first_message = now - self._upgraded_at
             self._start_echo_or_succeed(now)
         elif state in (_ECHO, _OPEN) and self._echo_pattern is not None:
-            text = _as_text(data)
+            text = data if isinstance(data, str) else data.decode("utf-8", "replace")
             if self._echo_pattern.search(text) is None:
                 # Other traffic (a broadcast, say) may precede the echo; judge at the timeout.
                 self._unmatched = text[:_EXAMPLE_CHARS]
@@ -488,9 +490,30 @@ class ClientConnection(asyncio.Protocol):
             self._transport.abort()
 
     def _rearm(self, when: float, callback: Callable[[], None] | None = None) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = self._loop.call_at(when, callback or self._on_timeout)
+        """Make ``callback`` (the step's timeout by default) run at ``when``.
+
+        One timer handle serves every deadline of the connection: a later deadline than
+        the one the timer is set for only moves ``_deadline`` (the timer, when it fires,
+        sets itself again for the rest), so a healthy cycle creates one timer instead of
+        one per step.
+        """
+        self._deadline = when
+        self._on_deadline = callback or self._on_timeout
+        timer = self._timer
+        if timer is not None:
+            if self._timer_at <= when:
+                return
+            timer.cancel()
+        self._timer_at = when
+        self._timer = self._loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._deadline > self._timer_at:  # the deadline moved later meanwhile
+            self._timer_at = self._deadline
+            self._timer = self._loop.call_at(self._deadline, self._on_timer)
+            return
+        self._on_deadline()
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:

@@ -40,6 +40,5 @@ _POOL = _Pool()
 os.register_at_fork(after_in_child=_POOL.discard)
 
 
-def random_bytes(n: int) -> bytes:
-    """Return ``n`` bytes from the OS's random source, never handed out before."""
-    return _POOL.take(n)
+#: ``random_bytes(n)``: ``n`` bytes from the OS's random source, never handed out before.
+random_bytes = _POOL.take

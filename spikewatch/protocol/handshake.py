@@ -6,7 +6,7 @@ returns and feeds what it reads to :func:`parse_response_head`.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -26,12 +26,13 @@ _HTTP_PREFIX = b"HTTP/"
 
 def new_key() -> bytes:
     """Return a fresh ``Sec-WebSocket-Key``: 16 random bytes, base64 (RFC 6455 §4.1)."""
-    return base64.b64encode(random_bytes(16))
+    return binascii.b2a_base64(random_bytes(16), newline=False)
 
 
 def accept_for(key: bytes) -> str:
     """Return the ``Sec-WebSocket-Accept`` value a server must answer ``key`` with."""
-    return base64.b64encode(hashlib.sha1(key + _GUID, usedforsecurity=False).digest()).decode()
+    digest = hashlib.sha1(key + _GUID, usedforsecurity=False).digest()
+    return binascii.b2a_base64(digest, newline=False).decode()
 
 
 def _check_header(name: str, value: str) -> None:
@@ -171,19 +172,22 @@ def check_upgrade(response: UpgradeResponse, key: bytes, offered: Sequence[str])
 
     The caller handles a status other than 101 first (outcome ``http_status``).
     """
-    upgrade = response.header("upgrade")
+    header = response._index.get  # the dict itself: this runs on every answer
+    upgrade = header("upgrade")
     if upgrade is None or upgrade.lower() != "websocket":
         raise ProtocolError(f"101 answer without 'Upgrade: websocket' (got {upgrade!r})")
-    connection = response.header("connection") or ""
-    if "upgrade" not in (token.strip().lower() for token in connection.split(",")):
+    connection = header("connection") or ""
+    if connection.lower() != "upgrade" and "upgrade" not in (
+        token.strip().lower() for token in connection.split(",")
+    ):
         raise ProtocolError(f"101 answer without 'Connection: Upgrade' (got {connection!r})")
-    accept = response.header("sec-websocket-accept")
+    accept = header("sec-websocket-accept")
     if accept != accept_for(key):
         raise ProtocolError(f"wrong Sec-WebSocket-Accept {accept!r}")
-    if response.header("sec-websocket-extensions"):
+    if header("sec-websocket-extensions"):
         # §4.1: the client offered no extension, so the server may not select one.
         raise ProtocolError("the server selected an extension that was not offered")
-    selected = response.header("sec-websocket-protocol")
+    selected = header("sec-websocket-protocol")
     if selected is not None and selected not in offered:
         raise ProtocolError(f"the server selected subprotocol {selected!r}, not offered")
     return selected
