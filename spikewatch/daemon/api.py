@@ -174,7 +174,7 @@ async def _readyz(request: web.Request) -> web.Response:
 
 async def _metrics(request: web.Request) -> web.Response:
     """Answer the Prometheus exposition, OpenMetrics when the Accept header asks for it."""
-    body, content_type = request.app[STATE].render_metrics(request.headers.get("Accept"))
+    body, content_type = await request.app[STATE].render_metrics(request.headers.get("Accept"))
     # Set as a header: content_type= refuses the charset and version parameters.
     return web.Response(body=body, headers={"Content-Type": content_type})
 

@@ -18,6 +18,8 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from spikewatch.config.model import ScenarioConfig, ThresholdsConfig
 from spikewatch.core.outcomes import (
@@ -90,6 +92,24 @@ def _value(x: float | None) -> float:
     return _NAN if x is None else x
 
 
+#: The last line of an OpenMetrics exposition.
+_EOF = b"# EOF\n"
+
+
+class _Union(Collector):
+    """Every metric of several registries, as one collector."""
+
+    def __init__(self, *registries: CollectorRegistry) -> None:
+        self._registries = registries
+
+    def describe(self) -> list[Metric]:
+        return []  # the registries below check their own names
+
+    def collect(self) -> Iterator[Metric]:
+        for registry in self._registries:
+            yield from registry.collect()
+
+
 class SpikewatchMetrics:
     """Every metric of the contract, recorded from run reports, in its own registry.
 
@@ -132,11 +152,22 @@ class SpikewatchMetrics:
     """
 
     def __init__(self, *, version: str, registry: CollectorRegistry | None = None) -> None:
+        #: Every metric (what tests and callers read). It is the union of two registries:
+        #: the pairs' series, which change only when a run is recorded, a run skipped or
+        #: the config reloaded, and are rendered once per change (see :meth:`render`);
+        #: and the live ones, read at every scrape.
         self.registry = CollectorRegistry() if registry is None else registry
-        reg = self.registry
-        ProcessCollector(registry=reg)
-        PlatformCollector(registry=reg)
-        GCCollector(registry=reg)
+        self._pair_registry = CollectorRegistry(auto_describe=False)
+        self._live_registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_Union(self._pair_registry, self._live_registry))
+        #: Bumped by every change to the pairs' series; the rendered cache keys on it.
+        self._pairs_version = 0
+        self._rendered: dict[str, tuple[int, bytes]] = {}
+        reg = self._pair_registry
+        live = self._live_registry
+        ProcessCollector(registry=live)
+        PlatformCollector(registry=live)
+        GCCollector(registry=live)
 
         def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
             return Counter(name, doc, _PAIR + labels, namespace=PREFIX, registry=reg)
@@ -148,8 +179,13 @@ class SpikewatchMetrics:
                 name, doc, _PAIR + labels, namespace=PREFIX, registry=reg, buckets=buckets
             )
 
-        def gauge(name: str, doc: str, labels: tuple[str, ...] = _PAIR) -> Gauge:
-            return Gauge(name, doc, labels, namespace=PREFIX, registry=reg)
+        def gauge(
+            name: str,
+            doc: str,
+            labels: tuple[str, ...] = _PAIR,
+            registry: CollectorRegistry = reg,
+        ) -> Gauge:
+            return Gauge(name, doc, labels, namespace=PREFIX, registry=registry)
 
         # Counters are declared without ``_total``; prometheus-client exposes them with it.
         self.runs = counter("runs", "Runs finished, by result.", ("result",))
@@ -190,8 +226,9 @@ class SpikewatchMetrics:
         self.last_run_timestamp = gauge(
             "last_run_timestamp_seconds", "When the last run ended (Unix time)."
         )
+        # Live: set from the scheduler at every scrape.
         self.next_run_timestamp = gauge(
-            "next_run_timestamp_seconds", "When the next run is due (Unix time)."
+            "next_run_timestamp_seconds", "When the next run is due (Unix time).", _PAIR, live
         )
         self.stable_dropped = counter(
             "stable_connections_dropped", "Stable connections lost during runs."
@@ -212,32 +249,36 @@ class SpikewatchMetrics:
             "Actual minus planned start of each spike connection.",
             PROBER_LAG_BUCKETS,
         )
-        self.open_connections = gauge("open_connections", "Connections open now.", ())
+        self.open_connections = gauge("open_connections", "Connections open now.", (), live)
         self.event_loop_lag = Histogram(
             "event_loop_lag_seconds",
             "Sampled event-loop lag of the prober.",
             namespace=PREFIX,
-            registry=reg,
+            registry=live,
             buckets=PROBER_LAG_BUCKETS,
         )
         self.prober_saturated = gauge(
-            "prober_saturated", "1 while the prober is past its own limits.", ()
+            "prober_saturated", "1 while the prober is past its own limits.", (), live
         )
         self.config_last_reload_successful = gauge(
-            "config_last_reload_successful", "1 when the last config (re)load succeeded.", ()
+            "config_last_reload_successful",
+            "1 when the last config (re)load succeeded.",
+            (),
+            live,
         )
         self.config_last_reload_success_timestamp = gauge(
             "config_last_reload_success_timestamp_seconds",
             "When the config was last loaded successfully (Unix time).",
             (),
+            live,
         )
         # Beyond the contract's table: a task that outlives its run is a leak that RSS shows
         # only much later (bench/soak.py watches this gauge across hundreds of runs).
         self.event_loop_tasks = gauge(
-            "event_loop_tasks", "Tasks not yet done on the daemon's event loop.", ()
+            "event_loop_tasks", "Tasks not yet done on the daemon's event loop.", (), live
         )
         self.event_loop_tasks.set_function(running_loop_tasks)
-        self.build_info = gauge("build_info", "The running spikewatch version.", ("version",))
+        self.build_info = gauge("build_info", "The running spikewatch version.", ("version",), live)
         self.build_info.labels(version).set(1)
 
         #: The pairs that have series, with the threshold names each has series for.
@@ -264,6 +305,7 @@ class SpikewatchMetrics:
         A pair that already has series keeps their values (a reload must not reset them);
         new threshold names of a known pair get their series.
         """
+        self._pairs_version += 1
         for target, scenario, thresholds in pairs:
             names = set(thresholds)
             known = self._pairs.get((target, scenario))
@@ -276,6 +318,7 @@ class SpikewatchMetrics:
 
     def forget_pairs(self, keep: set[tuple[str, str]]) -> None:
         """Remove every series of the pairs not in ``keep`` (gone from the config)."""
+        self._pairs_version += 1
         for pair in [p for p in self._pairs if p not in keep]:
             for metric, labels in self._series(*pair, self._pairs.pop(pair)):
                 metric.remove(*labels)
@@ -339,6 +382,7 @@ class SpikewatchMetrics:
 
     def record_run(self, report: RunReport) -> None:
         """Record one finished run (the rules are in the class docstring)."""
+        self._pairs_version += 1
         r = report.result
         pair = (r.target, r.scenario)
         self._pairs.setdefault(pair, set()).update(c.name for c in r.thresholds)
@@ -389,6 +433,7 @@ class SpikewatchMetrics:
 
     def count_skipped(self, target: str, scenario: str, reason: SkipReason) -> None:
         """Count one scheduled run of the pair that was not started, and why."""
+        self._pairs_version += 1
         if reason not in SKIP_REASONS:
             raise ValueError(f"unknown skip reason {reason!r}; expected one of {SKIP_REASONS}")
         self.runs_skipped.labels(target, scenario, reason).inc()
@@ -425,6 +470,28 @@ class SpikewatchMetrics:
         """Return (body, content type): OpenMetrics when ``accept`` asks for it, else text."""
         encoder, content_type = choose_encoder(accept or "")
         return encoder(self.registry), content_type
+
+    async def render_off_loop(self, accept: str | None) -> tuple[bytes, str]:
+        """Like :meth:`render`, without holding up the event loop for the pairs' series.
+
+        Those are most of the exposition (about 300 series a pair; prometheus-client
+        formats one in ~8 µs, so 80 pairs take ~200 ms), yet change only when a run is
+        recorded or skipped or the config reloads: they are rendered once per change, in
+        a thread, and kept. The live metrics (process, loop lag, open connections, next
+        runs) are rendered at every scrape.
+        """
+        encoder, content_type = choose_encoder(accept or "")
+        version = self._pairs_version
+        cached = self._rendered.get(content_type)
+        if cached is not None and cached[0] == version:
+            pairs = cached[1]
+        else:
+            pairs = await asyncio.to_thread(encoder, self._pair_registry)
+            self._rendered[content_type] = (version, pairs)
+        live = encoder(self._live_registry)
+        if pairs.endswith(_EOF):  # OpenMetrics: one "# EOF", at the very end
+            pairs = pairs[: -len(_EOF)]
+        return pairs + live, content_type
 
 
 def running_loop_tasks() -> float:

@@ -74,5 +74,5 @@ class DaemonState(Protocol):
     def api_token(self) -> str | None:
         """The bearer token POST endpoints require, or None when none is configured."""
 
-    def render_metrics(self, accept: str | None) -> tuple[bytes, str]:
+    async def render_metrics(self, accept: str | None) -> tuple[bytes, str]:
         """The metrics exposition and its content type (OpenMetrics when asked for)."""

@@ -253,7 +253,7 @@ class FakeDaemonState:
         """Return ``token``."""
         return self.token
 
-    def render_metrics(self, accept: str | None) -> tuple[bytes, str]:
+    async def render_metrics(self, accept: str | None) -> tuple[bytes, str]:
         """Render the fake's own registry with prometheus_client's real content negotiation."""
         self.metrics_accepts.append(accept)
         encoder, content_type = choose_encoder(accept or "")

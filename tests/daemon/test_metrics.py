@@ -6,12 +6,13 @@ import asyncio
 import math
 import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as parse_openmetrics,
 )
@@ -692,6 +693,86 @@ def test_render_gives_the_classic_text_format_otherwise(accept: str | None) -> N
     assert content_type.startswith("text/plain")
     assert b"# EOF" not in body
     assert b"# TYPE spikewatch_runs_total counter\n" in body
+
+
+def _families(body: bytes) -> dict[str, dict[tuple[tuple[str, str], ...], str]]:
+    """Return every spikewatch sample of a text exposition, by family, labels to value."""
+    out: dict[str, dict[tuple[tuple[str, str], ...], str]] = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            if sample.name.startswith("spikewatch_"):
+                key = tuple(sorted(sample.labels.items()))
+                out.setdefault(sample.name, {})[key] = repr(sample.value)  # NaN == NaN
+    return out
+
+
+async def test_render_off_loop_gives_what_render_gives() -> None:
+    """The cached, threaded rendering holds every series and value of the plain one."""
+    metrics = make_metrics()
+    metrics.record_run(report(RunResultKind.FAILED, spike_run_attempts(), recovery=not_recovered()))
+    metrics.observe_loop_lag(0.002)
+    body, content_type = await metrics.render_off_loop(None)
+    assert content_type.startswith("text/plain")
+    plain = _families(metrics.render(None)[0])
+    off_loop = _families(body)
+    assert off_loop.keys() == plain.keys()
+    tasks = "spikewatch_event_loop_tasks"  # read at scrape time: one more task inside a loop
+    assert {k: v for k, v in off_loop.items() if k != tasks} == {
+        k: v for k, v in plain.items() if k != tasks
+    }
+    assert check_metrics(body) == ""
+
+
+async def test_render_off_loop_openmetrics_ends_in_one_eof() -> None:
+    """The two parts join into one valid OpenMetrics body with a single # EOF at the end."""
+    metrics = make_metrics()
+    body, _ = await metrics.render_off_loop(OPENMETRICS)
+    assert body.endswith(b"# EOF\n")
+    assert body.count(b"# EOF") == 1
+    parsed = {f.name for f in parse_openmetrics(body.decode())}  # type: ignore[no-untyped-call]
+    assert {"spikewatch_runs", "spikewatch_event_loop_lag_seconds"} <= parsed
+
+
+async def test_pairs_are_rendered_again_only_after_they_change(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Scrapes between runs reuse the pairs' rendering; a recorded run or skip shows at once."""
+    metrics = make_metrics()
+    renders: list[int] = []
+    collect = metrics._pair_registry.collect
+
+    def counting() -> Iterator[Metric]:
+        renders.append(1)
+        return collect()
+
+    monkeypatch.setattr(metrics._pair_registry, "collect", counting)
+    await metrics.render_off_loop(None)
+    metrics.observe_loop_lag(0.5)  # live: shows without re-rendering the pairs
+    metrics.set_next_run(T, S, 1_900_000_000.0)
+    again = _families((await metrics.render_off_loop(None))[0])
+    assert again["spikewatch_event_loop_lag_seconds_count"][()] == "1.0"
+    assert again["spikewatch_next_run_timestamp_seconds"][tuple(sorted(PAIR.items()))] == (
+        "1900000000.0"
+    )
+    assert renders == [1]
+    metrics.record_run(report(RunResultKind.PASSED, [ok(Phase.SPIKE)], recovery=recovered(0.5)))
+    after_run = _families((await metrics.render_off_loop(None))[0])
+    assert (
+        after_run["spikewatch_runs_total"][tuple(sorted({**PAIR, "result": "passed"}.items()))]
+        == "1.0"
+    )
+    metrics.count_skipped(T, S, "overlap")
+    after_skip = _families((await metrics.render_off_loop(None))[0])
+    assert (
+        after_skip["spikewatch_runs_skipped_total"][
+            tuple(sorted({**PAIR, "reason": "overlap"}.items()))
+        ]
+        == "1.0"
+    )
+    assert len(renders) == 3
+    metrics.sync_pairs([])
+    gone = _families((await metrics.render_off_loop(None))[0])
+    assert not any(dict(k).get("target") == T for v in gone.values() for k in v)
 
 
 def test_promtool_finds_nothing_to_lint() -> None:
