@@ -542,8 +542,7 @@ async def open_connection(
     """
     loop = asyncio.get_running_loop()
     if not registry.try_acquire(reserve):
-        kept = f", {reserve} kept for probes" if reserve else ""
-        attempt.abort(_now(), f"limits.max_connections={registry.limit} reached{kept}")
+        attempt.abort(_now(), registry.full_reason(reserve))
         return None
     try:
         conn = ClientConnection(

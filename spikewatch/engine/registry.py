@@ -26,13 +26,22 @@ class ConnectionRegistry:
     longer the spike that was asked for.
     """
 
-    __slots__ = ("_live", "_open", "limit", "peak")
+    __slots__ = ("_live", "_open", "full", "limit", "peak")
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, *, full: str | None = None) -> None:
         self.limit = limit
+        #: Why an attempt gets no slot, when not the daemon's own limit (a worker's budget).
+        self.full = full
         self._open = 0
         self.peak = 0
         self._live: set[Closable] = set()
+
+    def full_reason(self, reserve: int = 0) -> str:
+        """Say why :meth:`try_acquire` refused a slot: the detail of an ``aborted`` attempt."""
+        if self.full is not None:
+            return self.full
+        kept = f", {reserve} kept for probes" if reserve else ""
+        return f"limits.max_connections={self.limit} reached{kept}"
 
     @property
     def open(self) -> int:

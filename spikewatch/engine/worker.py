@@ -176,6 +176,10 @@ class Worker:
             self.send({"type": "failed", "run": run_id, "error": f"no run {run_id!r} here"})
         elif kind == "spike":
             groups = parse_groups(message.get("groups"))
+            slots = message.get("slots")
+            if isinstance(slots, int) and not isinstance(slots, bool) and slots >= 0:
+                # This worker's share of the daemon's free slots (limits.max_connections).
+                run.registry = ConnectionRegistry(slots, full=str(message.get("full", "")))
             run.fire_task = self._spawn(run.fire(groups, progress=bool(message.get("progress"))))
         elif kind == "abort":
             run.abort_reason = str(message.get("reason", "aborted"))

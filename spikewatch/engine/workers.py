@@ -263,6 +263,7 @@ class SpikeOnWorkers:
         self._asked: list[bool] = [False] * pool.size
         self._slots = [0] * pool.size
         self._held = [0] * pool.size
+        self._budget: list[tuple[int, str]] = [(0, "")] * pool.size
         self._close_timeout = 1.0
         self._opened = False
         self._rule = AbortRule(None, 1)
@@ -323,19 +324,22 @@ class SpikeOnWorkers:
         Return the abort rule's reason when it stopped the spike, else "". ``answer_by``
         (monotonic) is when every worker must have reported, or it is killed.
         """
-        granted: list[Attempt] = []
-        for attempt in attempts:
-            if self.registry.try_acquire(self.reserve):
-                granted.append(attempt)
-            else:
-                kept = f", {self.reserve} kept for probes" if self.reserve else ""
-                attempt.abort(
-                    _now(),
-                    f"limits.max_connections={self.registry.limit} reached{kept}",
-                )
-        self.shares = split_round_robin(granted, self.pool.size)
-        for number, share in enumerate(self.shares):
-            self._slots[number] = len(share)
+        # The slots free now (up to the spike's size) are taken for the whole spike and
+        # dealt to the workers like the attempts; each worker takes from its budget at
+        # each attempt's instant and gives back a failed one's at once, so a later batch
+        # can use it, as in one process. Past its budget an attempt is `aborted`.
+        budget = 0
+        while budget < len(attempts) and self.registry.try_acquire(self.reserve):
+            budget += 1
+        self.shares = split_round_robin(list(attempts), self.pool.size)
+        budgets = [len(b) for b in split_round_robin(list(range(budget)), self.pool.size)]
+        full = self.registry.full_reason(self.reserve)
+        for number in range(self.pool.size):
+            self._slots[number] = budgets[number]
+            self._budget[number] = (
+                budgets[number],
+                f"{full} (worker {number}'s share of the {budget} free: {budgets[number]})",
+            )
         self._rule = rule
         self._counts = [(0, 0)] * self.pool.size
         self._abort_reason = ""
@@ -364,12 +368,15 @@ class SpikeOnWorkers:
     async def _collect_share(self, worker: WorkerProcess, share: list[Attempt], by: float) -> None:
         if not self._ready[worker.number]:
             raise WorkerLostError(self.failures[-1] if self.failures else "not ready")
+        budget, full = self._budget[worker.number]
         worker.send(
             {
                 "type": "spike",
                 "run": self.run,
                 "groups": group_by_instant(share),
                 "progress": self._rule.error_ratio is not None,
+                "slots": budget,
+                "full": full,
             }
         )
         loop = asyncio.get_running_loop()

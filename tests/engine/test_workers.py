@@ -372,6 +372,30 @@ async def test_connection_limit_counts_every_process(tmp_path: Path, pool: Worke
     assert any("limits.max_connections=14 reached" in e.example for e in r.errors)
 
 
+async def test_a_failed_attempts_slot_serves_a_later_batch_as_in_one_process(
+    tmp_path: Path, pool: WorkerPool
+) -> None:
+    """10 free slots, 3 batches of 10 answered 503: all 30 are tried, as in one process."""
+    connections, first, free = 30, 3, 10
+
+    def policy(conn: int) -> Policy:
+        return "503" if first <= conn < first + connections else "ok"
+
+    async with CountingServer(policy) as server:
+        config = write_config(
+            tmp_path,
+            server.url,
+            {"spike": {"connections": connections, "batches": 3, "batch_interval": "300ms"}},
+        )
+        prober = make_prober(pool, limit=free + PROBE_RESERVE)
+        r = (await run(config, prober)).result
+    assert r.spike is not None
+    assert r.spike.outcomes == {"http_status": connections}
+    assert sum(server.seen[c] for c in range(first, first + connections)) == connections
+    assert prober.registry.peak <= free + PROBE_RESERVE
+    assert prober.registry.open == 0
+
+
 async def test_abort_rule_is_decided_over_all_workers(tmp_path: Path, pool: WorkerPool) -> None:
     """The abort rule sums every worker's progress; later batches are aborted everywhere."""
     connections, first = 40, 3
