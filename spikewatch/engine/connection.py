@@ -185,6 +185,10 @@ class ClientConnection(asyncio.Protocol):
             self._decide(Outcome.ERROR, "cancelled before the attempt finished")
         self._cancel_timer()
         self._state = _GONE
+        connecting, self._connecting = self._connecting, None
+        if connecting is not None and connecting is not asyncio.current_task():
+            # Still in create_connection, whose only bound was the timer just cancelled.
+            connecting.cancel()
         if self._transport is not None:
             self._transport.abort()
         else:

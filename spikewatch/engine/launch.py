@@ -32,10 +32,16 @@ async def launch(
 ) -> list[asyncio.Task[None]]:
     """Spawn ``start(item)`` for every item, ``chunk`` per loop iteration; return the tasks."""
     tasks: list[asyncio.Task[None]] = []
-    for first in range(0, len(items), chunk):
-        if first:
-            # The tasks spawned so far run their first step (the connect) before this
-            # resumes, and the loop polls for I/O in between.
-            await asyncio.sleep(0)
-        tasks.extend(spawn(start(item)) for item in items[first : first + chunk])
+    try:
+        for first in range(0, len(items), chunk):
+            if first:
+                # The tasks spawned so far run their first step (the connect) before this
+                # resumes, and the loop polls for I/O in between.
+                await asyncio.sleep(0)
+            tasks.extend(spawn(start(item)) for item in items[first : first + chunk])
+    except BaseException:
+        # Cancelled mid-batch: the caller never gets these tasks, so end them here.
+        for task in tasks:
+            task.cancel()
+        raise
     return tasks

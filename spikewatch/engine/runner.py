@@ -60,6 +60,7 @@ from spikewatch.core.verdict import (
     evaluate_thresholds,
 )
 from spikewatch.engine.clock import now as _now
+from spikewatch.engine.clock import sleep_until
 from spikewatch.engine.connection import ClientConnection, Keepalive, open_connection
 from spikewatch.engine.launch import launch
 from spikewatch.engine.registry import PROBE_RESERVE, ConnectionRegistry
@@ -157,9 +158,7 @@ def _descriptors_exhausted() -> str | None:
 
 
 async def _sleep_until(loop: asyncio.AbstractEventLoop, when: float) -> None:
-    delay = when - _now()
-    if delay > 0:
-        await asyncio.sleep(delay)
+    await sleep_until(when)
 
 
 class ScenarioRun:
@@ -265,14 +264,18 @@ class ScenarioRun:
         target = self.target
         try:
             address = await resolve(target.host, target.port)
-        except socket.gaierror as exc:
-            # At EMFILE glibc's resolver fails too ("Name or service not known"): the
-            # prober's own limit must not read as the target's DNS failing.
+        except OSError as exc:
+            # At EMFILE glibc's resolver fails too (EAI_SYSTEM with a stray errno, or
+            # "Name or service not known"): the prober's own limit must not read as the
+            # target's DNS failing.
             starved = _descriptors_exhausted()
             if starved is not None:
                 self._all_baseline_failed(Outcome.ERROR, starved)
-            else:
+            elif isinstance(exc, socket.gaierror):
                 self._all_baseline_failed(Outcome.DNS_ERROR, f"cannot resolve {target.host}: {exc}")
+            else:
+                cause = f"{type(exc).__name__}: {exc}"
+                self._all_baseline_failed(Outcome.ERROR, f"cannot resolve {target.host}: {cause}")
             return
         self.spec = build_connection_spec(target, address)
         pool = self.prober.pool
@@ -496,9 +499,10 @@ class ScenarioRun:
         for probe_id in itertools.count():
             slot = t0 + probe_id * cfg.probe_interval
             await _sleep_until(self.loop, slot)
-            # A timer may fire up to its clock's grain early (1 ms on uvloop): judge the
-            # slot itself, or a slot right on the deadline would be started past it.
-            if not tracker.wants_more_probes(max(_now(), slot)):
+            # Judge the slot itself, as it is what the probe is recorded to start at: not
+            # the wake-up, which may be a hair early (a slot on the deadline would start
+            # past it) or late (a slot before the deadline would be dropped).
+            if not tracker.wants_more_probes(slot):
                 break
             # The probe's start is its slot (T0 + k * interval), not when the loop woke:
             # recovery is 0 when the first probe begins the good run (the contract).

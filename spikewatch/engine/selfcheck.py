@@ -124,8 +124,8 @@ class ProberMonitor:
 
     def _tick(self) -> None:
         assert self._loop is not None
-        # _now(), not loop.time(): uvloop's counts whole milliseconds, read once
-        # per loop iteration, which would hide most of the lag this is here to see.
+        # _now(), not loop.time(): uvloop's counts whole milliseconds, too coarse for
+        # the lag this is here to see.
         now = _now()
         lag = max(0.0, now - self._expected)
         self._samples.append((now, lag, self._sampler.cpu_seconds()))

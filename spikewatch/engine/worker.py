@@ -24,6 +24,7 @@ from spikewatch.core.attempt import Attempt
 from spikewatch.core.outcomes import Outcome, Phase
 from spikewatch.engine import eventloop
 from spikewatch.engine.clock import now as _now
+from spikewatch.engine.clock import sleep_until
 from spikewatch.engine.connection import ClientConnection, open_connection
 from spikewatch.engine.launch import launch
 from spikewatch.engine.registry import ConnectionRegistry
@@ -74,9 +75,7 @@ class ShareRun:
         tasks: list[asyncio.Task[None]] = []
         start: Mark | None = None
         for at, conns in groups:
-            delay = at - _now()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            await sleep_until(at)
             if start is None:
                 start = self.monitor.mark()
             attempts = [Attempt(Phase.SPIKE, conn, planned=at) for conn in conns]

@@ -58,8 +58,11 @@ log = logging.getLogger(__name__)
 START_TIMEOUT = 30.0
 #: Added to every other wait for a worker's answer (its own work is bounded already).
 ANSWER_MARGIN = 5.0
-#: How long a worker gets to report its health at the end of a run.
+#: How long a worker gets to report its health at the end of a run: at least this, and
+#: long enough for its own bound on closing what it still holds (close_timeout + 1 s)...
 FINISH_TIMEOUT = 5.0
+#: ...but never more than this, so that SIGTERM still exits within the contract's 10 s.
+FINISH_TIMEOUT_CAP = 8.0
 #: How long the pool waits for its workers to exit before killing them.
 STOP_TIMEOUT = 3.0
 
@@ -468,7 +471,8 @@ class SpikeOnWorkers:
         """End the run on every worker: it closes what is left and reports its health."""
         if not self._opened:
             return
-        answers = await self._ask("finish", ("health", "failed"), FINISH_TIMEOUT, self._asked)
+        within = min(max(FINISH_TIMEOUT, self._close_timeout + 2.0), FINISH_TIMEOUT_CAP)
+        answers = await self._ask("finish", ("health", "failed"), within, self._asked)
         for number, answer in enumerate(answers):
             if answer is not None and answer.get("type") == "health":
                 try:

@@ -271,3 +271,28 @@ async def test_whole_run_against_a_server_that_never_reads(tmp_path: Path, fds: 
     result = report.result
     assert result.result == RunResultKind.TARGET_DOWN
     assert result.baseline.outcomes == {"timeout": 2}
+
+
+async def test_abort_while_connecting_ends_the_connect_at_once(fds: int) -> None:
+    """Shutdown aborting an attempt still in TLS setup ends its connect task, bound or not.
+
+    The handshake timer was the connect's only bound; abort cancels it, so abort must
+    end the connect itself, or the socket lingers until the kernel gives up.
+    """
+    async with hostile.silent_server() as server:
+        spec = make_spec(
+            server.url,
+            handshake_timeout=60,
+            ssl_context=ssl.create_default_context(),
+            server_hostname="localhost",
+        )
+        registry = ConnectionRegistry(10)
+        a = Attempt(Phase.SPIKE, 1)
+        task = asyncio.create_task(open_connection(spec, a, registry))
+        await asyncio.wait_for(server.wait_for(lambda s: s.open == 1), scaled(5))
+        assert registry.abort_all() == 1
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, scaled(5))
+        await asyncio.wait_for(server.wait_for(lambda s: s.open == 0), scaled(5))
+    assert a.outcome == Outcome.ERROR
+    assert registry.open == 0

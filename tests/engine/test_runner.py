@@ -446,13 +446,22 @@ async def test_a_timer_firing_early_never_starts_a_probe_past_the_deadline(
     assert not r.recovery.recovered
 
 
+@pytest.mark.parametrize(
+    "failure",
+    [
+        socket.gaierror(socket.EAI_NONAME, "Name or service not known"),
+        # glibc's EAI_SYSTEM comes out as a plain OSError with whatever errno was left.
+        OSError(16, "Device or resource busy"),
+    ],
+    ids=["gaierror", "eai_system"],
+)
 async def test_a_resolver_failing_for_want_of_descriptors_is_not_a_dns_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: OSError
 ) -> None:
-    """At EMFILE glibc's resolver fails too; the run is invalid, not the target's dns_error."""
+    """At EMFILE the resolver fails too; the run is invalid, not the target's dns_error."""
 
     async def no_lookup(host: str, port: int) -> str:
-        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        raise failure
 
     monkeypatch.setattr(runner, "resolve", no_lookup)
     config = write_config(tmp_path, "ws://localhost:9/", {"spike": {"connections": 1}})
@@ -469,3 +478,22 @@ async def test_a_resolver_failing_for_want_of_descriptors_is_not_a_dns_error(
     assert r.result == RunResultKind.INVALID, r.message
     assert {a["outcome"] for a in r.as_dict()["errors"]} == {"error"}
     assert any("found no file descriptor" in reason for reason in r.prober.reasons)
+
+
+async def test_a_resolver_failing_otherwise_is_an_error_with_its_cause(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resolver OSError that is not a name error, with descriptors to spare: error, named."""
+
+    async def broken(host: str, port: int) -> str:
+        raise OSError(16, "Device or resource busy")
+
+    monkeypatch.setattr(runner, "resolve", broken)
+    config = write_config(tmp_path, "ws://localhost:9/", {"spike": {"connections": 1}})
+    r = (await run(config)).result
+    assert r.result == RunResultKind.TARGET_DOWN, r.message
+    (group,) = r.as_dict()["errors"]
+    assert group["outcome"] == "error"
+    assert (
+        "cannot resolve localhost: OSError: [Errno 16] Device or resource busy" in group["example"]
+    )
