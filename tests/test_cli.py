@@ -214,7 +214,7 @@ def test_check_config_masks_secrets(tmp_path: Path) -> None:
                 "targets": [
                     {
                         "name": "t",
-                        "url": "wss://example.test/ws",
+                        "url": "wss://example.test/ws?token=url-token-456",
                         "auth": {"jwt": {"secret_file": str(secret)}},
                     }
                 ],
@@ -228,8 +228,12 @@ def test_check_config_masks_secrets(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "super-secret-jwt-key-value" not in proc.stdout + proc.stderr
     assert "api-token-value-xyz" not in proc.stdout + proc.stderr
+    # A token may ride in the URL query too: its value is masked.
+    assert "url-token-456" not in proc.stdout
     assert "***" in proc.stdout
-    assert yaml.safe_load(proc.stdout)["targets"][0]["name"] == "t"
+    target = yaml.safe_load(proc.stdout)["targets"][0]
+    assert target["name"] == "t"
+    assert target["url"] == "wss://example.test/ws?token=***"
 
 
 def test_version() -> None:

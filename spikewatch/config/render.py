@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import yaml
 from pydantic import BaseModel, SecretStr
 
 from spikewatch.config.model import SpikewatchConfig
 
-__all__ = ["MASK", "render_effective_config"]
+__all__ = ["MASK", "public_url", "render_effective_config"]
 
 #: What a secret is shown as.
 MASK: Final = "***"
@@ -21,6 +22,17 @@ def render_effective_config(cfg: SpikewatchConfig) -> str:
     header = "# effective spikewatch config: durations in seconds, secrets shown as ***\n"
     body = yaml.safe_dump(_plain(cfg), sort_keys=False, allow_unicode=True)
     return header + body
+
+
+def public_url(url: str) -> str:
+    """Return ``url`` safe to show: no userinfo, query values masked (they may be tokens)."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode([(name, MASK) for name, _ in pairs], safe="*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
 def _plain(value: Any) -> Any:
@@ -34,6 +46,8 @@ def _plain(value: Any) -> Any:
             # Static credentials ride in custom headers too (X-Api-Key, X-Auth-Token, ...)
             # and the config cannot know what each one carries: show names, never values.
             plain["headers"] = dict.fromkeys(plain["headers"], MASK)
+        if isinstance(plain.get("url"), str):
+            plain["url"] = public_url(plain["url"])  # a token may ride in the query
         return plain
     if isinstance(value, dict):
         return {key: _plain(item) for key, item in value.items()}

@@ -19,19 +19,19 @@ import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from spikewatch import __version__
 from spikewatch.config import ScenarioConfig, SpikewatchConfig, TargetConfig
+from spikewatch.config.render import public_url
 from spikewatch.core.result import RunResult
 from spikewatch.daemon.openapi import OPENAPI_PATH, openapi_document
 from spikewatch.daemon.state import DaemonState, RunRequestError, ScheduledPair
 from spikewatch.daemon.status_page import render_status_page
 
-__all__ = ["STATE", "ApiError", "create_app", "public_url"]
+__all__ = ["STATE", "ApiError", "create_app"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,6 @@ DEFAULT_RUNS_LIMIT: Final = 50
 STATUS_PAGE_RUNS: Final = 20
 _RUN_FIELDS: Final = ("target", "scenario")
 #: What a masked query value is shown as.
-_MASK: Final = "***"
 # RFC 6750 §3: the challenge a protected resource sends with its 401.
 _CHALLENGE: Final = 'Bearer realm="spikewatch"'
 
@@ -180,17 +179,6 @@ async def _metrics(request: web.Request) -> web.Response:
 
 
 # --- targets and scenarios ---------------------------------------------------------------
-
-
-def public_url(url: str) -> str:
-    """Return ``url`` safe to show: no userinfo, query values masked (they may be tokens)."""
-    parts = urlsplit(url)
-    netloc = parts.netloc.rpartition("@")[2]
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode([(name, _MASK) for name, _ in pairs], safe="*")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
 def _iso(timestamp: float | None) -> str | None:

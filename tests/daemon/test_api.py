@@ -13,8 +13,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from spikewatch import __version__
+from spikewatch.config.render import public_url
 from spikewatch.core.outcomes import RunResultKind
-from spikewatch.daemon.api import create_app, public_url
+from spikewatch.daemon.api import create_app
 from spikewatch.daemon.history import RunEntry
 from spikewatch.daemon.openapi import OPENAPI_PATH, openapi_document
 from spikewatch.daemon.state import AlreadyQueuedError, QueueFullError
