@@ -598,7 +598,6 @@ class ScenarioRun:
             return judge_prober(
                 self.prober.limits,
                 window,
-                lateness.p99 if lateness else None,
                 list(zip(self.workers.health, self.workers.shares, strict=True)),
             )
         reasons = saturation_reasons(

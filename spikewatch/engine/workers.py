@@ -493,14 +493,14 @@ def _lateness_p99(attempts: Sequence[Attempt]) -> float | None:
 def judge_prober(
     limits: ProberLimits,
     daemon: WindowReport,
-    lateness_p99: float | None,
     workers: Sequence[tuple[WorkerHealth | None, Sequence[Attempt]]],
 ) -> ProberReport:
     """Judge the prober over the daemon and every worker: the worst of them counts.
 
     Each process is judged alone (its loop lag, its CPU share of one core, the start
-    lateness of its own share), so that one saturated worker is never averaged away;
-    the report shows the worst lag and CPU, and the memory of all processes together.
+    lateness of its own share; the daemon fires none), so that one saturated worker is
+    never averaged away nor reported twice; the report shows the worst lag and CPU, and
+    the memory of all processes together.
     """
 
     def cpu(window: float, percent: float | None) -> float | None:
@@ -511,7 +511,7 @@ def judge_prober(
         saturation_reasons(
             limits,
             loop_lag_p99=daemon.loop_lag_p99,
-            start_lateness_p99=lateness_p99,
+            start_lateness_p99=None,
             cpu_percent=cpu(daemon.cpu_window, daemon.cpu_percent),
         )
     )

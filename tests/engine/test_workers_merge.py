@@ -251,7 +251,7 @@ def test_every_process_is_judged_and_the_worst_shows() -> None:
     """One saturated worker makes the run invalid, named, and its figures are reported."""
     busy = WorkerHealth(0.3, 0.5, 99.0, 2.0, 2000)
     calm = WorkerHealth(0.002, 0.003, 20.0, 2.0, 3000)
-    report = judge_prober(LIMITS, CALM, 0.01, [(calm, share(0.0)), (busy, share(0.4))])
+    report = judge_prober(LIMITS, CALM, [(calm, share(0.0)), (busy, share(0.4))])
     assert report.saturated
     assert report.loop_lag_p99 == 0.3
     assert report.cpu_percent == 99.0
@@ -263,17 +263,17 @@ def test_every_process_is_judged_and_the_worst_shows() -> None:
 def test_calm_workers_and_unjudged_short_windows_pass() -> None:
     """Calm processes pass; a CPU share over less than a second is shown, not judged."""
     short = WorkerHealth(0.002, 0.003, 100.0, 0.2, 10)
-    report = judge_prober(LIMITS, CALM, 0.01, [(short, share(0.0)), (None, [])])
+    report = judge_prober(LIMITS, CALM, [(short, share(0.0)), (None, [])])
     assert not report.saturated
     assert report.cpu_percent == 100.0
 
 
 def test_a_worker_without_a_health_report_is_not_hidden() -> None:
     """A worker that fired a share but sent no health is a reason, not a silent pass."""
-    report = judge_prober(LIMITS, CALM, None, [(None, share(0.0))])
+    report = judge_prober(LIMITS, CALM, [(None, share(0.0))])
     assert report.reasons == ("worker 0: no health report",)
     daemon_busy = WindowReport(0.5, 0.6, None, 10)
-    assert judge_prober(LIMITS, daemon_busy, None, []).reasons[0].startswith("event-loop lag")
+    assert judge_prober(LIMITS, daemon_busy, []).reasons[0].startswith("event-loop lag")
 
 
 @pytest.mark.parametrize(
