@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import signal
+import stat
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -277,6 +278,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--event-loop", default="auto", choices=["auto", "asyncio", "uvloop"])
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for fd, name in ((0, "stdin"), (1, "stdout")):
+        # The daemon gives pipes; libuv aborts the process on a character device (say
+        # /dev/null) closing under a pipe handle, so refuse anything else plainly.
+        mode = os.fstat(fd).st_mode
+        if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+            print(f"spikewatch worker: {name} must be a pipe from the daemon", file=sys.stderr)
+            return 2
     status: int = eventloop.run(_main(), args.event_loop)
     return status
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -654,3 +655,18 @@ async def test_run_cancelled_mid_spike_leaves_nothing_behind(
         again = (await run(config, prober)).result
     assert again.result == RunResultKind.PASSED, again.message
     assert [w.pid for w in pool.workers] == pids
+
+
+def test_worker_refuses_to_run_on_anything_but_pipes() -> None:
+    """Started by hand with stdout on /dev/null, a worker says what it needs, exit 2."""
+    done = subprocess.run(
+        worker_command("uvloop"),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=scaled(30),
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "stdout must be a pipe from the daemon" in done.stderr
