@@ -157,10 +157,6 @@ def _descriptors_exhausted() -> str | None:
     return None
 
 
-async def _sleep_until(loop: asyncio.AbstractEventLoop, when: float) -> None:
-    await sleep_until(when)
-
-
 class ScenarioRun:
     """The state of one run while it executes; see :func:`execute_run`."""
 
@@ -311,7 +307,7 @@ class ScenarioRun:
         start = self._mark("baseline_start")
         tasks = []
         for i in range(cfg.probes):
-            await _sleep_until(self.loop, start + i * cfg.interval)
+            await sleep_until(start + i * cfg.interval)
             attempt = self._new_attempt(Phase.BASELINE)
             self.baseline_attempts.append(attempt)
             # Baseline probes finish closing before the spike, so that none of them holds
@@ -375,7 +371,7 @@ class ScenarioRun:
             # delay shows as start lateness instead of vanishing.
             spike_start = _now() - missed
             if not lead:
-                await _sleep_until(self.loop, spike_start)
+                await sleep_until(spike_start)
             self.timeline["spike_start"] = spike_start - self._start
         else:
             if missed > SHARED_INSTANT_TOLERANCE:
@@ -464,7 +460,7 @@ class ScenarioRun:
         tasks: list[asyncio.Task[None]] = []
         for group in groups:
             planned = spike_start + group[0].offset
-            await _sleep_until(self.loop, planned)
+            await sleep_until(planned)
             attempts = [self._new_attempt(Phase.SPIKE, planned) for _ in group]
             self.spike_attempts.extend(attempts)
             if abort_reason:
@@ -498,7 +494,7 @@ class ScenarioRun:
         tasks = []
         for probe_id in itertools.count():
             slot = t0 + probe_id * cfg.probe_interval
-            await _sleep_until(self.loop, slot)
+            await sleep_until(slot)
             # Judge the slot itself, as it is what the probe is recorded to start at: not
             # the wake-up, which may be a hair early (a slot on the deadline would start
             # past it) or late (a slot before the deadline would be dropped).
@@ -527,7 +523,7 @@ class ScenarioRun:
         await hold
 
     async def _hold_then_close(self, until: float) -> None:
-        await _sleep_until(self.loop, until)
+        await sleep_until(until)
         for conn in self.spike_conns:
             conn.close()
         if self.workers is not None:

@@ -416,12 +416,12 @@ async def test_a_timer_firing_early_never_starts_a_probe_past_the_deadline(
     With the timeout a whole number of probe intervals, the last slot falls exactly on the
     deadline; judged by the early wake-up time it was started, and the tracker refused it.
     """
-    real_sleep_until = runner._sleep_until
+    real_sleep_until = runner.sleep_until
 
-    async def early(loop: asyncio.AbstractEventLoop, when: float) -> None:
-        await real_sleep_until(loop, when - 0.005)
+    async def early(when: float) -> None:
+        await real_sleep_until(when - 0.005)
 
-    monkeypatch.setattr(runner, "_sleep_until", early)
+    monkeypatch.setattr(runner, "sleep_until", early)
     behaviour = TargetBehaviour(
         burst_threshold=10, burst_window=0.5, recovery_delay=30, slow_delay=0.1
     )
