@@ -11,7 +11,11 @@ the ``ws`` package on Node) and writes ``bench/results/latest.json``:
 - ``avalanche``: spikewatch's real runner firing an avalanche (one batch, and ten smaller
   ones): event-loop lag and spike start lateness, handshake times, rate;
 - ``daemon``: the real daemon at rest with 20 targets x 4 scenarios (CPU, RSS), and the
-  latency of ``/metrics`` as the number of series grows (``bench/daemon_load.py``).
+  latency of ``/metrics`` as the number of series grows (``bench/daemon_load.py``);
+- ``floor``: how late the last of N bare loopback connects starts when all are planned for
+  one instant, from 1 and from ``nproc`` processes (``bench/connect_floor.py``): the
+  kernel's floor under the avalanche's start lateness. It runs last, once the target has
+  stopped, in its own short-lived processes.
 
 See ``bench/README.md`` for what each figure means and the latest figures.
 """
@@ -34,12 +38,13 @@ from pathlib import Path
 from typing import Any
 
 import artillery  # bench/ is the script's directory, so first on sys.path
+import connect_floor
 import daemon_load
 from clients import CLIENTS, LOOPS
 
 BENCH = Path(__file__).resolve().parent
 DEFAULT_JSON = BENCH / "results" / "latest.json"
-PARTS = ("cpu", "rss", "avalanche", "daemon")
+PARTS = ("cpu", "rss", "avalanche", "daemon", "floor")
 ALL_CLIENTS = (*CLIENTS, "artillery")
 MAX_SIZE = 5000
 MAX_HELD = 15_000
@@ -68,6 +73,8 @@ BAR: dict[str, tuple[str, float]] = {
 BAR_AVALANCHE = 3000
 BAR_HELD = 10_000
 BAR_SHAPE = (20, 4)
+#: The bar line beside which the floor (the ``floor`` part) is shown for the same batch.
+LATENESS_BAR = "avalanche of 3,000 in one batch: start lateness p99 (ms)"
 
 
 class BenchError(Exception):
@@ -434,7 +441,7 @@ def machine(node: str) -> dict[str, Any]:
     try:
         import uvloop  # noqa: PLC0415 - optional
 
-        uvloop_version: str | None = uvloop.__version__
+        uvloop_version: str | None = getattr(uvloop, "__version__", None)
     except ImportError:
         uvloop_version = None
     return {
@@ -486,6 +493,27 @@ def bar_figures(report: dict[str, Any]) -> list[tuple[str, str, float]]:
     return figures
 
 
+def floor_at_bar(floor: dict[str, Any]) -> list[dict[str, Any]]:
+    """Return the floor's figures for the bar's batch (3,000 in one), one per process count."""
+    return [f for f in floor["figures"] if f["connections"] == BAR_AVALANCHE]
+
+
+def floor_context(report: dict[str, Any]) -> str | None:
+    """Return the line shown beside the start-lateness bar: the floor for the same batch."""
+    floor = report.get("connect_floor")
+    if not floor or not floor["at_bar"]:
+        return None
+    per = ", ".join(
+        f"{f['lateness_p99_seconds'] * 1e3:.2f} ms from {f['processes']} "
+        f"process{'es' if f['processes'] > 1 else ''}"
+        for f in floor["at_bar"]
+    )
+    return (
+        f"{'':>12}    the floor ({floor['impl']}, bare kernel connects, "
+        f"{BAR_AVALANCHE} in one batch): p99 {per}"
+    )
+
+
 def check_bar(report: dict[str, Any]) -> list[dict[str, Any]]:
     """Return each line of the bar, per loop, with its figure and whether it is met."""
     measured = bar_figures(report)
@@ -529,7 +557,7 @@ def tables(report: dict[str, Any]) -> str:
     out = []
     cpu = report.get("cpu")
     if cpu:
-        rows = [
+        rows: list[tuple[str, ...]] = [
             (
                 "client/loop",
                 "CPU/conn (us)",
@@ -617,12 +645,20 @@ def tables(report: dict[str, Any]) -> str:
     daemon = report.get("daemon")
     if daemon:
         out += ["", "Daemon", daemon_load.table(daemon["shapes"])]
+    floor = report.get("connect_floor")
+    if floor:
+        out += ["", connect_floor.table(floor)]
     out += ["", "The bar"]
-    for line in report["bar"]:
+    bar = report["bar"]
+    for i, line in enumerate(bar):
         met = {True: "met", False: "NOT met", None: "not measured"}[line["met"]]
         where = f" [{line['loop']}]" if line["loop"] else ""
         figure = _fmt(line["figure"], ".2f")
         out.append(f"  {met:>12}  {line['bar']}{where}: {figure} ({line['limit']})")
+        last_of_its_bar = i + 1 == len(bar) or bar[i + 1]["bar"] != line["bar"]
+        context = floor_context(report) if line["bar"] == LATENESS_BAR else None
+        if last_of_its_bar and context:
+            out.append(context)
     return "\n".join(out)
 
 
@@ -657,6 +693,17 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--daemon-idle-seconds", type=float, default=30.0)
     parser.add_argument("--scrapes", type=int, default=200)
     parser.add_argument("--scrape-budget", type=float, default=daemon_load.SCRAPE_BUDGET)
+    parser.add_argument(
+        "--floor-sizes", type=int, nargs="+", default=[300, BAR_AVALANCHE], metavar="N"
+    )
+    parser.add_argument(
+        "--floor-processes",
+        type=int,
+        nargs="+",
+        default=sorted({1, os.cpu_count() or 1}),
+        metavar="P",
+    )
+    parser.add_argument("--floor-rounds", type=int, default=3)
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"default {DEFAULT_JSON}")
     args = parser.parse_args(argv)
     args.loops = list(LOOPS) if args.loop == "both" else [args.loop]
@@ -680,6 +727,14 @@ def parse(argv: list[str]) -> argparse.Namespace:
         parser.error(f"--daemon-idle-seconds: need 0..{daemon_load.MAX_IDLE_SECONDS}")
     if not 1 <= args.scrapes <= daemon_load.MAX_SCRAPES:
         parser.error(f"--scrapes: need 1..{daemon_load.MAX_SCRAPES}")
+    if not 1 <= args.floor_rounds <= connect_floor.MAX_ROUNDS:
+        parser.error(f"--floor-rounds: need 1..{connect_floor.MAX_ROUNDS}")
+    try:
+        for n in args.floor_sizes if "floor" in args.parts else []:
+            for p in args.floor_processes:
+                connect_floor.check_bounds(n, p)
+    except connect_floor.FloorError as exc:
+        parser.error(f"--floor-sizes, --floor-processes: {exc}")
     return args
 
 
@@ -734,6 +789,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             except daemon_load.LoadError as exc:
                 raise BenchError(str(exc)) from exc
             report["daemon"] = {"shapes": shapes}
+    if "floor" in args.parts:
+        # Last, with the target stopped: nothing else runs, and nothing runs after it.
+        try:
+            floor = connect_floor.measure(
+                args.floor_sizes,
+                args.floor_processes,
+                args.floor_rounds,
+                progress=lambda line: print(line, file=sys.stderr),
+            )
+        except connect_floor.FloorError as exc:
+            raise BenchError(str(exc)) from exc
+        report["connect_floor"] = {**floor, "at_bar": floor_at_bar(floor)}
     report["machine"] = machine(node)
     report["bar"] = check_bar(report)
     return report

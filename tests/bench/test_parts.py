@@ -1,4 +1,5 @@
-"""The harness's own checks: Artillery's report and phase, the daemon at rest, end to end."""
+"""The harness's own checks: Artillery's report and phase, the daemon at rest, end to end,
+and the connect floor (bench/connect_floor.c and its pure-Python fallback)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
+from spikewatch.core.stats import percentile
 from tests.conftest import scaled
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
@@ -23,6 +26,16 @@ def artillery() -> Iterator[ModuleType]:
     sys.path.insert(0, str(BENCH))
     try:
         yield importlib.import_module("artillery")
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+@pytest.fixture(scope="module")
+def connect_floor() -> Iterator[ModuleType]:
+    """bench/connect_floor.py, imported the way bench/run.py imports it."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        yield importlib.import_module("connect_floor")
     finally:
         sys.path.remove(str(BENCH))
 
@@ -119,3 +132,141 @@ def test_daemon_load_measures_the_daemon_at_rest_and_its_scrapes(tmp_path: Path)
         assert 0 < scrape["p50"] <= scrape["p99"] <= scrape["max"]
     assert shape["healthz_during_scrape_seconds"] > 0
     assert "/metrics text" in done.stdout
+
+
+# -- the connect floor ----------------------------------------------------------------------
+
+FLOOR_SIZES = (20, 40)
+FLOOR_PROCESSES = (1, 2)
+
+
+def _need_compiler(connect_floor: ModuleType) -> None:
+    if connect_floor.find_compiler() is None:
+        pytest.fail(
+            "the connect floor's C test needs a C compiler on PATH: "
+            f"none of {', '.join(connect_floor.COMPILERS)} found"
+        )
+
+
+def _check_floor(result: dict[str, Any], impl: str) -> None:
+    """Every (size, processes) measured, complete and consistent; never a time bound."""
+    assert result["impl"] == impl
+    wanted = [(n, p) for n in FLOOR_SIZES for p in FLOOR_PROCESSES]
+    assert [(f["connections"], f["processes"]) for f in result["figures"]] == wanted
+    for f in result["figures"]:
+        assert f["rounds"] == 1
+        assert 0 <= f["lateness_p50_seconds"] <= f["lateness_p99_seconds"]
+        assert f["lateness_p99_seconds"] <= f["lateness_max_seconds"]
+        # The last stamp comes just before the last connect, which returns after it.
+        assert f["lateness_max_seconds"] <= f["last_connect_seconds"]
+        assert f["lateness_p99_rounds"] == [f["lateness_p99_seconds"]]
+    assert [(r["n"], r["processes"]) for r in result["raw"]] == wanted
+    for r in result["raw"]:
+        assert r["impl"] == impl
+        assert r["round"] == 1
+        assert r["established"] == r["n"]
+        # One ready margin per process: the processes asked for ran, each in time.
+        assert len(r["ready_margin_seconds"]) == r["processes"]
+        assert all(margin > 0 for margin in r["ready_margin_seconds"])
+        late = r["lateness_seconds"]
+        assert 0 <= late["min"] <= late["p50"] <= late["p99"] <= late["max"]
+    assert result["parameters"]["backlog"] >= max(FLOOR_SIZES)
+
+
+def test_the_c_floor_gives_complete_figures(connect_floor: ModuleType) -> None:
+    """bench/connect_floor.c, compiled with cc -O2: every size from 1 and 2 processes."""
+    _need_compiler(connect_floor)
+    result = connect_floor.measure(FLOOR_SIZES, FLOOR_PROCESSES, 1, impl="c")
+    _check_floor(result, "c")
+    assert result["compiler"] == connect_floor.find_compiler()
+    assert result["note"] is None
+
+
+def test_the_python_fallback_gives_complete_figures(connect_floor: ModuleType) -> None:
+    """The pure-Python fallback, forced: the same figures, said to come from Python."""
+    result = connect_floor.measure(FLOOR_SIZES, FLOOR_PROCESSES, 1, impl="python")
+    _check_floor(result, "python")
+    assert result["compiler"] is None
+
+
+def test_without_a_compiler_the_floor_falls_back_to_python_and_says_so(
+    connect_floor: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No cc or gcc on PATH: auto measures in Python, and notes why; c refuses, naming them."""
+    monkeypatch.setenv("PATH", str(tmp_path))
+    result = connect_floor.measure([20], [1], 1, impl="auto")
+    assert result["impl"] == "python"
+    assert "no C compiler on PATH (looked for cc, gcc)" in result["note"]
+    with pytest.raises(connect_floor.FloorError, match=r"no C compiler on PATH \(looked for cc"):
+        connect_floor.measure([20], [1], 1, impl="c")
+
+
+def test_a_floor_beyond_the_bounds_is_refused(connect_floor: ModuleType, tmp_path: Path) -> None:
+    """N past 5000 or past the listen backlog, P past 16 or N: refused, saying why."""
+    backlog = connect_floor.effective_backlog()
+    for sizes, processes, message in (
+        ([5001], [1], "N=5001 refused: need 1 <= N <= 5000"),
+        ([backlog + 1], [1], f"N={backlog + 1} refused: it exceeds the listen backlog {backlog}"),
+        ([40], [17], "P=17 refused"),
+        ([2], [3], "P=3 refused"),
+    ):
+        for impl in ("c", "python"):
+            with pytest.raises(connect_floor.RefusedError, match=message):
+                connect_floor.measure(sizes, processes, 1, impl=impl)
+    # The programs themselves refuse too, with exit status 2 and a message.
+    _need_compiler(connect_floor)
+    binary = connect_floor.compile_floor(connect_floor.find_compiler(), tmp_path)
+    script = [sys.executable, str(BENCH / "connect_floor.py")]
+    for command, message in (
+        ([str(binary), "5001", "1"], "N=5001, P=1; need 1 <= N <= 5000"),
+        ([str(binary), str(backlog + 1), "1"], "exceeds the listen backlog"),
+        ([*script, "--once", "5001", "1"], "N=5001 refused"),
+        ([*script, "--sizes", "5001"], "N=5001 refused"),
+    ):
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=scaled(30), check=False
+        )
+        assert done.returncode == 2, (command, done.stderr)
+        assert message in done.stderr
+        assert not done.stdout
+
+
+def test_the_floor_cli_prints_a_table_and_one_json_line() -> None:
+    """python bench/connect_floor.py: the table, then every figure as one JSON line."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "connect_floor.py"),
+            "--sizes",
+            "20",
+            "--processes",
+            "1",
+            "2",
+            "--rounds",
+            "1",
+            "--impl",
+            "python",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=scaled(60),
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    *text, last = done.stdout.strip().splitlines()
+    assert text[0].startswith("Connect floor (python)")
+    assert "   20 from  2 process(es): lateness p50" in done.stdout
+    result = json.loads(last)
+    assert [(f["connections"], f["processes"]) for f in result["figures"]] == [(20, 1), (20, 2)]
+    assert len(result["raw"]) == 2
+
+
+@pytest.mark.parametrize(
+    "values", [[0.0], [1.0, 2.0], [0.0, 1.0, 5.0, 9.0], list(range(101)), [3.0] * 7]
+)
+def test_the_floor_percentile_is_spikewatchs(
+    connect_floor: ModuleType, values: list[float]
+) -> None:
+    """The floor's p50 and p99 are computed as spikewatch computes its start lateness's."""
+    for q in (0.0, 0.5, 0.99, 1.0):
+        assert connect_floor.percentile(values, q) == percentile(values, q)

@@ -30,7 +30,8 @@ def _need_tools() -> None:
 
 
 def test_bench_run_gives_figures_for_every_client_and_part(tmp_path: Path) -> None:
-    """bench/run.py measures every client on both loops, Artillery, held RSS and avalanches."""
+    """bench/run.py measures every client on both loops, Artillery, held RSS, avalanches and
+    the connect floor."""
     _need_tools()
     out = tmp_path / "bench.json"
     done = subprocess.run(
@@ -41,6 +42,7 @@ def test_bench_run_gives_figures_for_every_client_and_part(tmp_path: Path) -> No
             "cpu",
             "rss",
             "avalanche",
+            "floor",
             "--sizes",
             "20",
             "40",
@@ -57,6 +59,15 @@ def test_bench_run_gives_figures_for_every_client_and_part(tmp_path: Path) -> No
             "--avalanche-interval",
             "0.05",
             "--avalanche-rounds",
+            "1",
+            # 3,000: the bar's batch, so that the floor is shown beside its lateness line.
+            "--floor-sizes",
+            "20",
+            "3000",
+            "--floor-processes",
+            "1",
+            "2",
+            "--floor-rounds",
             "1",
             "--json",
             str(out),
@@ -97,6 +108,22 @@ def test_bench_run_gives_figures_for_every_client_and_part(tmp_path: Path) -> No
         assert run["loop_lag_p99_seconds"] is not None
         assert run["start_lateness_p99_seconds"] is not None
         assert run["rate_per_second"] > 0
+
+    floor = report["connect_floor"]
+    assert floor["impl"] in ("c", "python")
+    assert [(f["connections"], f["processes"]) for f in floor["figures"]] == [
+        (n, p) for n in (20, 3000) for p in (1, 2)
+    ]
+    for f in floor["figures"]:
+        assert 0 <= f["lateness_p50_seconds"] <= f["lateness_p99_seconds"]
+        assert f["lateness_p99_seconds"] <= f["lateness_max_seconds"]
+    assert all(r["established"] == r["n"] for r in floor["raw"])
+    assert [(f["connections"], f["processes"]) for f in floor["at_bar"]] == [(3000, 1), (3000, 2)]
+    lateness_bar = "avalanche of 3,000 in one batch: start lateness p99 (ms)"
+    bar_text = done.stdout.split("\nThe bar\n", 1)[1].splitlines()
+    beside = [i for i, line in enumerate(bar_text) if lateness_bar in line]
+    assert f"the floor ({floor['impl']}, bare kernel connects" in bar_text[beside[-1] + 1]
+
     assert report["bar"]
     assert report["machine"]["artillery"]
     for key in [*keys, "artillery/node"]:
