@@ -216,6 +216,9 @@ class ProberConfig(_ConfigModel):
     #: Percent of one core.
     max_cpu_percent: float = Field(default=95.0, gt=0)
     lag_sample_interval: PositiveDuration = 0.02
+    #: The daemon's loop-lag sampling between runs (``lag_sample_interval`` during them):
+    #: each sample wakes the process, and 50 wake-ups a second were most of its idle CPU.
+    idle_lag_sample_interval: PositiveDuration = 0.25
     #: Processes a spike is spread over: 1 fires it from the daemon's own event loop;
     #: N > 1 starts N worker processes that each fire a round-robin share of it, so that
     #: a spike can use N cores (baseline, stable, recovery and the verdict stay here).
@@ -232,6 +235,19 @@ class ProberConfig(_ConfigModel):
                 "uvloop_missing", "uvloop is not installed here; install it or choose asyncio"
             )
         return value
+
+    @model_validator(mode="after")
+    def _check_idle_interval(self) -> Self:
+        if self.idle_lag_sample_interval < self.lag_sample_interval:
+            raise _invalid(
+                [
+                    (
+                        "idle_lag_sample_interval",
+                        f"must be ≥ lag_sample_interval ({self.lag_sample_interval:g}s)",
+                    )
+                ]
+            )
+        return self
 
 
 class LogConfig(_ConfigModel):

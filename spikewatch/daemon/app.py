@@ -87,7 +87,9 @@ class Daemon:
         self.metrics = SpikewatchMetrics(version=__version__)
         self.registry = ConnectionRegistry(config.limits.max_connections)
         self.monitor = ProberMonitor(
-            interval=config.prober.lag_sample_interval, on_lag=self.metrics.observe_loop_lag
+            interval=config.prober.lag_sample_interval,
+            idle_interval=config.prober.idle_lag_sample_interval,
+            on_lag=self.metrics.observe_loop_lag,
         )
         #: prober.workers > 1: worker processes that fire the spikes (fixed until restart).
         self.pool: WorkerPool | None = None
@@ -262,6 +264,9 @@ class Daemon:
         self.registry.limit = config.limits.max_connections
         self.dispatcher.max_concurrent = config.limits.max_concurrent_runs
         self.dispatcher.max_queued = self._max_queued(config)
+        self.monitor.set_intervals(
+            config.prober.lag_sample_interval, config.prober.idle_lag_sample_interval
+        )
         if self.pool is not None:
             self.pool.lag_interval = config.prober.lag_sample_interval
         self._prober = self._make_prober(config)
@@ -283,7 +288,8 @@ class Daemon:
     async def startup(self) -> None:
         """Start sampling, the workers, serving HTTP and scheduling; ready at the end."""
         loop = asyncio.get_running_loop()
-        self.monitor.start()
+        # In the background: between runs, at the idle cadence; every run starts it too.
+        self.monitor.start(background=True)
         if self.pool is not None:
             # Started now, not at the first spike: a Python process takes a while to start.
             await self.pool.start()
@@ -348,7 +354,7 @@ class Daemon:
                 await self._watch
         if self._runner is not None:
             await self._runner.cleanup()
-        self.monitor.stop()
+        self.monitor.stop(background=True)
         log.info("spikewatch stopped")
 
 

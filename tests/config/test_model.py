@@ -59,6 +59,7 @@ def test_minimal_config_gets_the_documented_defaults() -> None:
     assert cfg.prober.max_start_lateness_p99 == pytest.approx(0.25)
     assert cfg.prober.max_cpu_percent == 95.0
     assert cfg.prober.lag_sample_interval == pytest.approx(0.02)
+    assert cfg.prober.idle_lag_sample_interval == pytest.approx(0.25)
     assert (cfg.log.format, cfg.log.level) == ("text", "info")
     t = cfg.targets[0]
     assert (t.headers, t.subprotocols, t.welcome, t.echo, t.auth) == ({}, (), None, None, None)
@@ -178,6 +179,19 @@ def test_prober_limits_parse_durations_and_must_be_positive() -> None:
     assert problems(config(prober=bad)) == [
         "prober.max_cpu_percent: must be > 0",
         "prober.lag_sample_interval: must be > 0",
+    ]
+
+
+def test_idle_lag_sample_interval_is_at_least_the_interval() -> None:
+    """Sampling between runs may be as often as during them, never more often."""
+    same = {"lag_sample_interval": "50ms", "idle_lag_sample_interval": "50ms"}
+    assert build(config(prober=same)).prober.idle_lag_sample_interval == pytest.approx(0.05)
+    faster = {"lag_sample_interval": "50ms", "idle_lag_sample_interval": "20ms"}
+    assert problems(config(prober=faster)) == [
+        "prober.idle_lag_sample_interval: must be ≥ lag_sample_interval (0.05s)"
+    ]
+    assert problems(config(prober={"idle_lag_sample_interval": "0s"})) == [
+        "prober.idle_lag_sample_interval: must be > 0"
     ]
 
 

@@ -207,6 +207,39 @@ def reload_gauge(body: bytes) -> float:
     raise AssertionError("no reload gauge")
 
 
+def lag_samples(body: bytes) -> float:
+    """Return how many loop-lag samples the daemon has taken (the histogram's count)."""
+    for family in text_string_to_metric_families(body.decode()):
+        if family.name == "spikewatch_event_loop_lag_seconds":
+            return next(s.value for s in family.samples if s.name.endswith("_count"))
+    raise AssertionError("no loop-lag histogram")
+
+
+async def test_loop_lag_is_sampled_fast_only_during_runs(
+    tmp_path: Path, reference: RunningTarget, token_file: Path
+) -> None:
+    """At rest the daemon samples at idle_lag_sample_interval; a run gets the fast cadence."""
+    doc = document(reference.url, token_file=token_file, every="1h")
+    doc["prober"] = {"idle_lag_sample_interval": "1h"}
+    proc = await DaemonProcess(write_config(tmp_path / "c.yaml", doc)).start()
+    try:
+        _, _, body = await proc.request("GET", "/metrics")
+        assert lag_samples(body) == 0  # the first idle sample is an hour away
+        body_json = {"target": "ref", "scenario": "quick"}
+        status, _, raw = await proc.request("POST", "/api/v1/runs", json=body_json, token=TOKEN)
+        assert status == 202, raw
+        await proc.wait_for_line(lambda line: "run finished" in line, 30)
+        _, _, body = await proc.request("GET", "/metrics")
+        during = lag_samples(body)
+        assert during > 0
+        await asyncio.sleep(0.3)
+        _, _, body = await proc.request("GET", "/metrics")
+        assert lag_samples(body) <= during + 1  # at most the one the run had scheduled
+    finally:
+        proc.signal(signal.SIGTERM)
+        assert await proc.wait(15) == 0
+
+
 async def test_broken_reload_keeps_the_old_config(
     tmp_path: Path, reference: RunningTarget, token_file: Path
 ) -> None:

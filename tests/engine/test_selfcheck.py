@@ -126,6 +126,95 @@ async def test_restart_after_stop_samples_again() -> None:
         monitor.stop()
 
 
+#: An idle cadence no test waits for: a sample at it never comes within a test.
+IDLE_NEVER = 3600.0
+
+
+async def test_background_user_samples_at_the_idle_cadence() -> None:
+    """With only a background user (the daemon between runs) samples come idle_interval apart."""
+    log = LagLog()
+    monitor = ProberMonitor(
+        interval=INTERVAL, idle_interval=IDLE_NEVER, sampler=FakeSampler(), on_lag=log
+    )
+    monitor.start(background=True)
+    try:
+        assert monitor.sampling_interval == IDLE_NEVER
+        for _ in range(10):
+            await asyncio.sleep(INTERVAL)
+        assert log.lags == []
+    finally:
+        monitor.stop(background=True)
+
+
+async def test_active_user_brings_the_next_sample_forward() -> None:
+    """A run that starts while the next sample is an idle interval away gets samples at once.
+
+    Then, its stop returns the monitor to the idle cadence: at most the sample already
+    scheduled at the fast one still comes.
+    """
+    log = LagLog()
+    monitor = ProberMonitor(
+        interval=INTERVAL, idle_interval=IDLE_NEVER, sampler=FakeSampler(), on_lag=log
+    )
+    monitor.start(background=True)
+    try:
+        monitor.start()
+        assert monitor.sampling_interval == INTERVAL
+        await wait_for_samples(log, 3)
+        monitor.stop()
+        assert monitor.sampling_interval == IDLE_NEVER
+        stopped_at = len(log.lags)
+        for _ in range(10):
+            await asyncio.sleep(INTERVAL)
+        assert len(log.lags) <= stopped_at + 1
+    finally:
+        monitor.stop(background=True)
+
+
+async def test_second_active_user_keeps_the_schedule() -> None:
+    """Only the first active user reschedules; a second one does not restart the interval."""
+    log = LagLog()
+    monitor = ProberMonitor(
+        interval=INTERVAL, idle_interval=IDLE_NEVER, sampler=FakeSampler(), on_lag=log
+    )
+    monitor.start()
+    monitor.start()
+    try:
+        await wait_for_samples(log, 2)
+        monitor.stop()
+        assert monitor.sampling_interval == INTERVAL  # one active user is left
+        await wait_for_samples(log, len(log.lags) + 2)
+    finally:
+        monitor.stop()
+
+
+def test_idle_interval_is_never_shorter_than_the_interval() -> None:
+    """An idle cadence faster than the active one is taken as the active one."""
+    monitor = ProberMonitor(interval=0.5, idle_interval=0.1, sampler=FakeSampler())
+    assert monitor.sampling_interval == 0.5
+    monitor.set_intervals(0.02, 0.25)
+    assert monitor.sampling_interval == 0.25
+    monitor.set_intervals(0.02)
+    assert monitor.sampling_interval == 0.02
+
+
+async def test_set_intervals_takes_effect_at_the_next_sample() -> None:
+    """A reload's new cadence is what the next scheduled sample uses."""
+    log = LagLog()
+    monitor = ProberMonitor(interval=INTERVAL, sampler=FakeSampler(), on_lag=log)
+    monitor.start(background=True)
+    try:
+        await wait_for_samples(log, 1)
+        monitor.set_intervals(INTERVAL, IDLE_NEVER)
+        await wait_for_samples(log, len(log.lags) + 1)  # the one already scheduled
+        seen = len(log.lags)
+        for _ in range(10):
+            await asyncio.sleep(INTERVAL)
+        assert len(log.lags) == seen
+    finally:
+        monitor.stop(background=True)
+
+
 async def test_samples_without_on_lag() -> None:
     """Without an on_lag callback samples are still kept for recent_lag_p99."""
     monitor = ProberMonitor(interval=INTERVAL, sampler=FakeSampler())
