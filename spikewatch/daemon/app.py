@@ -354,6 +354,7 @@ class Daemon:
                 await self._watch
         if self._runner is not None:
             await self._runner.cleanup()
+        self.metrics.close()
         self.monitor.stop(background=True)
         log.info("spikewatch stopped")
 

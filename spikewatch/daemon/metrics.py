@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Literal, get_args
 
 from prometheus_client import (
@@ -29,6 +30,7 @@ from spikewatch.core.outcomes import (
     RunResultKind,
     status_code_label,
 )
+from spikewatch.daemon.heap import release_free_heap
 
 if TYPE_CHECKING:
     from spikewatch.config.model import SpikewatchConfig
@@ -163,6 +165,10 @@ class SpikewatchMetrics:
         #: Bumped by every change to the pairs' series; the rendered cache keys on it.
         self._pairs_version = 0
         self._rendered: dict[str, tuple[int, bytes]] = {}
+        #: One thread renders, one body at a time: concurrent scrapes of a stale cache
+        #: wait for the same rendering instead of each starting one.
+        self._render_lock = asyncio.Lock()
+        self._executor: ThreadPoolExecutor | None = None
         reg = self._pair_registry
         live = self._live_registry
         ProcessCollector(registry=live)
@@ -481,17 +487,43 @@ class SpikewatchMetrics:
         runs) are rendered at every scrape.
         """
         encoder, content_type = choose_encoder(accept or "")
-        version = self._pairs_version
-        cached = self._rendered.get(content_type)
-        if cached is not None and cached[0] == version:
-            pairs = cached[1]
-        else:
-            pairs = await asyncio.to_thread(encoder, self._pair_registry)
-            self._rendered[content_type] = (version, pairs)
+        async with self._render_lock:
+            version = self._pairs_version
+            cached = self._rendered.get(content_type)
+            if cached is not None and cached[0] == version:
+                pairs = cached[1]
+            else:
+                if self._executor is None:
+                    self._executor = ThreadPoolExecutor(1, thread_name_prefix="metrics-render")
+                loop = asyncio.get_running_loop()
+                pairs = await loop.run_in_executor(
+                    self._executor, _render_and_trim, encoder, self._pair_registry
+                )
+                self._rendered[content_type] = (version, pairs)
         live = encoder(self._live_registry)
         if pairs.endswith(_EOF):  # OpenMetrics: one "# EOF", at the very end
             pairs = pairs[: -len(_EOF)]
         return pairs + live, content_type
+
+    def close(self) -> None:
+        """Stop the rendering thread (the daemon's shutdown)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+
+
+def _render_and_trim(
+    encoder: Callable[[CollectorRegistry], bytes], registry: CollectorRegistry
+) -> bytes:
+    """Render ``registry``, then give the heap its rendering freed back to the system.
+
+    Measured at 80 pairs (2.9 MB a body): without the trim, an idle daemon's RSS rose from
+    78 to 96 MB over its first scrapes and stayed there; with it, it stays within a few
+    MB of the bodies it keeps.
+    """
+    body = encoder(registry)
+    release_free_heap()
+    return body
 
 
 def running_loop_tasks() -> float:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import math
+import platform
 import re
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,8 @@ from spikewatch.core.result import (
     group_errors,
 )
 from spikewatch.core.verdict import ThresholdCheck
+from spikewatch.daemon import heap
+from spikewatch.daemon.heap import release_free_heap
 from spikewatch.daemon.metrics import SKIP_REASONS, SpikewatchMetrics
 from spikewatch.engine.runner import RunReport
 from tests.daemon.promtool import PACKAGE, check_metrics
@@ -741,7 +744,7 @@ async def test_pairs_are_rendered_again_only_after_they_change(
     renders: list[int] = []
     collect = metrics._pair_registry.collect
 
-    def counting() -> Iterator[Metric]:
+    def counting() -> Iterable[Metric]:
         renders.append(1)
         return collect()
 
@@ -773,6 +776,39 @@ async def test_pairs_are_rendered_again_only_after_they_change(
     metrics.sync_pairs([])
     gone = _families((await metrics.render_off_loop(None))[0])
     assert not any(dict(k).get("target") == T for v in gone.values() for k in v)
+
+
+async def test_concurrent_scrapes_of_a_stale_cache_render_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Scrapes that arrive while the pairs are being rendered wait for that one rendering."""
+    metrics = make_metrics()
+    renders: list[int] = []
+    collect = metrics._pair_registry.collect
+
+    def counting() -> Iterable[Metric]:
+        renders.append(1)
+        return collect()
+
+    monkeypatch.setattr(metrics._pair_registry, "collect", counting)
+    results = await asyncio.gather(*(metrics.render_off_loop(None) for _ in range(5)))
+    assert renders == [1]
+    tasks = "spikewatch_event_loop_tasks"
+    first = {k: v for k, v in _families(results[0][0]).items() if k != tasks}
+    for body, _ in results[1:]:
+        assert {k: v for k, v in _families(body).items() if k != tasks} == first
+    metrics.close()
+    metrics.record_run(report(RunResultKind.PASSED, [ok(Phase.SPIKE)], recovery=recovered(0.5)))
+    await metrics.render_off_loop(None)  # a closed renderer starts a new thread when asked
+    assert renders == [1, 1]
+    metrics.close()
+
+
+def test_release_free_heap_works_on_glibc(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On glibc the free heap goes back to the system; elsewhere the call does nothing."""
+    assert release_free_heap() is (platform.libc_ver()[0] == "glibc")
+    monkeypatch.setattr(heap, "_MALLOC_TRIM", None)
+    assert release_free_heap() is False
 
 
 def test_promtool_finds_nothing_to_lint() -> None:
