@@ -11,10 +11,10 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from spikewatch.auth.jwt import TokenMinter, place_token
 from spikewatch.protocol.handshake import UpgradeRequest
 
 if TYPE_CHECKING:
+    from spikewatch.auth.jwt import TokenMinter
     from spikewatch.config import TargetConfig, TlsConfig
 
 _PLACEHOLDERS = ("{seq}", "{conn}")
@@ -97,6 +97,8 @@ class ConnectionSpec:
         """Return connection ``conn``'s upgrade request and the subprotocols it offers."""
         if self.minter is None:
             return self.request.render(key), self.request.subprotocols
+        from spikewatch.auth.jwt import place_token  # noqa: PLC0415 - PyJWT loads cryptography (~9 MB RSS): only when JWTs are in use
+
         placement = place_token(self.send_as, self.minter.mint(conn), self.query_param)
         request = self.request.render(
             key,
@@ -138,6 +140,8 @@ def build_connection_spec(
     send_as: Literal["header", "query", "subprotocol"] = "header"
     query_param = None
     if target.auth is not None:
+        from spikewatch.auth.jwt import TokenMinter  # noqa: PLC0415 - PyJWT loads cryptography (~9 MB RSS): only when JWTs are in use
+
         jwt = target.auth.jwt
         minter = TokenMinter(
             algorithm=jwt.algorithm,

@@ -11,9 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
-
 from spikewatch.config.durations import parse_duration
 from spikewatch.errors import SpikewatchError, UsageError
 from spikewatch.target.behaviour import TargetBehaviour
@@ -135,6 +132,10 @@ def _read_text(path: Path, what: str) -> str:
 
 def _public_key_algorithm(pem: str, path: Path) -> str:
     """Return the JWS algorithm that goes with a PEM public key."""
+    # Here, not at the top: cryptography costs ~9 MB of RSS to every spikewatch command.
+    from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa  # noqa: PLC0415
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key  # noqa: PLC0415
+
     try:
         key = load_pem_public_key(pem.encode())
     except (ValueError, TypeError) as exc:

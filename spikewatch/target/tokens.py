@@ -11,8 +11,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
-import jwt
-
 from spikewatch.target.behaviour import TargetBehaviour
 
 #: Three base64url segments joined by dots: a JWS compact serialization (RFC 7515 §7.1).
@@ -63,6 +61,8 @@ def token_is_valid(token: str, behaviour: TargetBehaviour) -> bool:
     """Return whether ``token`` is signed with the target's key and meant for it."""
     if behaviour.jwt_key is None:
         return True
+    import jwt  # noqa: PLC0415 - PyJWT loads cryptography (~9 MB RSS): only when JWTs are in use
+
     try:
         jwt.decode(
             token,

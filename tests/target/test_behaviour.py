@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 
 from spikewatch.errors import SpikewatchError
-from spikewatch.target.behaviour import InvalidKnobError, TargetBehaviour, with_knobs
+from spikewatch.target.behaviour import (
+    SUPPORTED_JWT_ALGORITHMS,
+    InvalidKnobError,
+    TargetBehaviour,
+    with_knobs,
+)
 
 SECRET = "s" * 32
 
@@ -128,3 +133,10 @@ def test_public_knobs_mask_the_key_and_list_tuples() -> None:
     assert knobs["jwt_algorithms"] == ["HS256"]
     assert SECRET not in repr(knobs)
     assert TargetBehaviour().public_knobs()["jwt_key"] is None
+
+
+def test_supported_algorithms_are_pyjwts() -> None:
+    """The written-out list is exactly what PyJWT verifies (with cryptography), less ``none``."""
+    from jwt.algorithms import get_default_algorithms  # noqa: PLC0415 - the module avoids it
+
+    assert frozenset(get_default_algorithms()) - {"none"} == SUPPORTED_JWT_ALGORITHMS
