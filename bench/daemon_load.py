@@ -12,7 +12,9 @@ spike of one connection, recovery probes until one is good) against the bench ta
   ``--idle-seconds`` as a percentage of one core, and its RSS after;
 - ``/metrics`` scrape latency: ``--scrapes`` GETs one after another on one keep-alive
   connection, as the text format and as OpenMetrics, timed from the request to the last
-  byte of the body (p50, p99, max), with the body's size and its number of samples.
+  byte of the body (p50, p99, max), with the body's size and its number of samples, and
+  the daemon's RSS after each format's scrapes (a deployed daemon is scraped; the bar's
+  RSS is the higher of the idle figure and the one after the text scrapes).
 
 Every series of a pair exists from the start (counters and histograms at 0), so the
 number of series depends on the shape, not on whether the pairs ran; the runs give the
@@ -298,6 +300,9 @@ def measure_shape(
                     "bytes": len(body),
                     "samples": _samples(body),
                     "content_type": scraper.content_type,
+                    # RSS once scraped: a deployed daemon is, every 15 s or so, and its
+                    # renderings leave a high-water mark the idle figure above lacks.
+                    "rss_bytes_after": process.memory_info().rss,
                 }
             # How long the loop answers a trivial request while a scrape renders.
             figures["healthz_during_scrape_seconds"] = _healthz_during_scrape(address)
@@ -354,7 +359,8 @@ def table(shapes: list[dict[str, Any]]) -> str:
             lines.append(
                 f"  /metrics {name}: {s['samples']} samples, {s['bytes'] / 1024:.0f} KiB, "
                 f"p50 {s['p50'] * 1e3:.1f} ms, p99 {s['p99'] * 1e3:.1f} ms, "
-                f"max {s['max'] * 1e3:.1f} ms over {s['scrapes']}"
+                f"max {s['max'] * 1e3:.1f} ms over {s['scrapes']}, "
+                f"RSS after {s['rss_bytes_after'] / 1e6:.1f} MB"
             )
         lines.append(
             f"  /healthz asked during a scrape: {f['healthz_during_scrape_seconds'] * 1e3:.1f} ms"

@@ -130,6 +130,7 @@ def test_daemon_load_measures_the_daemon_at_rest_and_its_scrapes(tmp_path: Path)
         assert scrape["scrapes"] == 5
         assert scrape["samples"] > 0
         assert 0 < scrape["p50"] <= scrape["p99"] <= scrape["max"]
+        assert scrape["rss_bytes_after"] > 0
     assert shape["healthz_during_scrape_seconds"] > 0
     assert "/metrics text" in done.stdout
 
