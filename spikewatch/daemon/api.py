@@ -171,11 +171,21 @@ async def _readyz(request: web.Request) -> web.Response:
     )
 
 
-async def _metrics(request: web.Request) -> web.Response:
+async def _metrics(request: web.Request) -> web.StreamResponse:
     """Answer the Prometheus exposition, OpenMetrics when the Accept header asks for it."""
-    body, content_type = await request.app[STATE].render_metrics(request.headers.get("Accept"))
+    parts, content_type = await request.app[STATE].render_metrics(request.headers.get("Accept"))
     # Set as a header: content_type= refuses the charset and version parameters.
-    return web.Response(body=body, headers={"Content-Type": content_type})
+    headers = {"Content-Type": content_type}
+    if request.method == "HEAD":
+        return web.Response(headers=headers)
+    # Written part by part: the cached bulk of the body is sent as it is, not copied.
+    response = web.StreamResponse(headers=headers)
+    response.content_length = sum(len(part) for part in parts)
+    await response.prepare(request)
+    for part in parts:
+        await response.write(part)
+    await response.write_eof()
+    return response
 
 
 # --- targets and scenarios ---------------------------------------------------------------

@@ -17,7 +17,7 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -184,11 +184,11 @@ class Daemon:
         token = self._config.server.api_token
         return token.get_secret_value() if token is not None else None
 
-    async def render_metrics(self, accept: str | None) -> tuple[bytes, str]:
+    async def render_metrics(self, accept: str | None) -> tuple[Sequence[bytes], str]:
         """The exposition, with next-run times read from the scheduler right now."""
         for t, s in self._config.pairs():
             self.metrics.set_next_run(t.name, s.name, self.scheduler.next_run(t.name, s.name))
-        return await self.metrics.render_off_loop(accept)
+        return await self.metrics.render_parts(accept)
 
     # -- runs ---------------------------------------------------------------------------
 

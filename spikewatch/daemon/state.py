@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -74,5 +75,5 @@ class DaemonState(Protocol):
     def api_token(self) -> str | None:
         """The bearer token POST endpoints require, or None when none is configured."""
 
-    async def render_metrics(self, accept: str | None) -> tuple[bytes, str]:
-        """The metrics exposition and its content type (OpenMetrics when asked for)."""
+    async def render_metrics(self, accept: str | None) -> tuple[Sequence[bytes], str]:
+        """The metrics exposition, in parts to write in order, and its content type."""

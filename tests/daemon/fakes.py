@@ -11,7 +11,7 @@ It records what it was asked: ``run_requests``, ``reloads``, ``metrics_accepts``
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Gauge
@@ -253,11 +253,16 @@ class FakeDaemonState:
         """Return ``token``."""
         return self.token
 
-    async def render_metrics(self, accept: str | None) -> tuple[bytes, str]:
-        """Render the fake's own registry with prometheus_client's real content negotiation."""
+    async def render_metrics(self, accept: str | None) -> tuple[Sequence[bytes], str]:
+        """Render the fake's own registry with prometheus_client's real content negotiation.
+
+        In two parts, split at a line, as the daemon writes its body.
+        """
         self.metrics_accepts.append(accept)
         encoder, content_type = choose_encoder(accept or "")
-        return encoder(self.registry), content_type
+        body = encoder(self.registry)
+        cut = body.find(b"\n", len(body) // 2) + 1
+        return (body[:cut], body[cut:]), content_type
 
 
 def as_mapping(value: object) -> Mapping[str, Any]:

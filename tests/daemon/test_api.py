@@ -118,6 +118,27 @@ async def test_metrics_without_accept_passes_none(client: Client, state: FakeDae
     assert state.metrics_accepts == [None]
 
 
+async def test_metrics_body_is_its_parts_in_order_with_their_length(
+    client: Client, state: FakeDaemonState
+) -> None:
+    """The parts the daemon renders are written in order, under one exact Content-Length."""
+    response = await client.get("/metrics", headers={"Accept": "text/plain"})
+    body = await response.read()
+    parts, _ = await state.render_metrics("text/plain")
+    assert len(parts) == 2
+    assert body == b"".join(parts)
+    assert response.headers["Content-Length"] == str(len(body))
+    assert "Transfer-Encoding" not in response.headers
+
+
+async def test_metrics_answers_head_without_a_body(client: Client) -> None:
+    """HEAD /metrics answers 200 with the content type and no body."""
+    response = await client.head("/metrics", headers={"Accept": "text/plain"})
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    assert await response.read() == b""
+
+
 # --- targets -----------------------------------------------------------------------------
 
 
