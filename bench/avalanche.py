@@ -66,8 +66,11 @@ async def _run(document: dict[str, Any]) -> dict[str, Any]:
 
     config = parse_config(document)
     target, scenario = config.targets[0], config.scenarios[0]
+    from spikewatch.heap import freeze_long_lived  # noqa: PLC0415
+
     prober = make_prober(config)
     run = ScenarioRun(target, scenario, prober)
+    freeze_long_lived()  # as spikewatch once does before its run
     report = await run.execute()
     result = report.result.as_dict()
     figures: dict[str, Any] = {"result": result}

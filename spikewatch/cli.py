@@ -35,6 +35,7 @@ from spikewatch.engine.runner import Prober, ProgressFn, RunReport, execute_run
 from spikewatch.engine.selfcheck import ProberMonitor
 from spikewatch.engine.workers import WorkerPool
 from spikewatch.errors import ConfigError, UsageError
+from spikewatch.heap import freeze_long_lived
 from spikewatch.summary import format_summary
 from spikewatch.target.cli import add_target_arguments, run_target_command
 
@@ -132,6 +133,7 @@ def cmd_once(args: argparse.Namespace) -> int:
     target, scenario = pick(config, args.target, args.scenario)
     raise_fd_limit()
     progress = None if args.quiet else stderr_progress()
+    freeze_long_lived()
     try:
         report = eventloop.run(
             run_once(config, target, scenario, progress=progress), config.prober.event_loop

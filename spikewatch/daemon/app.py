@@ -47,6 +47,7 @@ from spikewatch.engine.runner import Prober, execute_run
 from spikewatch.engine.selfcheck import ProberMonitor
 from spikewatch.engine.workers import WorkerPool
 from spikewatch.errors import ConfigError, ConfigProblem
+from spikewatch.heap import freeze_long_lived
 
 log = logging.getLogger(__name__)
 
@@ -306,6 +307,7 @@ class Daemon:
         self.bound = (server.host, port)
         self.scheduler.start()
         self._watch = loop.create_task(self._watch_saturation(), name="saturation watch")
+        freeze_long_lived()  # what lives from now on is runs' and connections' objects
         self._ready = True
         self._ready_event.set()
         shard = self._shard

@@ -30,7 +30,7 @@ from spikewatch.core.outcomes import (
     RunResultKind,
     status_code_label,
 )
-from spikewatch.daemon.heap import release_free_heap
+from spikewatch.heap import release_free_heap
 
 if TYPE_CHECKING:
     from spikewatch.config.model import SpikewatchConfig

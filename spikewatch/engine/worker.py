@@ -40,6 +40,7 @@ from spikewatch.engine.worker_protocol import (
     read_message,
     target_from_wire,
 )
+from spikewatch.heap import freeze_long_lived
 
 log = logging.getLogger(__name__)
 
@@ -285,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
             print(f"spikewatch worker: {name} must be a pipe from the daemon", file=sys.stderr)
             return 2
+    freeze_long_lived()
     status: int = eventloop.run(_main(), args.event_loop)
     return status
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 import platform
 import re
@@ -19,6 +20,7 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
+from spikewatch import heap
 from spikewatch.config import parse_config
 from spikewatch.core.attempt import Attempt
 from spikewatch.core.outcomes import UPGRADE_STATUS_CODES, Outcome, Phase, RunResultKind
@@ -32,10 +34,9 @@ from spikewatch.core.result import (
     group_errors,
 )
 from spikewatch.core.verdict import ThresholdCheck
-from spikewatch.daemon import heap
-from spikewatch.daemon.heap import release_free_heap
 from spikewatch.daemon.metrics import SKIP_REASONS, SpikewatchMetrics
 from spikewatch.engine.runner import RunReport
+from spikewatch.heap import release_free_heap
 from tests.daemon.promtool import PACKAGE, check_metrics
 
 #: The contract's "Metrics" table (spec.md), as exposed: name, type, label names.
@@ -809,6 +810,17 @@ def test_release_free_heap_works_on_glibc(monkeypatch: pytest.MonkeyPatch) -> No
     assert release_free_heap() is (platform.libc_ver()[0] == "glibc")
     monkeypatch.setattr(heap, "_MALLOC_TRIM", None)
     assert release_free_heap() is False
+
+
+def test_freeze_long_lived_takes_what_lives_now_out_of_collections() -> None:
+    """Objects alive at the call are frozen: a full collection no longer walks them."""
+    before = gc.get_freeze_count()
+    try:
+        heap.freeze_long_lived()
+        assert gc.get_freeze_count() > max(before, 10_000)  # modules alone are thousands
+        assert gc.get_count()[0] < 100  # collected first: the young generation is empty
+    finally:
+        gc.unfreeze()
 
 
 def test_promtool_finds_nothing_to_lint() -> None:
