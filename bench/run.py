@@ -677,7 +677,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--sizes", type=int, nargs=2, default=[1000, 3000], metavar=("SMALL", "BIG")
     )
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=200, help="cycles in flight at once")
     parser.add_argument(
         "--hold-sizes", type=int, nargs=2, default=[2000, 10000], metavar=("SMALL", "BIG")
