@@ -48,6 +48,9 @@ from typing import Any
 
 from clients import raise_fd_limit  # bench/ is the script's directory, so first on sys.path
 
+# The same percentile as spikewatch's start lateness (the C program computes it alike).
+from spikewatch.core.stats import percentile
+
 BENCH = Path(__file__).resolve().parent
 SOURCE = BENCH / "connect_floor.c"
 COMPILERS = ("cc", "gcc")
@@ -108,24 +111,6 @@ def check_bounds(connections: int, processes: int) -> None:
 
 
 # -- the pure-Python fallback (one measurement, in its own process) -----------------------
-
-
-def percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Return the ``q``-quantile of ascending values, as spikewatch's ``percentile`` does.
-
-    Linear interpolation between the closest ranks (numpy's default), from the nearer
-    end; the C program computes the same.
-    """
-    position = (len(sorted_values) - 1) * q
-    lower = int(position)
-    fraction = position - lower
-    low = sorted_values[lower]
-    if fraction == 0.0:
-        return low
-    high = sorted_values[lower + 1]
-    if fraction < 0.5:
-        return low + (high - low) * fraction
-    return high - (high - low) * (1.0 - fraction)
 
 
 def _await_handshakes(socks: list[socket.socket]) -> int:

@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from spikewatch.core.stats import percentile
 from tests.conftest import scaled
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
@@ -260,14 +259,3 @@ def test_the_floor_cli_prints_a_table_and_one_json_line() -> None:
     result = json.loads(last)
     assert [(f["connections"], f["processes"]) for f in result["figures"]] == [(20, 1), (20, 2)]
     assert len(result["raw"]) == 2
-
-
-@pytest.mark.parametrize(
-    "values", [[0.0], [1.0, 2.0], [0.0, 1.0, 5.0, 9.0], list(range(101)), [3.0] * 7]
-)
-def test_the_floor_percentile_is_spikewatchs(
-    connect_floor: ModuleType, values: list[float]
-) -> None:
-    """The floor's p50 and p99 are computed as spikewatch computes its start lateness's."""
-    for q in (0.0, 0.5, 0.99, 1.0):
-        assert connect_floor.percentile(values, q) == percentile(values, q)

@@ -737,11 +737,8 @@ async def test_render_off_loop_openmetrics_ends_in_one_eof() -> None:
     assert {"spikewatch_runs", "spikewatch_event_loop_lag_seconds"} <= parsed
 
 
-async def test_pairs_are_rendered_again_only_after_they_change(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Scrapes between runs reuse the pairs' rendering; a recorded run or skip shows at once."""
-    metrics = make_metrics()
+def count_pair_renders(metrics: SpikewatchMetrics, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Return a list that gets a 1 each time the pairs' series are collected (rendered)."""
     renders: list[int] = []
     collect = metrics._pair_registry.collect
 
@@ -750,6 +747,15 @@ async def test_pairs_are_rendered_again_only_after_they_change(
         return collect()
 
     monkeypatch.setattr(metrics._pair_registry, "collect", counting)
+    return renders
+
+
+async def test_pairs_are_rendered_again_only_after_they_change(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Scrapes between runs reuse the pairs' rendering; a recorded run or skip shows at once."""
+    metrics = make_metrics()
+    renders = count_pair_renders(metrics, monkeypatch)
     await metrics.render_off_loop(None)
     metrics.observe_loop_lag(0.5)  # live: shows without re-rendering the pairs
     metrics.set_next_run(T, S, 1_900_000_000.0)
@@ -784,14 +790,7 @@ async def test_concurrent_scrapes_of_a_stale_cache_render_once(
 ) -> None:
     """Scrapes that arrive while the pairs are being rendered wait for that one rendering."""
     metrics = make_metrics()
-    renders: list[int] = []
-    collect = metrics._pair_registry.collect
-
-    def counting() -> Iterable[Metric]:
-        renders.append(1)
-        return collect()
-
-    monkeypatch.setattr(metrics._pair_registry, "collect", counting)
+    renders = count_pair_renders(metrics, monkeypatch)
     results = await asyncio.gather(*(metrics.render_off_loop(None) for _ in range(5)))
     assert renders == [1]
     tasks = "spikewatch_event_loop_tasks"
