@@ -176,8 +176,8 @@ async def _metrics(request: web.Request) -> web.StreamResponse:
     parts, content_type = await request.app[STATE].render_metrics(request.headers.get("Accept"))
     # Set as a header: content_type= refuses the charset and version parameters.
     headers = {"Content-Type": content_type}
-    if request.method == "HEAD":
-        return web.Response(headers=headers)
+    if request.method == "HEAD":  # the headers GET would send, Content-Length included
+        return web.Response(body=b"".join(parts), headers=headers)
     # Written part by part: the cached bulk of the body is sent as it is, not copied.
     response = web.StreamResponse(headers=headers)
     response.content_length = sum(len(part) for part in parts)

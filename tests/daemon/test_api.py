@@ -132,11 +132,13 @@ async def test_metrics_body_is_its_parts_in_order_with_their_length(
 
 
 async def test_metrics_answers_head_without_a_body(client: Client) -> None:
-    """HEAD /metrics answers 200 with the content type and no body."""
+    """HEAD /metrics answers 200 with GET's content type and length, and no body."""
     response = await client.head("/metrics", headers={"Accept": "text/plain"})
     assert response.status == 200
     assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
     assert await response.read() == b""
+    get = await client.get("/metrics", headers={"Accept": "text/plain"})
+    assert response.headers["Content-Length"] == str(len(await get.read()))
 
 
 # --- targets -----------------------------------------------------------------------------
