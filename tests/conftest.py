@@ -1,12 +1,14 @@
-"""Shared test settings: one factor scales every timeout on slow machines."""
+"""Shared test settings (one factor scales every timeout on slow machines) and fixtures."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import pytest
+
+from spikewatch.target import RunningTarget, TargetBehaviour, start_reference_target
 
 #: Multiply every test timeout by this (``SPIKEWATCH_TEST_TIMEOUT_FACTOR``) on slow machines.
 TIMEOUT_FACTOR = float(os.environ.get("SPIKEWATCH_TEST_TIMEOUT_FACTOR", "1"))
@@ -39,3 +41,10 @@ def pytest_asyncio_loop_factories(
 
         factories["uvloop"] = uvloop.new_event_loop
     return factories
+
+
+@pytest.fixture
+async def reference() -> AsyncIterator[RunningTarget]:
+    """The reference target with its default knobs (welcome, echo, no degradation)."""
+    async with await start_reference_target(TargetBehaviour()) as target:
+        yield target

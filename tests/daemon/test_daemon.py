@@ -83,12 +83,6 @@ def document(
 
 
 @pytest.fixture
-async def reference() -> AsyncIterator[RunningTarget]:
-    async with await start_reference_target(TargetBehaviour()) as target:
-        yield target
-
-
-@pytest.fixture
 def token_file(tmp_path: Path) -> Path:
     path = tmp_path / "token"
     path.write_text(TOKEN + "\n")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from collections.abc import AsyncIterator
 
 import jwt
 import pytest
@@ -30,12 +29,6 @@ RUN_ON_EVERY_EVENT_LOOP = True
 
 WELCOME = r'"type":\s*"welcome"'
 ECHO = ('{"type":"ping","seq":{seq}}', '"seq":{seq}')
-
-
-@pytest.fixture
-async def reference() -> AsyncIterator[RunningTarget]:
-    async with await start_reference_target(TargetBehaviour()) as target:
-        yield target
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import resource
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -81,12 +80,6 @@ async def run(config: SpikewatchConfig, prober: Prober | None = None) -> RunRepo
     report = await execute_run(config.targets[0], config.scenarios[0], prober)
     assert prober.registry.open == 0, "a run leaves no connection open"
     return report
-
-
-@pytest.fixture
-async def reference() -> AsyncIterator[RunningTarget]:
-    async with await start_reference_target(TargetBehaviour()) as target:
-        yield target
 
 
 async def test_avalanche_against_healthy_target_passes(

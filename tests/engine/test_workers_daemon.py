@@ -6,16 +6,13 @@ import asyncio
 import json
 import signal
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import psutil
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from spikewatch.target.behaviour import TargetBehaviour
-from spikewatch.target.server import RunningTarget, start_reference_target
+from spikewatch.target.server import RunningTarget
 from tests.conftest import scaled
 from tests.daemon.proc import DaemonProcess, write_config
 
@@ -48,12 +45,6 @@ def document(url: str, token_file: Path | None = None) -> dict[str, Any]:
             }
         ],
     }
-
-
-@pytest.fixture
-async def reference() -> AsyncIterator[RunningTarget]:
-    async with await start_reference_target(TargetBehaviour()) as target:
-        yield target
 
 
 def worker_children(pid: int) -> list[psutil.Process]:
