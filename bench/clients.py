@@ -25,6 +25,7 @@ import json
 import os
 import re
 import resource
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -382,7 +383,7 @@ def _floor(url: str) -> Client:
         "Sec-WebSocket-Version: 13\r\n\r\n"
     ).encode()
 
-    async def run(*, hold: bool) -> asyncio.BaseTransport:
+    async def run(*, hold: bool) -> asyncio.Transport:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
         transport, _ = await loop.create_connection(
@@ -515,6 +516,16 @@ def measure_hold(
         "rss_held_bytes": rss_held,
         "open_seconds": opened_in,
     }
+
+
+def stop_process(process: subprocess.Popen[str], grace: float = 5.0) -> int:
+    """Terminate a helper process (a target), kill it after ``grace`` seconds; its status."""
+    process.terminate()
+    try:
+        return process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
 
 
 def raise_fd_limit() -> int:

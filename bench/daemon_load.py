@@ -287,7 +287,8 @@ def measure_shape(
                 }
             for name, accept in (("text", None), ("openmetrics", OPENMETRICS)):
                 scraper.get("/metrics", accept)  # the first one warms caches; not counted
-                latencies, body = [], b""
+                latencies: list[float] = []
+                body = b""
                 budget = time.monotonic() + scrape_budget
                 while len(latencies) < scrapes and (
                     len(latencies) < MIN_SCRAPES or time.monotonic() < budget

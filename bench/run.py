@@ -40,7 +40,7 @@ from typing import Any
 import artillery  # bench/ is the script's directory, so first on sys.path
 import connect_floor
 import daemon_load
-from clients import CLIENTS, LOOPS
+from clients import CLIENTS, LOOPS, stop_process
 
 BENCH = Path(__file__).resolve().parent
 DEFAULT_JSON = BENCH / "results" / "latest.json"
@@ -135,12 +135,7 @@ def target(node: str) -> Iterator[int]:
             raise BenchError(f"the target did not listen within {TARGET_START_TIMEOUT:g}s")
         yield int(line.split()[1])
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 def _python(script: str, *args: str) -> dict[str, Any]:

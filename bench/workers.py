@@ -36,6 +36,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from clients import stop_process  # bench/ is the script's directory, so first on sys.path
+
 BENCH = Path(__file__).resolve().parent
 MAX_CONNECTIONS = 5000
 MAX_ROUNDS = 10
@@ -82,12 +84,7 @@ def target() -> Iterator[tuple[str, str]]:
             url = line[line.index("ws://") :].split()[0]
         yield url, kind
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 def write_config(folder: Path, url: str, connections: int, workers: int) -> Path:
