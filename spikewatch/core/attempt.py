@@ -29,11 +29,23 @@ class Attempt:
     rtt: float | None = None
     latency: float | None = None
 
-    def abort(self, now: float, detail: str) -> None:
-        """Record that this attempt was not made because a safety limit stopped it."""
-        self.outcome = Outcome.ABORTED
+    def decide(self, outcome: Outcome, detail: str, now: float) -> bool:
+        """Record how the attempt ended; the first decision stands, later ones are ignored.
+
+        Every writer of an outcome goes through here, so an attempt ends in exactly one
+        outcome whichever path (a frame, a timer, a cancel, a lost worker) ends it first.
+        Return whether this call decided it.
+        """
+        if self.outcome is not None:
+            return False
+        self.outcome = outcome
         self.detail = detail
         self.ended = now
+        return True
+
+    def abort(self, now: float, detail: str) -> None:
+        """Record that this attempt was not made because a safety limit stopped it."""
+        self.decide(Outcome.ABORTED, detail, now)
 
     @property
     def lateness(self) -> float | None:

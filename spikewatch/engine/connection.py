@@ -20,20 +20,13 @@ from spikewatch.core.outcomes import Outcome
 from spikewatch.engine.clock import now as _now
 from spikewatch.engine.registry import ConnectionRegistry
 from spikewatch.engine.spec import ConnectionSpec
-from spikewatch.errors import MessageTooBigError, ProtocolError, SpikewatchError
-from spikewatch.protocol.frames import (
-    Close,
-    FrameParser,
-    Message,
-    Opcode,
-    Ping,
-    Pong,
-    encode_close,
-    encode_frame,
-)
-from spikewatch.protocol.handshake import check_upgrade, new_key, parse_response_head
+from spikewatch.errors import SpikewatchError
+from spikewatch.protocol.frames import Close, Message, Pong
+from spikewatch.protocol.handshake import new_key
+from spikewatch.protocol.session import ClientSession, Failed, Rejected, State, Upgraded
 
-# Connection states, in the order a healthy connection passes through them.
+# The probe's steps, in the order a healthy connection passes through them. The protocol's
+# own state (open, closing, closed) is the session's; these say what the probe awaits.
 _UPGRADE, _WELCOME, _ECHO, _OPEN, _CLOSING, _GONE = range(6)
 _STEP_NAMES = {_UPGRADE: "the upgrade", _WELCOME: "the welcome", _ECHO: "the echo"}
 
@@ -52,7 +45,12 @@ class Keepalive:
 
 
 class ClientConnection(asyncio.Protocol):
-    """Drive one connection through upgrade, welcome and echo, then close or hold it."""
+    """Drive one connection through upgrade, welcome and echo, then close or hold it.
+
+    The asyncio glue around a :class:`~spikewatch.protocol.session.ClientSession`: it
+    feeds the session what the transport reads, writes what the session has to send,
+    stamps every event with the instant its bytes arrived, and keeps one timer.
+    """
 
     __slots__ = (
         "_closed_waiter",
@@ -60,15 +58,12 @@ class ClientConnection(asyncio.Protocol):
         "_deadline",
         "_echo_pattern",
         "_echo_sent",
-        "_head",
         "_keepalive",
         "_keepalive_payload",
         "_loop",
-        "_offered",
         "_on_deadline",
-        "_parser",
         "_registry",
-        "_request",
+        "_session",
         "_slot_held",
         "_spec",
         "_state",
@@ -106,12 +101,11 @@ class ClientConnection(asyncio.Protocol):
         self._keepalive = keepalive
         self.key = new_key()
         # Built before the clock starts: minting a token is the prober's cost, not the target's.
-        self._request, self._offered = spec.render_request(self.key, attempt.conn)
+        request, offered = spec.render_request(self.key, attempt.conn)
+        self._session = ClientSession(request, self.key, offered, spec.max_message_bytes)
         self.done: asyncio.Future[None] = loop.create_future()
         self._transport: asyncio.Transport | None = None
         self._state = _UPGRADE
-        self._head = bytearray()
-        self._parser: FrameParser | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._deadline = 0.0
@@ -142,14 +136,35 @@ class ClientConnection(asyncio.Protocol):
             transport.abort()
             return
         self._connecting = None  # the handshake deadline now times the upgrade
-        transport.write(self._request)
+        transport.write(self._session.data_to_send())
 
     def data_received(self, data: bytes) -> None:
         now = _now()
-        if self._state == _UPGRADE:
-            self._on_upgrade_bytes(data, now)
-        elif self._parser is not None and self._state != _GONE:
-            self._on_frame_bytes(data, now)
+        if self._state == _GONE:
+            return
+        session = self._session
+        session.receive_data(data)
+        for event in session.events_received():
+            kind = type(event)
+            if kind is Message:
+                self._on_message(event.data, now)  # type: ignore[union-attr]
+            elif kind is Upgraded:
+                self._on_upgraded(now)
+            elif kind is Pong:
+                self._on_pong(event.payload, now)  # type: ignore[union-attr]
+            elif kind is Close:
+                self._on_close_frame(event)  # type: ignore[arg-type]
+            elif kind is Rejected:
+                self._on_rejected(event)  # type: ignore[arg-type]
+            elif kind is Failed:
+                self._on_failed(event)  # type: ignore[arg-type]
+            # A Ping is the session's to answer.
+            if self._state == _GONE:
+                break
+        if session.state == State.CLOSED:
+            self._close_transport()
+        else:
+            self._flush()
 
     def eof_received(self) -> bool | None:
         return None  # let the transport close; connection_lost classifies
@@ -157,6 +172,7 @@ class ClientConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
         self._transport_gone = True
+        self._session.receive_eof()
         if self._closed_waiter is not None and not self._closed_waiter.done():
             self._closed_waiter.set_result(None)
         self._registry.forget(self)
@@ -181,8 +197,7 @@ class ClientConnection(asyncio.Protocol):
 
     def abort(self) -> None:
         """Close at once; used on cancellation and shutdown."""
-        if self.attempt.outcome is None:
-            self._decide(Outcome.ERROR, "cancelled before the attempt finished")
+        self._decide(Outcome.ERROR, "cancelled before the attempt finished")
         self._cancel_timer()
         self._state = _GONE
         connecting, self._connecting = self._connecting, None
@@ -238,65 +253,33 @@ class ClientConnection(asyncio.Protocol):
         """Whether the connection is established and held."""
         return self._state == _OPEN
 
-    # -- the upgrade --------------------------------------------------------------------
+    # -- what the session reports -------------------------------------------------------
 
-    def _on_upgrade_bytes(self, data: bytes, now: float) -> None:
-        head = self._head
-        head += data
-        try:
-            parsed = parse_response_head(head)
-            if parsed is None:
-                return
-            response, used = parsed
-            if response.status != 101:
-                self.attempt.status = response.status
-                reason = f" {response.reason}" if response.reason else ""
-                self._fail(Outcome.HTTP_STATUS, f"upgrade answered {response.status}{reason}")
-                return
-            check_upgrade(response, self.key, self._offered)
-        except ProtocolError as exc:
-            self._fail(Outcome.PROTOCOL_ERROR, str(exc))
-            return
+    def _on_upgraded(self, now: float) -> None:
         started = self.attempt.started
         assert started is not None
         self.attempt.handshake = now - started
         self._upgraded_at = now
-        rest = bytes(head[used:])
-        self._head = bytearray()
-        self._parser = FrameParser(self._spec.max_message_bytes)
         spec = self._spec
         if spec.welcome is not None:
             self._state = _WELCOME
             self._rearm(now + spec.welcome_timeout)
         else:
             self._start_echo_or_succeed(now)
-        if rest and self._state != _GONE:
-            self._on_frame_bytes(rest, now)
 
-    # -- frames -------------------------------------------------------------------------
+    def _on_rejected(self, event: Rejected) -> None:
+        response = event.response
+        self.attempt.status = response.status
+        reason = f" {response.reason}" if response.reason else ""
+        self._fail(Outcome.HTTP_STATUS, f"upgrade answered {response.status}{reason}")
 
-    def _on_frame_bytes(self, data: bytes, now: float) -> None:
-        assert self._parser is not None
-        try:
-            events = self._parser.feed(data)
-        except MessageTooBigError as exc:
-            self._protocol_failure(str(exc), 1009)
-            return
-        except ProtocolError as exc:
-            self._protocol_failure(str(exc), 1002)
-            return
-        for event in events:
-            if self._state == _GONE:
-                return
-            if isinstance(event, Message):
-                self._on_message(event.data, now)
-            elif isinstance(event, Ping):
-                if self._state < _CLOSING:  # no data after our close frame (§5.5.1)
-                    self._send(Opcode.PONG, event.payload)
-            elif isinstance(event, Pong):
-                self._on_pong(event.payload, now)
-            elif isinstance(event, Close):
-                self._on_close_frame(event)
+    def _on_failed(self, event: Failed) -> None:
+        # The session has failed the connection (and sent its close frame when it could).
+        if self.attempt.outcome is None:
+            self._fail(Outcome.PROTOCOL_ERROR, event.detail)
+        else:
+            self._mark_lost(f"protocol error: {event.detail}")
+            self._state = _GONE
 
     def _on_message(self, data: str | bytes, now: float) -> None:
         state = self._state
@@ -333,21 +316,18 @@ class ClientConnection(asyncio.Protocol):
             self._keepalive_answered(now - self._echo_sent)
 
     def _on_close_frame(self, event: Close) -> None:
+        # The session has answered it (RFC 6455 §5.5.1); the TCP connection ends next.
         state = self._state
         if state == _CLOSING:
-            self._close_transport()
             return
         code = "no code" if event.code is None else f"code {event.code}"
         reason = f" ({event.reason})" if event.reason else ""
-        # RFC 6455 §5.5.1: answer a close with a close, then let the TCP connection end.
-        self._send_close(1000)
         if self.attempt.outcome is None:
             step = _STEP_NAMES.get(state, "the exchange")
             self._fail(Outcome.CLOSED, f"the peer closed with {code}{reason} during {step}")
         else:
             self._mark_lost(f"the peer closed with {code}{reason}")
             self._state = _CLOSING
-            self._close_transport()
 
     # -- steps --------------------------------------------------------------------------
 
@@ -363,15 +343,14 @@ class ClientConnection(asyncio.Protocol):
         self.seq += 1
         text, self._echo_pattern = self._spec.echo_for(self.attempt.conn, self.seq)
         self._echo_sent = now
-        self._send(Opcode.TEXT, text.encode())
+        self._session.send_text(text.encode())
 
     def _succeed(self, now: float) -> None:
         attempt = self.attempt
         started = attempt.started
         assert started is not None
         attempt.latency = now - started
-        self._decide(Outcome.OK, "")
-        attempt.ended = now
+        self._decide(Outcome.OK, "", now)
         self._cancel_timer()
         if self.keep_open:
             self._state = _OPEN
@@ -415,7 +394,8 @@ class ClientConnection(asyncio.Protocol):
             self.seq += 1
             self._keepalive_payload = self.seq.to_bytes(8, "big")
             self._echo_sent = now
-            self._send(Opcode.PING, self._keepalive_payload)
+            self._session.send_ping(self._keepalive_payload)
+        self._flush()
         self._rearm(now + keepalive.timeout, self._keepalive_timeout)
 
     def _keepalive_answered(self, rtt: float) -> None:
@@ -440,53 +420,39 @@ class ClientConnection(asyncio.Protocol):
 
     # -- endings ------------------------------------------------------------------------
 
-    def _decide(self, outcome: Outcome, detail: str) -> None:
-        attempt = self.attempt
-        if attempt.outcome is not None:
-            return
-        attempt.outcome = outcome
-        attempt.detail = detail
-        attempt.ended = _now()
-        if not self.done.done():
-            self.done.set_result(None)
+    def _decide(self, outcome: Outcome, detail: str, now: float | None = None) -> None:
+        if self.attempt.decide(outcome, detail, _now() if now is None else now):
+            done = self.done
+            if not done.done():
+                done.set_result(None)
 
     def _fail(self, outcome: Outcome, detail: str) -> None:
         self._decide(outcome, detail)
         self._cancel_timer()
         if self._state in (_WELCOME, _ECHO) and outcome != Outcome.CLOSED:
-            self._send_close(1008 if outcome == Outcome.UNEXPECTED_MESSAGE else 1001)
+            self._session.send_close(1008 if outcome == Outcome.UNEXPECTED_MESSAGE else 1001)
         self._state = _GONE
         self._close_transport()
 
-    def _protocol_failure(self, detail: str, code: int) -> None:
-        if self.attempt.outcome is None:
-            self._send_close(code)
-            self._fail(Outcome.PROTOCOL_ERROR, detail)
-        else:
-            self._mark_lost(f"protocol error: {detail}")
-            self._send_close(code)
-            self._state = _GONE
-            self._close_transport()
-
     def _start_close(self, code: int) -> None:
         self._state = _CLOSING
-        self._send_close(code)
+        self._session.send_close(code)
+        self._flush()
         # Wait for the server's close frame (it closes TCP first, §7.1.1), but not forever.
         self._rearm(_now() + self._spec.close_timeout, self._abort_transport)
 
-    def _send_close(self, code: int) -> None:
+    def _flush(self) -> None:
         transport = self._transport
         if transport is not None and not transport.is_closing():
-            transport.write(encode_close(code))
-
-    def _send(self, opcode: int, payload: bytes) -> None:
-        transport = self._transport
-        if transport is not None and not transport.is_closing():
-            transport.write(encode_frame(opcode, payload))
+            data = self._session.data_to_send()
+            if data:
+                transport.write(data)
 
     def _close_transport(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            self._flush()
+            transport.close()
 
     def _abort_transport(self) -> None:
         self._timer = None
@@ -555,9 +521,8 @@ async def open_connection(
     except SpikewatchError as exc:
         registry.release()
         now = _now()
-        attempt.started = attempt.ended = now
-        attempt.outcome = Outcome.ERROR
-        attempt.detail = f"cannot prepare the request: {exc}"
+        attempt.started = now
+        attempt.decide(Outcome.ERROR, f"cannot prepare the request: {exc}", now)
         return None
     task = asyncio.current_task()
     assert task is not None

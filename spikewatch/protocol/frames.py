@@ -117,7 +117,14 @@ def _parse_close(payload: bytes) -> Close:
 class FrameParser:
     """Turn the server's bytes into :data:`Event` values, enforcing RFC 6455 §5."""
 
-    __slots__ = ("_buffer", "_fragments", "_fragments_size", "_max_message", "_message_opcode")
+    __slots__ = (
+        "_buffer",
+        "_closed",
+        "_fragments",
+        "_fragments_size",
+        "_max_message",
+        "_message_opcode",
+    )
 
     def __init__(self, max_message_bytes: int) -> None:
         self._buffer = bytearray()
@@ -125,9 +132,16 @@ class FrameParser:
         self._message_opcode = -1  # opcode of the fragmented message in progress, -1 if none
         self._fragments: list[bytes] = []
         self._fragments_size = 0
+        self._closed = False
 
     def feed(self, data: bytes) -> list[Event]:
-        """Add received bytes; return the events they complete (possibly none)."""
+        """Add received bytes; return the events they complete (possibly none).
+
+        A close frame is the last thing read: what follows it, in the same bytes or
+        later, is discarded unparsed (RFC 6455 §5.5.1: the peer sends nothing after it).
+        """
+        if self._closed:
+            return []
         buf = self._buffer
         buf += data
         events: list[Event] = []
@@ -164,6 +178,10 @@ class FrameParser:
             event = self._on_frame(opcode, fin, payload)
             if event is not None:
                 events.append(event)
+                if type(event) is Close:
+                    self._closed = True
+                    buf.clear()
+                    return events
         if pos:
             del buf[:pos]
         return events

@@ -17,6 +17,7 @@ from spikewatch.core.outcomes import Outcome, Phase
 from spikewatch.engine.connection import ClientConnection, Keepalive, open_connection
 from spikewatch.engine.registry import ConnectionRegistry
 from spikewatch.engine.spec import resolve
+from spikewatch.protocol.frames import Opcode
 from spikewatch.target.behaviour import TargetBehaviour
 from spikewatch.target.server import RunningTarget, start_reference_target
 from tests import hostile
@@ -122,6 +123,25 @@ async def test_close_right_after_upgrade(registry: ConnectionRegistry, mode: str
         a = await attempt_once(server.url, registry, welcome=WELCOME)
     assert a.outcome == Outcome.CLOSED, a.detail
     assert "welcome" in a.detail
+
+
+async def test_close_followed_by_junk_is_closed_and_answered_with_its_code(
+    registry: ConnectionRegistry,
+) -> None:
+    """A Close with junk after it in one write is 'closed', answered with the peer's code."""
+    answers: list[hostile.Frame] = []
+
+    async def handle(connection: hostile.HostileConnection) -> None:
+        await connection.accept_upgrade()
+        close = hostile.encode_frame(Opcode.CLOSE, hostile.close_payload(4000, "bye"))
+        await connection.send(close + b"\xff\xfe not a frame")
+        answers.append(await hostile.read_frame(connection.reader))
+
+    async with hostile.HostileServer(handle) as server:
+        a = await attempt_once(server.url, registry, welcome=WELCOME)
+    assert a.outcome == Outcome.CLOSED, a.detail
+    assert a.detail == "the peer closed with code 4000 (bye) during the welcome"
+    assert [(f.opcode, f.payload) for f in answers] == [(Opcode.CLOSE, (4000).to_bytes(2, "big"))]
 
 
 async def test_wrong_welcome(registry: ConnectionRegistry) -> None:

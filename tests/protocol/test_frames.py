@@ -96,6 +96,17 @@ def test_ping_pong_and_close_events() -> None:
     assert FrameParser(10).feed(data) == [Ping(b"a"), Pong(b"b"), Close(1001, "gone")]
 
 
+def test_close_ends_parsing_and_what_follows_is_discarded() -> None:
+    """Bytes after a close frame, in the same feed or later, are dropped unparsed (§5.5.1)."""
+    parser = FrameParser(100)
+    close = server_frame(Opcode.CLOSE, (1000).to_bytes(2, "big"))
+    assert parser.feed(server_frame(Opcode.TEXT, b"a") + close + b"\xff\xff") == [
+        Message("a"),
+        Close(1000, ""),
+    ]
+    assert parser.feed(server_frame(Opcode.TEXT, b"b")) == []
+
+
 def test_close_without_payload_and_private_code() -> None:
     """An empty close has no code; application codes 3000-4999 are allowed."""
     assert FrameParser(10).feed(server_frame(8, b"")) == [Close(None, "")]
