@@ -143,3 +143,35 @@ def test_bench_fails_loudly_without_node(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "needs node and npm on PATH" in done.stderr
     assert not (tmp_path / "x.json").exists()
+
+
+def test_bench_ab_compares_two_trees_in_one_run() -> None:
+    """bench/ab.py measures two checkouts and the floor in one run and gives their ratios."""
+    _need_tools()
+    root = BENCH.parent
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "ab.py"),
+            "--before",
+            str(root),
+            "--after",
+            str(root),
+            "--sizes",
+            "20",
+            "40",
+            "--rounds",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=scaled(120),
+        check=False,
+        cwd=BENCH,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert set(report["cpu_per_connection_us"]) == {"before", "after", "floor"}
+    assert all(len(rounds) == 1 for rounds in report["rounds_us"].values())
+    for name in ("after_over_before", "before_over_floor", "after_over_floor"):
+        assert math.isfinite(report[name]), name
