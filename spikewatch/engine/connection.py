@@ -21,7 +21,7 @@ from spikewatch.engine.clock import now as _now
 from spikewatch.engine.registry import ConnectionRegistry
 from spikewatch.engine.spec import ConnectionSpec
 from spikewatch.errors import SpikewatchError
-from spikewatch.protocol.frames import Close, Message, Pong
+from spikewatch.protocol.frames import Close, Message, Ping, Pong
 from spikewatch.protocol.handshake import new_key
 from spikewatch.protocol.session import ClientSession, Failed, Rejected, State, Upgraded
 
@@ -32,6 +32,11 @@ _STEP_NAMES = {_UPGRADE: "the upgrade", _WELCOME: "the welcome", _ECHO: "the ech
 
 #: How much of an unexpected message is kept as the example in the run's detail.
 _EXAMPLE_CHARS = 120
+
+#: Control frames (pings, pongs) a peer may send within one second before the connection
+#: is failed as a flood. Servers ping every few seconds; thousands a second cost a parse
+#: and a pong each and starve the loop that times every other connection (issue 12).
+MAX_CONTROL_FRAMES_PER_SECOND = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +60,8 @@ class ClientConnection(asyncio.Protocol):
     __slots__ = (
         "_closed_waiter",
         "_connecting",
+        "_control_count",
+        "_control_since",
         "_deadline",
         "_echo_pattern",
         "_echo_sent",
@@ -123,6 +130,8 @@ class ClientConnection(asyncio.Protocol):
         self.lost_reason: str | None = None
         self._connecting: asyncio.Task[object] | None = None
         self.connect_expired = False
+        self._control_count = 0
+        self._control_since = 0.0
         registry.track(self)
 
     # -- asyncio.Protocol ---------------------------------------------------------------
@@ -158,13 +167,23 @@ class ClientConnection(asyncio.Protocol):
                 self._on_rejected(event)  # type: ignore[arg-type]
             elif kind is Failed:
                 self._on_failed(event)  # type: ignore[arg-type]
-            # A Ping is the session's to answer.
+            if (kind is Ping or kind is Pong) and self._state != _GONE:
+                # The session answers a ping; here it is only counted.
+                self._count_control_frame(now)
             if self._state == _GONE:
                 break
         if session.state == State.CLOSED:
             self._close_transport()
         else:
             self._flush()
+
+    def pause_writing(self) -> None:
+        # The peer reads nothing and our buffer is past its high-water mark: stop queueing
+        # pongs it will never read, or a ping flood grows our memory without bound.
+        self._session.answer_pings = False
+
+    def resume_writing(self) -> None:
+        self._session.answer_pings = True
 
     def eof_received(self) -> bool | None:
         return None  # let the transport close; connection_lost classifies
@@ -175,8 +194,7 @@ class ClientConnection(asyncio.Protocol):
         self._session.receive_eof()
         if self._closed_waiter is not None and not self._closed_waiter.done():
             self._closed_waiter.set_result(None)
-        self._registry.forget(self)
-        self._release_slot()
+        self._let_go()
         state = self._state
         self._state = _GONE
         if self.attempt.outcome is None:
@@ -204,11 +222,9 @@ class ClientConnection(asyncio.Protocol):
         if connecting is not None and connecting is not asyncio.current_task():
             # Still in create_connection, whose only bound was the timer just cancelled.
             connecting.cancel()
+        self._let_go()
         if self._transport is not None:
             self._transport.abort()
-        else:
-            self._registry.forget(self)
-            self._release_slot()
 
     def connect_failed(self, outcome: Outcome, detail: str) -> None:
         """Record a failure of the TCP connect or TLS handshake (no transport exists)."""
@@ -216,9 +232,7 @@ class ClientConnection(asyncio.Protocol):
         self._connecting = None
         self._decide(outcome, detail)
         self._state = _GONE
-        if self._transport is None:
-            self._registry.forget(self)
-            self._release_slot()
+        self._let_go()
 
     def arm_handshake_deadline(self, when: float, connecting: asyncio.Task[object]) -> None:
         """Start the one timer that bounds connect, TLS and upgrade together.
@@ -280,6 +294,21 @@ class ClientConnection(asyncio.Protocol):
         else:
             self._mark_lost(f"protocol error: {event.detail}")
             self._state = _GONE
+
+    def _count_control_frame(self, now: float) -> None:
+        if now - self._control_since >= 1.0:
+            self._control_since = now
+            self._control_count = 0
+        self._control_count += 1
+        if self._control_count > MAX_CONTROL_FRAMES_PER_SECOND:
+            detail = f"more than {MAX_CONTROL_FRAMES_PER_SECOND} control frames within 1s"
+            self._session.send_close(1008)  # policy violation (RFC 6455 §7.4.1)
+            if self.attempt.outcome is None:
+                self._fail(Outcome.PROTOCOL_ERROR, detail)
+            else:
+                self._mark_lost(f"protocol error: {detail}")
+                self._state = _GONE
+                self._close_transport()
 
     def _on_message(self, data: str | bytes, now: float) -> None:
         state = self._state
@@ -453,6 +482,8 @@ class ClientConnection(asyncio.Protocol):
         if transport is not None and not transport.is_closing():
             self._flush()
             transport.close()
+            # A peer that reads nothing never lets the close finish: abort it in time.
+            self._rearm(_now() + self._spec.close_timeout, self._abort_transport)
 
     def _abort_transport(self) -> None:
         self._timer = None
@@ -490,9 +521,16 @@ class ClientConnection(asyncio.Protocol):
             self._timer.cancel()
             self._timer = None
 
-    def _release_slot(self) -> None:
+    def _let_go(self) -> None:
+        """Give the slot back and leave the registry; whoever ends the attempt calls it.
+
+        Not left to ``connection_lost`` alone: uvloop closes the transport of a connect
+        cut short (a cancel, a deadline) without calling it, and the slot would be held
+        forever (issue 12). Idempotent.
+        """
         if self._slot_held:
             self._slot_held = False
+            self._registry.forget(self)
             self._registry.release()
 
 

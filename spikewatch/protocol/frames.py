@@ -34,6 +34,11 @@ _VALID_CLOSE_CODES = frozenset(
     (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014)
 )
 
+#: Frames one message may be split into. The size limit alone does not bound a message
+#: of empty fragments, which costs a list entry and a parse each, forever (issue 12);
+#: servers fragment rarely, and in pieces of kilobytes when they do.
+MAX_FRAGMENTS = 1024
+
 _PACK_16 = struct.Struct("!BBH").pack
 _PACK_64 = struct.Struct("!BBQ").pack
 
@@ -198,6 +203,8 @@ class FrameParser:
             raise ProtocolError("continuation frame without a message to continue (§5.4)")
         if opcode != Opcode.CONTINUATION and in_progress:
             raise ProtocolError("new data frame inside a fragmented message (§5.4)")
+        if in_progress and len(self._fragments) >= MAX_FRAGMENTS:
+            raise ProtocolError(f"message split into more than {MAX_FRAGMENTS} fragments")
         if self._fragments_size + length > self._max_message:
             raise MessageTooBigError(
                 f"message of at least {self._fragments_size + length} bytes exceeds "

@@ -386,3 +386,24 @@ def test_minted_token_carries_connection_number() -> None:
     minter = TokenMinter(algorithm="HS256", key_material=SECRET, claims={"sub": "c{conn}"}, ttl=5)
     claims = jwt.decode(minter.mint(42), SECRET, algorithms=["HS256"])
     assert claims["sub"] == "c42"
+
+
+@pytest.mark.parametrize("iterations", [0, 1, 2, 3, 5, 8, 13])
+async def test_connects_cut_short_leave_no_slot_or_connection_behind(
+    reference: RunningTarget, iterations: int
+) -> None:
+    """Attempts cancelled at any point of their connect give every slot back at once."""
+    registry = ConnectionRegistry(100)
+    spec = make_spec(reference.url, welcome=WELCOME, echo=ECHO)
+    attempts = [Attempt(Phase.SPIKE, i) for i in range(20)]
+    tasks = [asyncio.create_task(open_connection(spec, a, registry)) for a in attempts]
+    for _ in range(iterations):
+        await asyncio.sleep(0)
+    for task in tasks:
+        task.cancel()
+    for result in await asyncio.gather(*tasks, return_exceptions=True):
+        if isinstance(result, ClientConnection):  # finished before the cancel: closing
+            await asyncio.wait_for(result.wait_closed(), scaled(5))
+    assert registry.open == 0, "every cancelled attempt gave its slot back"
+    assert registry.abort_all() == 0, "no connection is left tracked"
+    assert all(a.outcome is not None for a in attempts if a.started is not None)

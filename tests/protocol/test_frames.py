@@ -6,6 +6,7 @@ import pytest
 
 from spikewatch.errors import MessageTooBigError, ProtocolError
 from spikewatch.protocol.frames import (
+    MAX_FRAGMENTS,
     Close,
     FrameParser,
     Message,
@@ -105,6 +106,17 @@ def test_close_ends_parsing_and_what_follows_is_discarded() -> None:
         Close(1000, ""),
     ]
     assert parser.feed(server_frame(Opcode.TEXT, b"b")) == []
+
+
+def test_a_message_of_endless_empty_fragments_is_refused() -> None:
+    """Past MAX_FRAGMENTS fragments a message is a protocol error, whatever its size."""
+    parser = FrameParser(100)
+    empty = server_frame(Opcode.CONTINUATION, b"", fin=False)
+    start = server_frame(Opcode.TEXT, b"", fin=False)
+    assert parser.feed(start + empty * (MAX_FRAGMENTS - 2)) == []
+    assert parser.feed(server_frame(Opcode.CONTINUATION, b"ok")) == [Message("ok")]
+    with pytest.raises(ProtocolError, match="more than 1024 fragments"):
+        parser.feed(start + empty * MAX_FRAGMENTS)
 
 
 def test_close_without_payload_and_private_code() -> None:

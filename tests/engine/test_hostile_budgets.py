@@ -1,0 +1,86 @@
+"""Hostile peers against one connection's budgets (issue 12): floods end, slots come back."""
+
+from __future__ import annotations
+
+import asyncio
+
+from spikewatch.core.attempt import Attempt
+from spikewatch.core.outcomes import Outcome, Phase
+from spikewatch.engine.connection import MAX_CONTROL_FRAMES_PER_SECOND, open_connection
+from spikewatch.engine.registry import ConnectionRegistry
+from spikewatch.engine.spec import ConnectionSpec
+from spikewatch.protocol.frames import MAX_FRAGMENTS, Opcode
+from tests import hostile
+from tests.conftest import scaled
+from tests.engine.support import make_spec
+
+#: Every test here runs on asyncio's loop and on uvloop (tests/conftest.py).
+RUN_ON_EVERY_EVENT_LOOP = True
+
+WELCOME = r'"type":\s*"welcome"'
+#: What one flooding connection sends at most, so that every test is bounded.
+FLOOD_FRAMES = 200_000
+
+
+def ping_flood_server() -> hostile.HostileServer:
+    """Answer 101, then send pings as fast as the client takes them, never reading."""
+    ping = hostile.encode_frame(Opcode.PING, b"p" * 125)
+    chunk = ping * 500
+
+    async def handle(connection: hostile.HostileConnection) -> None:
+        await connection.accept_upgrade()
+        for _ in range(FLOOD_FRAMES // 500):
+            await connection.send(chunk)
+
+    return hostile.HostileServer(handle)
+
+
+def empty_fragment_server() -> hostile.HostileServer:
+    """Answer 101, then start a text message and continue it with empty fragments."""
+    start = hostile.encode_frame(Opcode.TEXT, b"", fin=False)
+    empty = hostile.encode_frame(Opcode.CONTINUATION, b"", fin=False) * 1000
+
+    async def handle(connection: hostile.HostileConnection) -> None:
+        await connection.accept_upgrade()
+        await connection.send(start)
+        for _ in range(FLOOD_FRAMES // 1000):
+            await connection.send(empty)
+
+    return hostile.HostileServer(handle)
+
+
+async def attempt(spec: ConnectionSpec, registry: ConnectionRegistry, conn: int) -> Attempt:
+    a = Attempt(Phase.SPIKE, conn)
+    connection = await open_connection(spec, a, registry)
+    if connection is not None:
+        await asyncio.wait_for(connection.wait_closed(), scaled(5))
+    return a
+
+
+async def test_ping_flood_is_failed_within_a_second_and_frees_every_slot() -> None:
+    """A peer flooding pings while reading nothing is a protocol_error in about 1 s."""
+    registry = ConnectionRegistry(100)
+    async with ping_flood_server() as server:
+        spec = make_spec(server.url, welcome=WELCOME, welcome_timeout=30, close_timeout=1)
+        attempts = await asyncio.wait_for(
+            asyncio.gather(*(attempt(spec, registry, i) for i in range(10))), scaled(10)
+        )
+    for a in attempts:
+        assert a.outcome == Outcome.PROTOCOL_ERROR, a.detail
+        assert a.detail == f"more than {MAX_CONTROL_FRAMES_PER_SECOND} control frames within 1s"
+        assert a.started is not None
+        assert a.ended is not None
+        assert a.ended - a.started < scaled(2)
+    assert registry.open == 0
+    assert registry.abort_all() == 0
+
+
+async def test_endless_empty_fragments_are_a_protocol_error() -> None:
+    """A message continued by empty fragments forever is refused past MAX_FRAGMENTS."""
+    registry = ConnectionRegistry(100)
+    async with empty_fragment_server() as server:
+        spec = make_spec(server.url, welcome=WELCOME, welcome_timeout=30, close_timeout=1)
+        a = await asyncio.wait_for(attempt(spec, registry, 1), scaled(10))
+    assert a.outcome == Outcome.PROTOCOL_ERROR, a.detail
+    assert f"more than {MAX_FRAGMENTS} fragments" in a.detail
+    assert registry.open == 0
