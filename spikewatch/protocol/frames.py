@@ -43,6 +43,10 @@ _PACK_16 = struct.Struct("!BBH").pack
 _PACK_64 = struct.Struct("!BBQ").pack
 
 
+class InvalidUtf8Error(ProtocolError):
+    """Text (a message or a close reason) that is not UTF-8: close code 1007 (§7.4.1, §8.1)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
     """A complete data message: ``str`` for text, ``bytes`` for binary."""
@@ -115,7 +119,7 @@ def _parse_close(payload: bytes) -> Close:
     try:
         reason = payload[2:].decode()
     except UnicodeDecodeError as exc:
-        raise ProtocolError("close reason is not valid UTF-8 (RFC 6455 §5.5.1)") from exc
+        raise InvalidUtf8Error("close reason is not valid UTF-8 (RFC 6455 §5.5.1)") from exc
     return Close(code, reason)
 
 
@@ -129,6 +133,7 @@ class FrameParser:
         "_fragments_size",
         "_max_message",
         "_message_opcode",
+        "partial",
     )
 
     def __init__(self, max_message_bytes: int) -> None:
@@ -138,18 +143,30 @@ class FrameParser:
         self._fragments: list[bytes] = []
         self._fragments_size = 0
         self._closed = False
+        #: When :meth:`feed` raised: the events of the frames before the violation, which
+        #: the caller still owes an answer (a ping's pong, say), in order.
+        self.partial: list[Event] = []
 
     def feed(self, data: bytes) -> list[Event]:
         """Add received bytes; return the events they complete (possibly none).
 
         A close frame is the last thing read: what follows it, in the same bytes or
         later, is discarded unparsed (RFC 6455 §5.5.1: the peer sends nothing after it).
+        A violation raises :class:`ProtocolError`, with the events of the frames before it
+        in :attr:`partial`.
         """
         if self._closed:
             return []
         buf = self._buffer
         buf += data
         events: list[Event] = []
+        try:
+            return self._parse(buf, events)
+        except ProtocolError:
+            self.partial = events
+            raise
+
+    def _parse(self, buf: bytearray, events: list[Event]) -> list[Event]:
         pos = 0
         end = len(buf)
         while end - pos >= 2:
@@ -235,5 +252,5 @@ class FrameParser:
             try:
                 return Message(payload.decode())
             except UnicodeDecodeError as exc:
-                raise ProtocolError("text message is not valid UTF-8 (RFC 6455 §8.1)") from exc
+                raise InvalidUtf8Error("text message is not valid UTF-8 (RFC 6455 §8.1)") from exc
         return Message(payload)

@@ -27,6 +27,7 @@ from spikewatch.errors import MessageTooBigError, ProtocolError
 from spikewatch.protocol.frames import (
     Close,
     FrameParser,
+    InvalidUtf8Error,
     Message,
     Opcode,
     Ping,
@@ -38,6 +39,7 @@ from spikewatch.protocol.handshake import UpgradeResponse, check_upgrade, parse_
 
 #: Close codes this side sends when the peer breaks the protocol (RFC 6455 §7.4.1).
 PROTOCOL_ERROR_CODE = 1002
+INVALID_DATA_CODE = 1007
 MESSAGE_TOO_BIG_CODE = 1009
 
 
@@ -217,14 +219,12 @@ class ClientSession:
     def _receive_frames(self, data: bytes) -> None:
         parser = self._parser
         assert parser is not None
+        error: ProtocolError | None = None
         try:
             events = parser.feed(data)
-        except MessageTooBigError as exc:
-            self._fail(str(exc), MESSAGE_TOO_BIG_CODE, too_big=True)
-            return
         except ProtocolError as exc:
-            self._fail(str(exc), PROTOCOL_ERROR_CODE)
-            return
+            # The frames before the violation still happened: answer their pings first.
+            events, error = parser.partial, exc
         queue = self._events
         for event in events:
             kind = type(event)
@@ -236,6 +236,13 @@ class ClientSession:
             elif kind is Close:
                 self._receive_close(event)  # type: ignore[arg-type]
             queue.append(event)
+        if error is not None:
+            if isinstance(error, MessageTooBigError):
+                self._fail(str(error), MESSAGE_TOO_BIG_CODE, too_big=True)
+            elif isinstance(error, InvalidUtf8Error):
+                self._fail(str(error), INVALID_DATA_CODE)
+            else:
+                self._fail(str(error), PROTOCOL_ERROR_CODE)
 
     def _receive_close(self, close: Close) -> None:
         self.close_received = close

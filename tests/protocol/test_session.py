@@ -211,12 +211,12 @@ def test_open_session_sends_text_binary_and_ping_frames() -> None:
     [
         (bytes((0x83, 0)), 1002),  # unknown opcode
         (bytes((0x81, 0x81, 0, 0, 0, 0, 0x41)), 1002),  # masked frame from the server
-        (bytes((0x81, 2)) + b"\xc3\x28", 1002),  # invalid UTF-8
+        (bytes((0x81, 2)) + b"\xc3\x28", 1007),  # invalid UTF-8 (§8.1)
         (bytes((0x82, 126)) + (2000).to_bytes(2, "big"), 1009),  # over max_message_bytes
     ],
 )
 def test_violation_fails_the_connection_with_a_close_code(frame: bytes, code: int) -> None:
-    """A protocol violation queues a Close with 1002 (or 1009 when too big) and ends it."""
+    """A violation queues a Close with 1002 (1007 for bad UTF-8, 1009 when too big)."""
     session = opened()
     session.receive_data(frame)
     (event,) = session.events_received()
@@ -254,3 +254,16 @@ def test_eof_closes_the_session() -> None:
     assert session.state is State.CLOSED
     session.receive_data(server_frame(Opcode.TEXT, b"x"))
     assert session.events_received() == []
+
+
+def test_a_ping_before_a_violation_in_the_same_read_is_still_answered() -> None:
+    """Frames before a violation happened: their pong goes out before the failing close."""
+    session = opened()
+    session.receive_data(server_frame(Opcode.PING, b"first") + bytes((0x83, 0)))
+    events = session.events_received()
+    assert events[0] == Ping(b"first")
+    assert isinstance(events[1], Failed)
+    assert client_frames(session.data_to_send()) == [
+        (Opcode.PONG, b"first"),
+        (Opcode.CLOSE, (1002).to_bytes(2, "big")),
+    ]
