@@ -109,7 +109,9 @@ class ClientConnection(asyncio.Protocol):
         self.key = new_key()
         # Built before the clock starts: minting a token is the prober's cost, not the target's.
         request, offered = spec.render_request(self.key, attempt.conn)
-        self._session = ClientSession(request, self.key, offered, spec.max_message_bytes)
+        self._session = ClientSession(
+            request, self.key, offered, spec.max_message_bytes, registry.receive_budget
+        )
         self.done: asyncio.Future[None] = loop.create_future()
         self._transport: asyncio.Transport | None = None
         self._state = _UPGRADE
@@ -290,7 +292,8 @@ class ClientConnection(asyncio.Protocol):
     def _on_failed(self, event: Failed) -> None:
         # The session has failed the connection (and sent its close frame when it could).
         if self.attempt.outcome is None:
-            self._fail(Outcome.PROTOCOL_ERROR, event.detail)
+            # Out of receive budget is the prober's limit, never the target's doing.
+            self._fail(Outcome.ERROR if event.by_prober else Outcome.PROTOCOL_ERROR, event.detail)
         else:
             self._mark_lost(f"protocol error: {event.detail}")
             self._state = _GONE
@@ -530,6 +533,7 @@ class ClientConnection(asyncio.Protocol):
         """
         if self._slot_held:
             self._slot_held = False
+            self._session.release()
             self._registry.forget(self)
             self._registry.release()
 

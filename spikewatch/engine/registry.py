@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from spikewatch.protocol.budget import DEFAULT_RECEIVE_BUDGET_BYTES, ReceiveBudget
+
 
 class Closable(Protocol):
     """Anything the registry can close at shutdown."""
@@ -26,10 +28,18 @@ class ConnectionRegistry:
     longer the spike that was asked for.
     """
 
-    __slots__ = ("_live", "_open", "full", "limit", "peak")
+    __slots__ = ("_live", "_open", "full", "limit", "peak", "receive_budget")
 
-    def __init__(self, limit: int, *, full: str | None = None) -> None:
+    def __init__(
+        self,
+        limit: int,
+        *,
+        full: str | None = None,
+        receive_budget_bytes: int = DEFAULT_RECEIVE_BUDGET_BYTES,
+    ) -> None:
         self.limit = limit
+        #: The bytes all connections together may hold in partial messages.
+        self.receive_budget = ReceiveBudget(receive_budget_bytes)
         #: Why an attempt gets no slot, when not the daemon's own limit (a worker's budget).
         self.full = full
         self._open = 0

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from spikewatch.errors import MessageTooBigError, ProtocolError
+from spikewatch.protocol.budget import ReceiveBudget, ReceiveBudgetError
 from spikewatch.protocol.entropy import random_bytes
 
 
@@ -131,13 +132,18 @@ class FrameParser:
         "_closed",
         "_fragments",
         "_fragments_size",
+        "_held",
         "_max_message",
         "_message_opcode",
+        "budget",
         "partial",
     )
 
-    def __init__(self, max_message_bytes: int) -> None:
+    def __init__(self, max_message_bytes: int, budget: ReceiveBudget | None = None) -> None:
         self._buffer = bytearray()
+        #: Shared with every other connection: the bytes all of them may hold at once.
+        self.budget = budget
+        self._held = 0
         self._max_message = max_message_bytes
         self._message_opcode = -1  # opcode of the fragmented message in progress, -1 if none
         self._fragments: list[bytes] = []
@@ -161,10 +167,34 @@ class FrameParser:
         buf += data
         events: list[Event] = []
         try:
-            return self._parse(buf, events)
+            self._parse(buf, events)
         except ProtocolError:
             self.partial = events
             raise
+        budget = self.budget
+        if budget is not None:
+            held = len(buf) + self._fragments_size
+            if held != self._held:
+                if held > self._held:
+                    try:
+                        budget.take(held - self._held)
+                    except ReceiveBudgetError:
+                        self.partial = events
+                        raise
+                else:
+                    budget.give(self._held - held)
+                self._held = held
+        return events
+
+    def release(self) -> None:
+        """Drop what is buffered and give its bytes back to the budget; parse no more."""
+        self._closed = True
+        self._buffer = bytearray()
+        self._fragments = []
+        self._fragments_size = 0
+        if self.budget is not None and self._held:
+            self.budget.give(self._held)
+        self._held = 0
 
     def _parse(self, buf: bytearray, events: list[Event]) -> list[Event]:
         pos = 0

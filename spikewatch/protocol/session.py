@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from spikewatch.errors import MessageTooBigError, ProtocolError
+from spikewatch.protocol.budget import ReceiveBudget, ReceiveBudgetError
 from spikewatch.protocol.frames import (
     Close,
     FrameParser,
@@ -77,7 +78,8 @@ class Failed:
 
     detail: str
     code: int | None
-    too_big: bool = False
+    #: True when the prober's own limit failed it (the receive budget), not the peer.
+    by_prober: bool = False
 
 
 #: Everything :meth:`ClientSession.events_received` can return, in the order it happened.
@@ -88,6 +90,7 @@ class ClientSession:
     """One client connection's protocol state, from the upgrade request to the close."""
 
     __slots__ = (
+        "_budget",
         "_events",
         "_head",
         "_key",
@@ -107,8 +110,10 @@ class ClientSession:
         key: bytes,
         offered: tuple[str, ...],
         max_message_bytes: int,
+        budget: ReceiveBudget | None = None,
     ) -> None:
         self.state = State.CONNECTING
+        self._budget = budget
         self._key = key
         self._offered = offered
         self._max_message = max_message_bytes
@@ -154,6 +159,12 @@ class ClientSession:
     def receive_eof(self) -> None:
         """Take the end of the stream: the peer closed (or half-closed) TCP."""
         self.state = State.CLOSED
+        self.release()
+
+    def release(self) -> None:
+        """Drop any partial message and give its bytes back to the shared budget."""
+        if self._parser is not None:
+            self._parser.release()
 
     # -- what the engine sends ----------------------------------------------------------
 
@@ -208,7 +219,7 @@ class ClientSession:
             return
         rest = bytes(head[used:])
         self._head = bytearray()
-        self._parser = FrameParser(self._max_message)
+        self._parser = FrameParser(self._max_message, self._budget)
         self.state = State.OPEN
         self._events.append(Upgraded(response, subprotocol))
         if rest:
@@ -219,10 +230,10 @@ class ClientSession:
     def _receive_frames(self, data: bytes) -> None:
         parser = self._parser
         assert parser is not None
-        error: ProtocolError | None = None
+        error: ProtocolError | ReceiveBudgetError | None = None
         try:
             events = parser.feed(data)
-        except ProtocolError as exc:
+        except (ProtocolError, ReceiveBudgetError) as exc:
             # The frames before the violation still happened: answer their pings first.
             events, error = parser.partial, exc
         queue = self._events
@@ -237,8 +248,10 @@ class ClientSession:
                 self._receive_close(event)  # type: ignore[arg-type]
             queue.append(event)
         if error is not None:
-            if isinstance(error, MessageTooBigError):
-                self._fail(str(error), MESSAGE_TOO_BIG_CODE, too_big=True)
+            if isinstance(error, ReceiveBudgetError):
+                self._fail(str(error), MESSAGE_TOO_BIG_CODE, by_prober=True)
+            elif isinstance(error, MessageTooBigError):
+                self._fail(str(error), MESSAGE_TOO_BIG_CODE)
             elif isinstance(error, InvalidUtf8Error):
                 self._fail(str(error), INVALID_DATA_CODE)
             else:
@@ -256,11 +269,13 @@ class ClientSession:
             self.close_sent = close.code
         # The parser stops at the close frame: what follows it is discarded (§5.5.1).
         self.state = State.CLOSED
+        self.release()
 
-    def _fail(self, detail: str, code: int, *, too_big: bool = False) -> None:
+    def _fail(self, detail: str, code: int, *, by_prober: bool = False) -> None:
         # §7.1.7: fail the connection; a close frame first, since the connection is open.
         if self.state == State.OPEN:
             self._out.append(encode_close(code))
             self.close_sent = code
         self.state = State.CLOSED
-        self._events.append(Failed(detail, code, too_big))
+        self.release()
+        self._events.append(Failed(detail, code, by_prober))

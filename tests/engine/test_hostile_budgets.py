@@ -49,6 +49,18 @@ def empty_fragment_server() -> hostile.HostileServer:
     return hostile.HostileServer(handle)
 
 
+def unfinished_message_server(declared: int, sent: int) -> hostile.HostileServer:
+    """Answer 101, then a binary frame declaring ``declared`` bytes, ``sent`` of them only."""
+    frame = hostile.encode_frame(Opcode.BINARY, b"m" * sent, declared_length=declared)
+
+    async def handle(connection: hostile.HostileConnection) -> None:
+        await connection.accept_upgrade()
+        await connection.send(frame)
+        await connection.discard_until_eof()
+
+    return hostile.HostileServer(handle)
+
+
 async def attempt(spec: ConnectionSpec, registry: ConnectionRegistry, conn: int) -> Attempt:
     a = Attempt(Phase.SPIKE, conn)
     connection = await open_connection(spec, a, registry)
@@ -83,4 +95,26 @@ async def test_endless_empty_fragments_are_a_protocol_error() -> None:
         a = await asyncio.wait_for(attempt(spec, registry, 1), scaled(10))
     assert a.outcome == Outcome.PROTOCOL_ERROR, a.detail
     assert f"more than {MAX_FRAGMENTS} fragments" in a.detail
+    assert registry.open == 0
+
+
+async def test_unfinished_messages_past_the_receive_budget_are_the_probers_limit() -> None:
+    """Partial messages are held up to the shared budget; past it attempts are the
+    prober's 'error', and every byte is given back when the connections end."""
+    registry = ConnectionRegistry(100, receive_budget_bytes=10 * 64 * 1024)
+    async with unfinished_message_server(declared=100_000, sent=60_000) as server:
+        spec = make_spec(server.url, welcome=WELCOME, welcome_timeout=1, close_timeout=1)
+        attempts = await asyncio.wait_for(
+            asyncio.gather(*(attempt(spec, registry, i) for i in range(20))), scaled(10)
+        )
+    outcomes = sorted(a.outcome for a in attempts if a.outcome is not None)
+    budget = registry.receive_budget
+    # Ten messages of 60,000 bytes fit; one refused mid-message can leave room for nine.
+    assert outcomes.count(Outcome.TIMEOUT) in (9, 10), outcomes
+    assert outcomes.count(Outcome.TIMEOUT) + outcomes.count(Outcome.ERROR) == 20
+    refused = [a for a in attempts if a.outcome == Outcome.ERROR]
+    assert all("limits.max_receive_buffer_bytes=655360" in a.detail for a in refused)
+    assert budget.refused == len(refused)
+    assert 540_000 <= budget.peak <= budget.limit
+    assert budget.held == 0, "every connection gave its bytes back"
     assert registry.open == 0

@@ -222,7 +222,7 @@ def test_violation_fails_the_connection_with_a_close_code(frame: bytes, code: in
     (event,) = session.events_received()
     assert isinstance(event, Failed)
     assert event.code == code
-    assert event.too_big is (code == 1009)
+    assert event.by_prober is False
     assert client_frames(session.data_to_send()) == [(Opcode.CLOSE, code.to_bytes(2, "big"))]
     assert session.state is State.CLOSED
     session.receive_data(server_frame(Opcode.TEXT, b"after"))
