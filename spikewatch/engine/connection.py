@@ -34,6 +34,11 @@ from spikewatch.protocol.session import ClientSession, Failed, Rejected, Upgrade
 
 __all__ = ["MAX_CONTROL_FRAMES_PER_SECOND", "ClientConnection", "Keepalive", "open_connection"]
 
+#: The write buffer past which pongs stop (``pause_writing``). What a probe writes is a
+#: few hundred bytes; only a peer that reads nothing fills it, and then it is all the
+#: memory that peer can make a connection hold on the sending side (issue 12).
+WRITE_BUFFER_HIGH_WATER = 16 * 1024
+
 _OVER = Step.OVER
 _CLOSING = Step.CLOSING
 _HELD = Step.HELD
@@ -113,6 +118,7 @@ class ClientConnection(asyncio.Protocol):
             transport.abort()
             return
         self._connecting = None  # the handshake deadline now times the upgrade
+        transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH_WATER)
         transport.write(self._session.data_to_send())
 
     def data_received(self, data: bytes) -> None:
