@@ -50,7 +50,13 @@ from spikewatch.core.result import (
     count_upgrade_statuses,
     group_errors,
 )
-from spikewatch.core.saturation import ProberLimits, saturation_reasons
+from spikewatch.core.saturation import (
+    MIN_CPU_WINDOW,
+    ProberLimits,
+    WorkerShare,
+    judge_prober,
+    saturation_reasons,
+)
 from spikewatch.core.stats import summarize
 from spikewatch.core.verdict import (
     Measurements,
@@ -64,9 +70,9 @@ from spikewatch.engine.clock import sleep_until
 from spikewatch.engine.connection import ClientConnection, Keepalive, open_connection
 from spikewatch.engine.launch import launch
 from spikewatch.engine.registry import PROBE_RESERVE, ConnectionRegistry
-from spikewatch.engine.selfcheck import MIN_CPU_WINDOW, Mark, ProberMonitor
+from spikewatch.engine.selfcheck import Mark, ProberMonitor
 from spikewatch.engine.spec import ConnectionSpec, build_connection_spec, resolve
-from spikewatch.engine.workers import ANSWER_MARGIN, SpikeOnWorkers, WorkerPool, judge_prober
+from spikewatch.engine.workers import ANSWER_MARGIN, SpikeOnWorkers, WorkerPool
 from spikewatch.errors import SpikewatchError
 
 log = logging.getLogger(__name__)
@@ -594,7 +600,10 @@ class ScenarioRun:
             return judge_prober(
                 self.prober.limits,
                 window,
-                list(zip(self.workers.health, self.workers.shares, strict=True)),
+                [
+                    WorkerShare(health, share)
+                    for health, share in zip(self.workers.health, self.workers.shares, strict=True)
+                ],
             )
         reasons = saturation_reasons(
             self.prober.limits,
