@@ -9,7 +9,6 @@ hands their timestamps over.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import itertools
 import logging
 import socket
@@ -22,8 +21,16 @@ from typing import Any
 from spikewatch.config import ScenarioConfig, TargetConfig
 from spikewatch.core.abort import AbortRule
 from spikewatch.core.attempt import Attempt
-from spikewatch.core.classify import descriptor_error, out_of_descriptors
-from spikewatch.core.outcomes import Outcome, Phase, RunResultKind
+from spikewatch.core.classify import descriptor_error
+from spikewatch.core.outcomes import Outcome, Phase
+from spikewatch.core.phases import (
+    BaselinePhase,
+    ProberHealth,
+    RecoveryPhase,
+    RunRecord,
+    SpikePhase,
+    StablePhase,
+)
 from spikewatch.core.plan import (
     PlannedConnection,
     plan_duration,
@@ -39,32 +46,10 @@ from spikewatch.core.recovery import (
     good_probe_limit,
     is_good_probe,
 )
-from spikewatch.core.result import (
-    BaselineSummary,
-    ProberReport,
-    RecoverySummary,
-    RunResult,
-    SpikeSummary,
-    StableSummary,
-    count_outcomes,
-    count_upgrade_statuses,
-    group_errors,
-)
-from spikewatch.core.saturation import (
-    MIN_CPU_WINDOW,
-    ProberLimits,
-    WorkerShare,
-    judge_prober,
-    saturation_reasons,
-)
-from spikewatch.core.stats import summarize
-from spikewatch.core.verdict import (
-    Measurements,
-    ThresholdCheck,
-    ThresholdLimits,
-    decide_result,
-    evaluate_thresholds,
-)
+from spikewatch.core.report import build_run_result
+from spikewatch.core.result import RunResult, count_outcomes
+from spikewatch.core.saturation import ProberLimits, WorkerShare
+from spikewatch.core.verdict import ThresholdLimits
 from spikewatch.engine.clock import now as _now
 from spikewatch.engine.clock import sleep_until
 from spikewatch.engine.connection import ClientConnection, Keepalive, open_connection
@@ -185,25 +170,23 @@ class ScenarioRun:
         self.progress = progress or _quiet
         self.id = run_id or uuid.uuid4().hex[:16]
         self.loop = asyncio.get_running_loop()
+        # In flight: what is open or running, and what the phases still in progress add to.
         self.spec: ConnectionSpec | None = None
-        self.baseline_attempts: list[Attempt] = []
-        self.stable_attempts: list[Attempt] = []
-        self.spike_attempts: list[Attempt] = []
-        self.recovery_attempts: list[Attempt] = []
-        self.stable_conns: list[ClientConnection] = []
-        self.spike_conns: list[ClientConnection] = []
-        self.stable_rtts: list[float] = []
         self.tasks: set[asyncio.Task[Any]] = set()
         self.timeline: dict[str, float] = {}
-        self.baseline: Baseline | None = None
-        self.recovery: RecoveryDecision | None = None
-        self.good_limit: float | None = None
-        self.spike_aborted = False
+        self.stable_attempts: tuple[Attempt, ...] = ()
+        self.stable_conns: list[ClientConnection] = []
+        self.stable_rtts: list[float] = []
+        self.spike_conns: list[ClientConnection] = []
         self.spike_marks: tuple[Mark, Mark] | None = None
         self.workers: SpikeOnWorkers | None = None
         self._workers_ready: asyncio.Task[None] | None = None
         self._conn_ids = itertools.count()
         self._start = 0.0
+        # Each phase's record, set when the phase ends or is cut short.
+        self.baseline: BaselinePhase | None = None
+        self.spike: SpikePhase | None = None
+        self.recovery: RecoveryPhase | None = None
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -241,26 +224,25 @@ class ScenarioRun:
             deadline += max(0.0, self.spike_at - wall_start)
         monitor = self.prober.monitor
         monitor.start()
-        kind: RunResultKind | None = None
-        message = ""
+        error: str | None = None
         try:
             async with asyncio.timeout(deadline):
                 await self._phases()
         except TimeoutError:
-            kind, message = RunResultKind.ERROR, f"run exceeded its deadline of {deadline:g}s"
+            error = f"run exceeded its deadline of {deadline:g}s"
         except SpikewatchError as exc:
-            kind, message = RunResultKind.ERROR, str(exc)
+            error = str(exc)
         except Exception as exc:
             log.exception("run %s of %s/%s failed", self.id, self.target.name, self.scenario.name)
-            kind, message = RunResultKind.ERROR, f"internal error: {type(exc).__name__}: {exc}"
+            error = f"internal error: {type(exc).__name__}: {exc}"
         finally:
             await self._close_everything()
             monitor.stop()
-        if kind is None and self.workers is not None and self.workers.failures:
+        if error is None and self.workers is not None and self.workers.failures:
             # The prober lost part of its own spike: the figures do not describe the target.
-            kind, message = RunResultKind.ERROR, "; ".join(self.workers.failures)
+            error = "; ".join(self.workers.failures)
         duration = _now() - self._start
-        return self._report(kind, message, wall_start, duration)
+        return self._report(self._record(error, wall_start, duration))
 
     async def _phases(self) -> None:
         target = self.target
@@ -287,53 +269,58 @@ class ScenarioRun:
                 pool, self.id, self.prober.registry, reserve=PROBE_RESERVE
             )
             self._workers_ready = self._spawn(self.workers.prepare(target, address))
-        await self._run_baseline()
-        assert self.baseline is not None
-        if self.baseline.target_down:
+        baseline = await self._run_baseline()
+        if baseline.target_down:
             return
         if self.scenario.stable is not None:
             await self._open_stable()
         t0 = await self._run_spike()
-        await self._run_recovery(t0)
+        await self._run_recovery(t0, baseline)
 
     def _all_baseline_failed(self, outcome: Outcome, detail: str) -> None:
         now = _now()
-        for _ in range(self.scenario.baseline.probes):
+        probes = self.scenario.baseline.probes
+        attempts = []
+        for _ in range(probes):
             attempt = self._new_attempt(Phase.BASELINE)
             attempt.started = attempt.ended = now
             attempt.outcome = outcome
             attempt.detail = detail
-            self.baseline_attempts.append(attempt)
-        self.baseline = decide_baseline(self.scenario.baseline.probes, [])
+            attempts.append(attempt)
+        self.baseline = BaselinePhase(tuple(attempts), decide_baseline(probes, []))
         self.progress(f"baseline: {detail}; target down, no spike fired")
 
-    async def _run_baseline(self) -> None:
+    async def _run_baseline(self) -> Baseline:
         cfg = self.scenario.baseline
         self.progress(f"baseline: {cfg.probes} probes every {cfg.interval:g}s")
         start = self._mark("baseline_start")
-        tasks = []
-        for i in range(cfg.probes):
-            await sleep_until(start + i * cfg.interval)
-            attempt = self._new_attempt(Phase.BASELINE)
-            self.baseline_attempts.append(attempt)
-            # Baseline probes finish closing before the spike, so that none of them holds
-            # a slot (or the target's attention) when the spike starts.
-            tasks.append(self._spawn(self._probe(attempt, until_closed=True)))
-        await asyncio.gather(*tasks)
-        ok = [a.latency for a in self.baseline_attempts if a.outcome == Outcome.OK]
-        latencies = [x for x in ok if x is not None]
-        self.baseline = decide_baseline(cfg.probes, latencies)
+        attempts: list[Attempt] = []
+        # A baseline cut short stands for a target that is down.
+        baseline = decide_baseline(cfg.probes, [])
+        try:
+            tasks = []
+            for i in range(cfg.probes):
+                await sleep_until(start + i * cfg.interval)
+                attempt = self._new_attempt(Phase.BASELINE)
+                attempts.append(attempt)
+                # Baseline probes finish closing before the spike, so that none of them
+                # holds a slot (or the target's attention) when the spike starts.
+                tasks.append(self._spawn(self._probe(attempt, until_closed=True)))
+            await asyncio.gather(*tasks)
+            ok = [a.latency for a in attempts if a.outcome == Outcome.OK]
+            latencies = [x for x in ok if x is not None]
+            baseline = decide_baseline(cfg.probes, latencies)
+        finally:
+            self.baseline = BaselinePhase(tuple(attempts), baseline)
         self._mark("baseline_end")
-        if self.baseline.target_down:
-            self.progress(
-                f"baseline: {len(latencies)}/{cfg.probes} ok; target down, no spike fired"
-            )
+        if baseline.target_down:
+            self.progress(f"baseline: {baseline.ok}/{cfg.probes} ok; target down, no spike fired")
         else:
-            assert self.baseline.latency is not None
+            assert baseline.latency is not None
             self.progress(
-                f"baseline: {len(latencies)}/{cfg.probes} ok, "
-                f"B = {self.baseline.latency * 1000:.2f} ms"
+                f"baseline: {baseline.ok}/{cfg.probes} ok, B = {baseline.latency * 1000:.2f} ms"
             )
+        return baseline
 
     async def _open_stable(self) -> None:
         cfg = self.scenario.stable
@@ -355,8 +342,9 @@ class ScenarioRun:
             if conn is not None and attempt.outcome == Outcome.OK:
                 self.stable_conns.append(conn)
 
-        for _ in range(cfg.connections):
-            self.stable_attempts.append(self._new_attempt(Phase.STABLE))
+        self.stable_attempts = tuple(
+            self._new_attempt(Phase.STABLE) for _ in range(cfg.connections)
+        )
         await asyncio.gather(*(self._spawn(open_one(a)) for a in self.stable_attempts))
         self._mark("stable_open")
         self.progress(
@@ -403,17 +391,21 @@ class ScenarioRun:
             f"{'batches' if self.scenario.spike is not None else 'steps'} "
             f"over {plan_duration(plan):g}s"
         )
-        if self.workers is not None:
-            abort_reason = await self._fire_on_workers(plan, rule)
-        else:
-            abort_reason = await self._fire_here(groups, rule)
+        attempts: list[Attempt] = []
+        abort_reason = ""
+        try:
+            if self.workers is not None:
+                abort_reason = await self._fire_on_workers(plan, rule, attempts)
+            else:
+                abort_reason = await self._fire_here(groups, rule, attempts)
+        finally:
+            self.spike = SpikePhase(tuple(attempts), aborted=bool(abort_reason))
         if abort_reason:
-            self.spike_aborted = True
             self.progress(f"spike: stopped early, {abort_reason}")
-        ended = [a.ended for a in self.spike_attempts if a.outcome != Outcome.ABORTED]
+        ended = [a.ended for a in attempts if a.outcome != Outcome.ABORTED]
         t0 = max((e for e in ended if e is not None), default=_now())
         self.timeline["t0"] = t0 - self._start
-        summary = count_outcomes(self.spike_attempts)
+        summary = count_outcomes(attempts)
         outcomes = ", ".join(f"{n} {o}" for o, n in summary.items())
         spike_start = self._start + self.timeline["spike_start"]
         self.progress(
@@ -421,7 +413,9 @@ class ScenarioRun:
         )
         return t0
 
-    async def _fire_on_workers(self, plan: tuple[PlannedConnection, ...], rule: AbortRule) -> str:
+    async def _fire_on_workers(
+        self, plan: tuple[PlannedConnection, ...], rule: AbortRule, attempts: list[Attempt]
+    ) -> str:
         """Fire the spike over the worker processes; return the abort reason, if any."""
         workers, ready = self.workers, self._workers_ready
         assert workers is not None
@@ -429,14 +423,15 @@ class ScenarioRun:
         await ready
         spike_start = await self._spike_start(lead=WORKER_LEAD)
         start_mark = self.prober.monitor.mark()
-        for p in plan:
-            self.spike_attempts.append(self._new_attempt(Phase.SPIKE, spike_start + p.offset))
+        attempts.extend(self._new_attempt(Phase.SPIKE, spike_start + p.offset) for p in plan)
         answer_by = spike_start + plan_duration(plan) + attempt_bound(self.target) + ANSWER_MARGIN
-        abort_reason = await workers.fire(self.spike_attempts, rule, answer_by)
+        abort_reason = await workers.fire(attempts, rule, answer_by)
         self.spike_marks = (start_mark, self.prober.monitor.mark())
         return abort_reason
 
-    async def _fire_here(self, groups: list[list[PlannedConnection]], rule: AbortRule) -> str:
+    async def _fire_here(
+        self, groups: list[list[PlannedConnection]], rule: AbortRule, attempts: list[Attempt]
+    ) -> str:
         """Fire the spike from this event loop; return the abort reason, if any."""
         assert self.spec is not None
         registry = self.prober.registry
@@ -467,30 +462,49 @@ class ScenarioRun:
         for group in groups:
             planned = spike_start + group[0].offset
             await sleep_until(planned)
-            attempts = [self._new_attempt(Phase.SPIKE, planned) for _ in group]
-            self.spike_attempts.extend(attempts)
+            batch = [self._new_attempt(Phase.SPIKE, planned) for _ in group]
+            attempts.extend(batch)
             if abort_reason:
                 now = _now()
-                for attempt in attempts:
+                for attempt in batch:
                     attempt.abort(now, abort_reason)
                 continue
-            tasks.extend(await launch(attempts, one, self._spawn))
+            tasks.extend(await launch(batch, one, self._spawn))
         await asyncio.gather(*tasks)
         self.spike_marks = (start_mark, self.prober.monitor.mark())
         return abort_reason
 
-    async def _run_recovery(self, t0: float) -> None:
+    async def _run_recovery(self, t0: float, baseline: Baseline) -> None:
         cfg = self.scenario.recovery
-        assert self.baseline is not None
-        assert self.baseline.latency is not None
-        limit = good_probe_limit(self.baseline.latency, cfg.tolerance, cfg.slack)
-        self.good_limit = limit
-        tracker = RecoveryTracker(t0, cfg.consecutive, cfg.timeout)
+        assert baseline.latency is not None
+        limit = good_probe_limit(baseline.latency, cfg.tolerance, cfg.slack)
         self.progress(
             f"recovery: a probe every {cfg.probe_interval:g}s, good when ≤ {limit * 1000:.2f} ms, "
             f"{cfg.consecutive} in a row, timeout {cfg.timeout:g}s"
         )
         hold = self._spawn(self._hold_then_close(t0 + self.scenario.hold))
+        attempts: list[Attempt] = []
+        decision: RecoveryDecision | None = None
+        try:
+            decision = await self._probe_until_decided(t0, limit, attempts)
+        finally:
+            self.recovery = RecoveryPhase(tuple(attempts), decision, limit, cfg.timeout)
+        self._mark("recovery_end")
+        if decision.state == "recovered":
+            assert decision.seconds is not None
+            self.progress(
+                f"recovery: recovered after {decision.seconds:.3f}s ({len(attempts)} probes)"
+            )
+        else:
+            self.progress(f"recovery: did not recover within {cfg.timeout:g}s")
+        await hold
+
+    async def _probe_until_decided(
+        self, t0: float, limit: float, attempts: list[Attempt]
+    ) -> RecoveryDecision:
+        """Probe every ``probe_interval`` from T0 until recovery is decided."""
+        cfg = self.scenario.recovery
+        tracker = RecoveryTracker(t0, cfg.consecutive, cfg.timeout)
 
         async def probe(probe_id: int, attempt: Attempt) -> None:
             await self._probe(attempt)
@@ -510,23 +524,11 @@ class ScenarioRun:
             # recovery is 0 when the first probe begins the good run (the contract).
             tracker.probe_started(probe_id, slot)
             attempt = self._new_attempt(Phase.RECOVERY, slot)
-            self.recovery_attempts.append(attempt)
+            attempts.append(attempt)
             tasks.append(self._spawn(probe(probe_id, attempt)))
         await asyncio.gather(*tasks)
         decision = tracker.decision()
-        if decision.state == "pending":
-            decision = tracker.close()
-        self.recovery = decision
-        self._mark("recovery_end")
-        if decision.state == "recovered":
-            assert decision.seconds is not None
-            self.progress(
-                f"recovery: recovered after {decision.seconds:.3f}s "
-                f"({len(self.recovery_attempts)} probes)"
-            )
-        else:
-            self.progress(f"recovery: did not recover within {cfg.timeout:g}s")
-        await hold
+        return tracker.close() if decision.state == "pending" else decision
 
     async def _hold_then_close(self, until: float) -> None:
         await sleep_until(until)
@@ -567,157 +569,68 @@ class ScenarioRun:
             parts.append(f"{number}: loop lag p99 {lag}, CPU {cpu}")
         self.progress("workers: " + "; ".join(parts))
 
-    # -- the verdict --------------------------------------------------------------------
+    # -- the result ---------------------------------------------------------------------
 
-    def _prober_report(self, spike: SpikeSummary | None) -> ProberReport:
-        report = self._prober_health(spike)
-        attempts = itertools.chain(
-            self.baseline_attempts,
-            self.stable_attempts,
-            self.spike_attempts,
-            self.recovery_attempts,
+    def _record(self, error: str | None, wall_start: float, duration: float) -> RunRecord:
+        """Return what the run recorded, once every connection is closed."""
+        probes = self.scenario.baseline.probes
+        stable = None
+        if self.scenario.stable is not None and self.stable_attempts:
+            stable = StablePhase(
+                connections=self.scenario.stable.connections,
+                attempts=self.stable_attempts,
+                rtts=tuple(self.stable_rtts),
+                dropped=sum(1 for c in self.stable_conns if c.lost_at is not None),
+                drop_example=next(
+                    (c.lost_reason for c in self.stable_conns if c.lost_reason), None
+                ),
+            )
+        return RunRecord(
+            id=self.id,
+            target=self.target.name,
+            scenario=self.scenario.name,
+            started_at=wall_start,
+            duration=duration,
+            baseline=self.baseline or BaselinePhase((), decide_baseline(probes, [])),
+            stable=stable,
+            spike=self.spike,
+            recovery=self.recovery,
+            prober=self._prober_health(),
+            error=error,
+            timeline=dict(self.timeline),
         )
-        starved = sum(1 for a in attempts if out_of_descriptors(a.outcome, a.detail))
-        if not starved:
-            return report
-        # Failures for want of a descriptor are the prober's, whatever phase they hit:
-        # the run is invalid rather than blaming the target (target_down, no recovery).
-        reason = (
-            f"{starved} attempt(s) found no file descriptor (EMFILE/ENFILE): the prober's "
-            "own limit, not the target's; raise ulimit -n or lower the spike"
-        )
-        return dataclasses.replace(report, saturated=True, reasons=(*report.reasons, reason))
 
-    def _prober_health(self, spike: SpikeSummary | None) -> ProberReport:
+    def _prober_health(self) -> ProberHealth:
+        """Return the prober's figures over the spike (its memory only, when none was fired)."""
         monitor = self.prober.monitor
         if self.spike_marks is None:
             now = monitor.mark()
-            window = monitor.report(now, now)
-            return ProberReport(False, None, None, window.rss_bytes)
-        window = monitor.report(*self.spike_marks)
-        lateness = spike.start_lateness if spike is not None else None
+            return ProberHealth(monitor.report(now, now), over_spike=False)
+        workers = None
         if self.workers is not None:
-            return judge_prober(
-                self.prober.limits,
-                window,
-                [
-                    WorkerShare(health, share)
-                    for health, share in zip(self.workers.health, self.workers.shares, strict=True)
-                ],
-            )
-        reasons = saturation_reasons(
-            self.prober.limits,
-            loop_lag_p99=window.loop_lag_p99,
-            start_lateness_p99=lateness.p99 if lateness else None,
-            # Too short a window says nothing about saturation (see MIN_CPU_WINDOW).
-            cpu_percent=window.cpu_percent if window.cpu_window >= MIN_CPU_WINDOW else None,
-        )
-        return ProberReport(
-            bool(reasons), window.loop_lag_p99, window.cpu_percent, window.rss_bytes, reasons
-        )
+            shares = zip(self.workers.health, self.workers.shares, strict=True)
+            workers = tuple(WorkerShare(health, tuple(share)) for health, share in shares)
+        return ProberHealth(monitor.report(*self.spike_marks), over_spike=True, workers=workers)
 
-    def _report(
-        self, kind: RunResultKind | None, message: str, wall_start: float, duration: float
-    ) -> RunReport:
-        scenario = self.scenario
-        baseline = self.baseline or decide_baseline(scenario.baseline.probes, [])
-        spike = None
-        if self.spike_attempts:
-            spike = SpikeSummary.from_attempts(self.spike_attempts, aborted=self.spike_aborted)
-        stable = None
-        dropped = sum(1 for c in self.stable_conns if c.lost_at is not None)
-        if scenario.stable is not None and self.stable_attempts:
-            example = next((c.lost_reason for c in self.stable_conns if c.lost_reason), None)
-            stable = StableSummary(
-                connections=scenario.stable.connections,
-                opened=sum(1 for a in self.stable_attempts if a.outcome == Outcome.OK),
-                dropped=dropped,
-                outcomes=count_outcomes(self.stable_attempts),
-                message_rtt=summarize(self.stable_rtts),
-                drop_example=example,
-            )
-        recovery = None
-        if self.recovery is not None or self.recovery_attempts:
-            decision = self.recovery
-            recovery = RecoverySummary(
-                recovered=decision is not None and decision.state == "recovered",
-                seconds=decision.seconds if decision is not None else None,
-                probes=len(self.recovery_attempts),
-                outcomes=count_outcomes(self.recovery_attempts),
-                good_limit=self.good_limit,
-                timeout=scenario.recovery.timeout,
-            )
-        prober = self._prober_report(spike)
-        checks: tuple[ThresholdCheck, ...] = ()
-        if spike is not None and kind is None:
-            t = scenario.thresholds
-            limits = ThresholdLimits(
-                success_ratio=t.success_ratio,
-                handshake_p95=t.handshake_p95,
-                first_message_p95=t.first_message_p95,
-                message_rtt_p95=t.message_rtt_p95,
-                recovery=t.recovery,
-                dropped_stable=t.dropped_stable,
-            )
-            checks = evaluate_thresholds(
-                limits,
-                Measurements(
-                    success_ratio=spike.success_ratio,
-                    handshake_p95=spike.handshake.p95 if spike.handshake else None,
-                    first_message_p95=spike.first_message.p95 if spike.first_message else None,
-                    message_rtt_p95=spike.message_rtt.p95 if spike.message_rtt else None,
-                    recovered=recovery is not None and recovery.recovered,
-                    recovery_seconds=recovery.seconds if recovery else None,
-                    dropped_stable=dropped,
-                ),
-            )
-        if kind is None:
-            kind = decide_result(
-                target_down=baseline.target_down,
-                aborted=self.spike_aborted,
-                invalid=prober.saturated,
-                checks=checks,
-            )
-            message = _explain(kind, checks, prober)
-        everything = (
-            self.baseline_attempts + self.stable_attempts + self.spike_attempts
-        ) + self.recovery_attempts
-        result = RunResult(
-            id=self.id,
-            target=self.target.name,
-            scenario=scenario.name,
-            result=kind,
-            started_at=wall_start,
-            duration=duration,
-            baseline=BaselineSummary(
-                probes=scenario.baseline.probes,
-                ok=baseline.ok,
-                outcomes=count_outcomes(self.baseline_attempts),
-                latency=baseline.latency,
-            ),
-            spike=spike,
-            stable=stable,
-            recovery=recovery,
-            thresholds=checks,
-            prober=prober,
-            errors=group_errors(everything),
-            message=message,
-            upgrade_statuses=count_upgrade_statuses(everything),
-            timeline=dict(self.timeline),
-        )
-        self.progress(f"verdict: {kind.value}{': ' + message if message else ''}")
-        return RunReport(result, everything, list(self.stable_rtts), dropped)
+    def _report(self, record: RunRecord) -> RunReport:
+        result = build_run_result(record, threshold_limits(self.scenario), self.prober.limits)
+        message = result.message
+        self.progress(f"verdict: {result.result.value}{': ' + message if message else ''}")
+        dropped = record.stable.dropped if record.stable is not None else 0
+        return RunReport(result, list(record.attempts()), list(self.stable_rtts), dropped)
 
 
-def _explain(kind: RunResultKind, checks: tuple[ThresholdCheck, ...], prober: ProberReport) -> str:
-    if kind == RunResultKind.INVALID:
-        return "prober saturated: " + "; ".join(prober.reasons)
-    if kind == RunResultKind.TARGET_DOWN:
-        return "fewer than half of the baseline probes succeeded"
-    if kind == RunResultKind.ABORTED:
-        return "the spike was stopped by the abort rule"
-    failed = [c.name for c in checks if not c.passed]
-    return ("missed: " + ", ".join(failed)) if failed else ""
+def threshold_limits(scenario: ScenarioConfig) -> ThresholdLimits:
+    """Return the scenario's thresholds as the core checks them."""
+    t = scenario.thresholds
+    return ThresholdLimits(
+        success_ratio=t.success_ratio,
+        handshake_p95=t.handshake_p95,
+        first_message_p95=t.first_message_p95,
+        message_rtt_p95=t.message_rtt_p95,
+        recovery=t.recovery,
+        dropped_stable=t.dropped_stable,
+    )
 
 
 async def execute_run(
