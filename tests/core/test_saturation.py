@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-from dataclasses import dataclass
 
 from spikewatch.core.attempt import Attempt
 from spikewatch.core.classify import descriptor_error
@@ -17,18 +16,9 @@ from spikewatch.core.saturation import (
     judge_prober,
     saturation_reasons,
 )
+from tests.core.fakes import Health
 
 LIMITS = ProberLimits(max_loop_lag_p99=0.1, max_start_lateness_p99=0.25, max_cpu_percent=95.0)
-
-
-@dataclass(frozen=True, slots=True)
-class Health:
-    """A process's figures, as a monitor window or a worker's health report gives them."""
-
-    loop_lag_p99: float | None
-    cpu_percent: float | None
-    cpu_window: float
-    rss_bytes: int
 
 
 CALM = Health(0.001, 10.0, 2.0, 1000)
