@@ -1,9 +1,11 @@
-"""One run of one scenario against one target.
+"""One run of one scenario against one target: the phases in their order.
 
-The phases, in order (``../shared/spec.md``): baseline → stable (opened) → spike or
-ramp → hold → recovery → verdict. The decisions (baseline, recovery, abort, verdict)
-are the pure core's; this module only opens connections at the planned times and
-hands their timestamps over.
+The phases (``../shared/spec.md``): baseline → stable (opened, :mod:`.stable`) → spike
+or ramp (:mod:`.spike`) → hold → recovery → verdict. This module sequences them within
+the run's deadline and closes what they opened; each phase hands over its record
+(:mod:`spikewatch.core.phases`) when it ends or is cut short, and the decisions
+(baseline, recovery, abort, the result itself: :func:`~spikewatch.core.report.build_run_result`)
+are the pure core's.
 """
 
 from __future__ import annotations
@@ -14,9 +16,8 @@ import logging
 import socket
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from spikewatch.config import ScenarioConfig, TargetConfig
 from spikewatch.core.abort import AbortRule
@@ -29,14 +30,9 @@ from spikewatch.core.phases import (
     RecoveryPhase,
     RunRecord,
     SpikePhase,
-    StablePhase,
 )
 from spikewatch.core.plan import (
-    PlannedConnection,
     plan_duration,
-    plan_ramp,
-    plan_spike,
-    shard_plan,
 )
 from spikewatch.core.recovery import (
     Baseline,
@@ -47,33 +43,37 @@ from spikewatch.core.recovery import (
     is_good_probe,
 )
 from spikewatch.core.report import build_run_result
-from spikewatch.core.result import RunResult, count_outcomes
+from spikewatch.core.result import RunResult
 from spikewatch.core.saturation import ProberLimits, WorkerShare
 from spikewatch.core.verdict import ThresholdLimits
 from spikewatch.engine.clock import now as _now
 from spikewatch.engine.clock import sleep_until
-from spikewatch.engine.connection import ClientConnection, Keepalive, open_connection
-from spikewatch.engine.launch import launch
+from spikewatch.engine.connection import ClientConnection, open_connection
+from spikewatch.engine.inflight import ProgressFn, RunInFlight
 from spikewatch.engine.registry import PROBE_RESERVE, ConnectionRegistry
 from spikewatch.engine.selfcheck import Mark, ProberMonitor
 from spikewatch.engine.spec import ConnectionSpec, build_connection_spec, resolve
-from spikewatch.engine.workers import ANSWER_MARGIN, SpikeOnWorkers, WorkerPool
+from spikewatch.engine.spike import SpikeFiring, spike_plan
+from spikewatch.engine.stable import StableConnections
+from spikewatch.engine.workers import SpikeOnWorkers, WorkerPool
 from spikewatch.errors import SpikewatchError
+
+__all__ = [
+    "Prober",
+    "ProgressFn",
+    "RunReport",
+    "ScenarioRun",
+    "attempt_bound",
+    "execute_run",
+    "run_deadline",
+    "spike_plan",
+    "threshold_limits",
+]
 
 log = logging.getLogger(__name__)
 
-ProgressFn = Callable[[str], None]
-
 #: Added to the computed deadline of a run: time to close connections and decide.
 _DEADLINE_MARGIN = 30.0
-
-#: A sharded replica that reaches its spike later than this after the shared instant
-#: fires at once instead (and says so in the run's timeline).
-SHARED_INSTANT_TOLERANCE = 1.0
-
-#: With worker processes the spike starts this long after the daemon decides to fire,
-#: so that every worker has its share before the first batch is due.
-WORKER_LEAD = 0.05
 
 
 def _quiet(_: str) -> None:
@@ -102,21 +102,6 @@ class RunReport:
     attempts: list[Attempt] = field(default_factory=list)
     stable_rtts: list[float] = field(default_factory=list)
     stable_dropped: int = 0
-
-
-def spike_plan(
-    scenario: ScenarioConfig, share: tuple[int, int] | None = None
-) -> tuple[PlannedConnection, ...]:
-    """Return the planned spike (avalanche or ramp), or replica ``share=(index, n)``'s part."""
-    if scenario.spike is not None:
-        s = scenario.spike
-        plan = plan_spike(s.connections, s.batches, s.batch_interval)
-    else:
-        assert scenario.ramp is not None
-        plan = plan_ramp(scenario.ramp.steps, scenario.ramp.step_interval)
-    if share is not None and share[1] > 1:
-        plan = shard_plan(plan, share[0], share[1])
-    return plan
 
 
 def attempt_bound(target: TargetConfig) -> float:
@@ -169,37 +154,27 @@ class ScenarioRun:
         self.prober = prober
         self.progress = progress or _quiet
         self.id = run_id or uuid.uuid4().hex[:16]
-        self.loop = asyncio.get_running_loop()
         # In flight: what is open or running, and what the phases still in progress add to.
+        self.run = RunInFlight(self.progress)
         self.spec: ConnectionSpec | None = None
-        self.tasks: set[asyncio.Task[Any]] = set()
-        self.timeline: dict[str, float] = {}
-        self.stable_attempts: tuple[Attempt, ...] = ()
-        self.stable_conns: list[ClientConnection] = []
-        self.stable_rtts: list[float] = []
-        self.spike_conns: list[ClientConnection] = []
-        self.spike_marks: tuple[Mark, Mark] | None = None
+        self.stable: StableConnections | None = None
+        self.firing: SpikeFiring | None = None
         self.workers: SpikeOnWorkers | None = None
         self._workers_ready: asyncio.Task[None] | None = None
-        self._conn_ids = itertools.count()
-        self._start = 0.0
         # Each phase's record, set when the phase ends or is cut short.
         self.baseline: BaselinePhase | None = None
         self.spike: SpikePhase | None = None
         self.recovery: RecoveryPhase | None = None
 
-    # -- helpers ------------------------------------------------------------------------
+    @property
+    def spike_marks(self) -> tuple[Mark, Mark] | None:
+        """The monitor's marks around the spike, once it was fired."""
+        return self.firing.marks if self.firing is not None else None
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        task = self.loop.create_task(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-        return task
-
-    def _mark(self, name: str) -> float:
-        now = _now()
-        self.timeline[name] = now - self._start
-        return now
+    @property
+    def spike_conns(self) -> list[ClientConnection]:
+        """The spike's connections this process holds open until T0 + hold."""
+        return self.firing.held if self.firing is not None else []
 
     async def _probe(self, attempt: Attempt, *, until_closed: bool = False) -> Attempt:
         assert self.spec is not None
@@ -209,15 +184,12 @@ class ScenarioRun:
             await conn.wait_closed()
         return attempt
 
-    def _new_attempt(self, phase: Phase, planned: float | None = None) -> Attempt:
-        return Attempt(phase, next(self._conn_ids), planned=planned)
-
     # -- the run ------------------------------------------------------------------------
 
     async def execute(self) -> RunReport:
         """Run every phase within the deadline; always close what was opened."""
         wall_start = self.prober.wall_clock()
-        self._start = _now()
+        start = self.run.begin()
         deadline = run_deadline(self.scenario, self.target)
         if self.spike_at is not None:
             # A sharded run waits for the shared spike instant; that wait is not overrun.
@@ -241,7 +213,7 @@ class ScenarioRun:
         if error is None and self.workers is not None and self.workers.failures:
             # The prober lost part of its own spike: the figures do not describe the target.
             error = "; ".join(self.workers.failures)
-        duration = _now() - self._start
+        duration = _now() - start
         return self._report(self._record(error, wall_start, duration))
 
     async def _phases(self) -> None:
@@ -268,12 +240,14 @@ class ScenarioRun:
             self.workers = SpikeOnWorkers(
                 pool, self.id, self.prober.registry, reserve=PROBE_RESERVE
             )
-            self._workers_ready = self._spawn(self.workers.prepare(target, address))
+            self._workers_ready = self.run.spawn(self.workers.prepare(target, address))
         baseline = await self._run_baseline()
         if baseline.target_down:
             return
         if self.scenario.stable is not None:
-            await self._open_stable()
+            echo = target.echo is not None
+            self.stable = StableConnections(self.run, self.scenario.stable, echo=echo)
+            await self.stable.open(self.spec, self.prober.registry)
         t0 = await self._run_spike()
         await self._run_recovery(t0, baseline)
 
@@ -282,7 +256,7 @@ class ScenarioRun:
         probes = self.scenario.baseline.probes
         attempts = []
         for _ in range(probes):
-            attempt = self._new_attempt(Phase.BASELINE)
+            attempt = self.run.new_attempt(Phase.BASELINE)
             attempt.started = attempt.ended = now
             attempt.outcome = outcome
             attempt.detail = detail
@@ -293,7 +267,7 @@ class ScenarioRun:
     async def _run_baseline(self) -> Baseline:
         cfg = self.scenario.baseline
         self.progress(f"baseline: {cfg.probes} probes every {cfg.interval:g}s")
-        start = self._mark("baseline_start")
+        start = self.run.mark("baseline_start")
         attempts: list[Attempt] = []
         # A baseline cut short stands for a target that is down.
         baseline = decide_baseline(cfg.probes, [])
@@ -301,18 +275,18 @@ class ScenarioRun:
             tasks = []
             for i in range(cfg.probes):
                 await sleep_until(start + i * cfg.interval)
-                attempt = self._new_attempt(Phase.BASELINE)
+                attempt = self.run.new_attempt(Phase.BASELINE)
                 attempts.append(attempt)
                 # Baseline probes finish closing before the spike, so that none of them
                 # holds a slot (or the target's attention) when the spike starts.
-                tasks.append(self._spawn(self._probe(attempt, until_closed=True)))
+                tasks.append(self.run.spawn(self._probe(attempt, until_closed=True)))
             await asyncio.gather(*tasks)
             ok = [a.latency for a in attempts if a.outcome == Outcome.OK]
             latencies = [x for x in ok if x is not None]
             baseline = decide_baseline(cfg.probes, latencies)
         finally:
             self.baseline = BaselinePhase(tuple(attempts), baseline)
-        self._mark("baseline_end")
+        self.run.mark("baseline_end")
         if baseline.target_down:
             self.progress(f"baseline: {baseline.ok}/{cfg.probes} ok; target down, no spike fired")
         else:
@@ -322,157 +296,35 @@ class ScenarioRun:
             )
         return baseline
 
-    async def _open_stable(self) -> None:
-        cfg = self.scenario.stable
-        assert cfg is not None
-        assert self.spec is not None
-        mode = cfg.mode
-        if mode == "auto":
-            mode = "echo" if self.target.echo is not None else "ping"
-        keepalive = Keepalive(cfg.ping_interval, cfg.timeout, mode, self.stable_rtts.append)
-        self._mark("stable_start")
-
-        async def open_one(attempt: Attempt) -> None:
-            assert self.spec is not None
-            conn = await open_connection(
-                self.spec, attempt, self.prober.registry, keepalive=keepalive, reserve=PROBE_RESERVE
-            )
-            # By outcome, not is_open: a peer that closes in the same read as its welcome
-            # has already moved the connection on, and that loss must still be counted.
-            if conn is not None and attempt.outcome == Outcome.OK:
-                self.stable_conns.append(conn)
-
-        self.stable_attempts = tuple(
-            self._new_attempt(Phase.STABLE) for _ in range(cfg.connections)
-        )
-        await asyncio.gather(*(self._spawn(open_one(a)) for a in self.stable_attempts))
-        self._mark("stable_open")
-        self.progress(
-            f"stable: {len(self.stable_conns)}/{cfg.connections} open, "
-            f"{mode} every {cfg.ping_interval:g}s"
-        )
-
-    async def _spike_start(self, lead: float = 0.0) -> float:
-        """Return the spike's planned start (loop time).
-
-        In one process, wait until a shared instant; with workers (``lead`` > 0) return
-        at once: they wait themselves, and an unshared start is ``lead`` from now.
-        """
-        missed = 0.0 if self.spike_at is None else self.prober.wall_clock() - self.spike_at
-        if self.spike_at is not None and missed <= SHARED_INSTANT_TOLERANCE:
-            # A sharded run: every replica starts its share at the same wall-clock instant.
-            # The plan keeps that instant even when this replica is a little late, so the
-            # delay shows as start lateness instead of vanishing.
-            spike_start = _now() - missed
-            if not lead:
-                await sleep_until(spike_start)
-            self.timeline["spike_start"] = spike_start - self._start
-        else:
-            if missed > SHARED_INSTANT_TOLERANCE:
-                # Queued behind other runs, or a long baseline: the shared instant is gone.
-                # Fire now and say so; lateness would otherwise charge the queue wait to
-                # the prober and make every such run "invalid".
-                self.timeline["shared_instant_missed_by"] = missed
-                self.progress(
-                    f"spike: the shared spike instant passed {missed:.1f}s ago; firing now"
-                )
-            spike_start = _now() + lead
-            self.timeline["spike_start"] = spike_start - self._start
-        return spike_start
-
     async def _run_spike(self) -> float:
         assert self.spec is not None
         plan = spike_plan(self.scenario, self.share)
         abort_cfg = self.scenario.abort
         rule = AbortRule(abort_cfg.error_ratio, abort_cfg.min_attempts)
-        groups = [list(g) for _, g in itertools.groupby(plan, key=lambda p: p.group)]
+        groups = sum(1 for _ in itertools.groupby(plan, key=lambda p: p.group))
         self.progress(
-            f"spike: {len(plan)} connections in {len(groups)} "
+            f"spike: {len(plan)} connections in {groups} "
             f"{'batches' if self.scenario.spike is not None else 'steps'} "
             f"over {plan_duration(plan):g}s"
         )
-        attempts: list[Attempt] = []
+        prober = self.prober
+        firing = self.firing = SpikeFiring(
+            self.run, prober.monitor, prober.wall_clock, self.spike_at
+        )
         abort_reason = ""
         try:
             if self.workers is not None:
-                abort_reason = await self._fire_on_workers(plan, rule, attempts)
+                assert self._workers_ready is not None
+                await self._workers_ready
+                bound = attempt_bound(self.target)
+                abort_reason = await firing.on_workers(self.workers, plan, rule, bound)
             else:
-                abort_reason = await self._fire_here(groups, rule, attempts)
+                abort_reason = await firing.here(self.spec, prober.registry, plan, rule)
         finally:
-            self.spike = SpikePhase(tuple(attempts), aborted=bool(abort_reason))
+            self.spike = SpikePhase(tuple(firing.attempts), aborted=bool(abort_reason))
         if abort_reason:
             self.progress(f"spike: stopped early, {abort_reason}")
-        ended = [a.ended for a in attempts if a.outcome != Outcome.ABORTED]
-        t0 = max((e for e in ended if e is not None), default=_now())
-        self.timeline["t0"] = t0 - self._start
-        summary = count_outcomes(attempts)
-        outcomes = ", ".join(f"{n} {o}" for o, n in summary.items())
-        spike_start = self._start + self.timeline["spike_start"]
-        self.progress(
-            f"spike: last attempt finished {t0 - spike_start:.3f}s after start: {outcomes}"
-        )
-        return t0
-
-    async def _fire_on_workers(
-        self, plan: tuple[PlannedConnection, ...], rule: AbortRule, attempts: list[Attempt]
-    ) -> str:
-        """Fire the spike over the worker processes; return the abort reason, if any."""
-        workers, ready = self.workers, self._workers_ready
-        assert workers is not None
-        assert ready is not None
-        await ready
-        spike_start = await self._spike_start(lead=WORKER_LEAD)
-        start_mark = self.prober.monitor.mark()
-        attempts.extend(self._new_attempt(Phase.SPIKE, spike_start + p.offset) for p in plan)
-        answer_by = spike_start + plan_duration(plan) + attempt_bound(self.target) + ANSWER_MARGIN
-        abort_reason = await workers.fire(attempts, rule, answer_by)
-        self.spike_marks = (start_mark, self.prober.monitor.mark())
-        return abort_reason
-
-    async def _fire_here(
-        self, groups: list[list[PlannedConnection]], rule: AbortRule, attempts: list[Attempt]
-    ) -> str:
-        """Fire the spike from this event loop; return the abort reason, if any."""
-        assert self.spec is not None
-        registry = self.prober.registry
-        spec = self.spec
-        finished = failed = 0
-        abort_reason = ""
-
-        async def one(attempt: Attempt) -> None:
-            nonlocal finished, failed, abort_reason
-            conn = await open_connection(
-                spec, attempt, registry, keep_open=True, reserve=PROBE_RESERVE
-            )
-            if conn is not None and attempt.outcome == Outcome.OK:
-                self.spike_conns.append(conn)
-            if attempt.outcome == Outcome.ABORTED:
-                return
-            finished += 1
-            if attempt.outcome != Outcome.OK:
-                failed += 1
-            if not abort_reason and rule.should_abort(finished, failed):
-                abort_reason = (
-                    f"abort.error_ratio={rule.error_ratio:g} reached: {failed} of {finished} failed"
-                )
-
-        spike_start = await self._spike_start()
-        start_mark = self.prober.monitor.mark()
-        tasks: list[asyncio.Task[None]] = []
-        for group in groups:
-            planned = spike_start + group[0].offset
-            await sleep_until(planned)
-            batch = [self._new_attempt(Phase.SPIKE, planned) for _ in group]
-            attempts.extend(batch)
-            if abort_reason:
-                now = _now()
-                for attempt in batch:
-                    attempt.abort(now, abort_reason)
-                continue
-            tasks.extend(await launch(batch, one, self._spawn))
-        await asyncio.gather(*tasks)
-        self.spike_marks = (start_mark, self.prober.monitor.mark())
-        return abort_reason
+        return firing.t0()
 
     async def _run_recovery(self, t0: float, baseline: Baseline) -> None:
         cfg = self.scenario.recovery
@@ -482,14 +334,14 @@ class ScenarioRun:
             f"recovery: a probe every {cfg.probe_interval:g}s, good when ≤ {limit * 1000:.2f} ms, "
             f"{cfg.consecutive} in a row, timeout {cfg.timeout:g}s"
         )
-        hold = self._spawn(self._hold_then_close(t0 + self.scenario.hold))
+        hold = self.run.spawn(self._hold_then_close(t0 + self.scenario.hold))
         attempts: list[Attempt] = []
         decision: RecoveryDecision | None = None
         try:
             decision = await self._probe_until_decided(t0, limit, attempts)
         finally:
             self.recovery = RecoveryPhase(tuple(attempts), decision, limit, cfg.timeout)
-        self._mark("recovery_end")
+        self.run.mark("recovery_end")
         if decision.state == "recovered":
             assert decision.seconds is not None
             self.progress(
@@ -523,9 +375,9 @@ class ScenarioRun:
             # The probe's start is its slot (T0 + k * interval), not when the loop woke:
             # recovery is 0 when the first probe begins the good run (the contract).
             tracker.probe_started(probe_id, slot)
-            attempt = self._new_attempt(Phase.RECOVERY, slot)
+            attempt = self.run.new_attempt(Phase.RECOVERY, slot)
             attempts.append(attempt)
-            tasks.append(self._spawn(probe(probe_id, attempt)))
+            tasks.append(self.run.spawn(probe(probe_id, attempt)))
         await asyncio.gather(*tasks)
         decision = tracker.decision()
         return tracker.close() if decision.state == "pending" else decision
@@ -539,11 +391,11 @@ class ScenarioRun:
 
     async def _close_everything(self) -> None:
         """Close every connection of the run on every path, cancellation included."""
-        for task in list(self.tasks):
+        for task in list(self.run.tasks):
             task.cancel()
-        if self.tasks:
-            await asyncio.gather(*self.tasks, return_exceptions=True)
-        conns = self.stable_conns + self.spike_conns
+        if self.run.tasks:
+            await asyncio.gather(*self.run.tasks, return_exceptions=True)
+        conns = (self.stable.conns if self.stable else []) + self.spike_conns
         for conn in conns:
             conn.close()
         if conns:
@@ -574,17 +426,7 @@ class ScenarioRun:
     def _record(self, error: str | None, wall_start: float, duration: float) -> RunRecord:
         """Return what the run recorded, once every connection is closed."""
         probes = self.scenario.baseline.probes
-        stable = None
-        if self.scenario.stable is not None and self.stable_attempts:
-            stable = StablePhase(
-                connections=self.scenario.stable.connections,
-                attempts=self.stable_attempts,
-                rtts=tuple(self.stable_rtts),
-                dropped=sum(1 for c in self.stable_conns if c.lost_at is not None),
-                drop_example=next(
-                    (c.lost_reason for c in self.stable_conns if c.lost_reason), None
-                ),
-            )
+        stable = self.stable.record() if self.stable and self.stable.attempts else None
         return RunRecord(
             id=self.id,
             target=self.target.name,
@@ -597,7 +439,7 @@ class ScenarioRun:
             recovery=self.recovery,
             prober=self._prober_health(),
             error=error,
-            timeline=dict(self.timeline),
+            timeline=dict(self.run.timeline),
         )
 
     def _prober_health(self) -> ProberHealth:
@@ -617,7 +459,8 @@ class ScenarioRun:
         message = result.message
         self.progress(f"verdict: {result.result.value}{': ' + message if message else ''}")
         dropped = record.stable.dropped if record.stable is not None else 0
-        return RunReport(result, list(record.attempts()), list(self.stable_rtts), dropped)
+        rtts = list(self.stable.rtts) if self.stable else []
+        return RunReport(result, list(record.attempts()), rtts, dropped)
 
 
 def threshold_limits(scenario: ScenarioConfig) -> ThresholdLimits:
