@@ -1,11 +1,11 @@
-"""One run of one scenario against one target: the phases in their order.
+"""One run of one scenario against one target: its phases in their order, then its result.
 
-The phases (``../shared/spec.md``): baseline → stable (opened, :mod:`.stable`) → spike
-or ramp (:mod:`.spike`) → hold → recovery → verdict. This module sequences them within
-the run's deadline and closes what they opened; each phase hands over its record
-(:mod:`spikewatch.core.phases`) when it ends or is cut short, and the decisions
-(baseline, recovery, abort, the result itself: :func:`~spikewatch.core.report.build_run_result`)
-are the pure core's.
+The phases (``../shared/spec.md``): baseline (:mod:`.probes`) → stable (opened,
+:mod:`.stable`) → spike or ramp (:mod:`.spike`) → hold → recovery (:mod:`.probes`) →
+verdict. This module sequences them within the run's deadline and closes what they
+opened. Each phase's record (:mod:`spikewatch.core.phases`) is taken when the phase ends
+or is cut short; the decisions (baseline, recovery, abort, and the result itself,
+:func:`~spikewatch.core.report.build_run_result`) are the pure core's.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from spikewatch.config import ScenarioConfig, TargetConfig
 from spikewatch.core.abort import AbortRule
 from spikewatch.core.attempt import Attempt
 from spikewatch.core.classify import descriptor_error
-from spikewatch.core.outcomes import Outcome, Phase
+from spikewatch.core.outcomes import Outcome
 from spikewatch.core.phases import (
     BaselinePhase,
     ProberHealth,
@@ -36,11 +36,7 @@ from spikewatch.core.plan import (
 )
 from spikewatch.core.recovery import (
     Baseline,
-    RecoveryDecision,
-    RecoveryTracker,
     decide_baseline,
-    good_probe_limit,
-    is_good_probe,
 )
 from spikewatch.core.report import build_run_result
 from spikewatch.core.result import RunResult
@@ -48,8 +44,9 @@ from spikewatch.core.saturation import ProberLimits, WorkerShare
 from spikewatch.core.verdict import ThresholdLimits
 from spikewatch.engine.clock import now as _now
 from spikewatch.engine.clock import sleep_until
-from spikewatch.engine.connection import ClientConnection, open_connection
+from spikewatch.engine.connection import ClientConnection
 from spikewatch.engine.inflight import ProgressFn, RunInFlight
+from spikewatch.engine.probes import BaselineProbes, RecoveryProbes
 from spikewatch.engine.registry import PROBE_RESERVE, ConnectionRegistry
 from spikewatch.engine.selfcheck import Mark, ProberMonitor
 from spikewatch.engine.spec import ConnectionSpec, build_connection_spec, resolve
@@ -134,7 +131,7 @@ def _descriptors_exhausted() -> str | None:
 
 
 class ScenarioRun:
-    """The state of one run while it executes; see :func:`execute_run`."""
+    """One run while it executes: what is in flight, and each finished phase's record."""
 
     def __init__(
         self,
@@ -175,14 +172,6 @@ class ScenarioRun:
     def spike_conns(self) -> list[ClientConnection]:
         """The spike's connections this process holds open until T0 + hold."""
         return self.firing.held if self.firing is not None else []
-
-    async def _probe(self, attempt: Attempt, *, until_closed: bool = False) -> Attempt:
-        assert self.spec is not None
-        conn = await open_connection(self.spec, attempt, self.prober.registry)
-        if until_closed and conn is not None:
-            # Bounded by the connection's own close timeout, which aborts it.
-            await conn.wait_closed()
-        return attempt
 
     # -- the run ------------------------------------------------------------------------
 
@@ -225,13 +214,15 @@ class ScenarioRun:
             # "Name or service not known"): the prober's own limit must not read as the
             # target's DNS failing.
             starved = _descriptors_exhausted()
+            probes = BaselineProbes(self.run, self.scenario.baseline)
             if starved is not None:
-                self._all_baseline_failed(Outcome.ERROR, starved)
+                probes.all_failed(Outcome.ERROR, starved)
             elif isinstance(exc, socket.gaierror):
-                self._all_baseline_failed(Outcome.DNS_ERROR, f"cannot resolve {target.host}: {exc}")
+                probes.all_failed(Outcome.DNS_ERROR, f"cannot resolve {target.host}: {exc}")
             else:
                 cause = f"{type(exc).__name__}: {exc}"
-                self._all_baseline_failed(Outcome.ERROR, f"cannot resolve {target.host}: {cause}")
+                probes.all_failed(Outcome.ERROR, f"cannot resolve {target.host}: {cause}")
+            self.baseline = probes.record()
             return
         self.spec = build_connection_spec(target, address)
         pool = self.prober.pool
@@ -251,50 +242,13 @@ class ScenarioRun:
         t0 = await self._run_spike()
         await self._run_recovery(t0, baseline)
 
-    def _all_baseline_failed(self, outcome: Outcome, detail: str) -> None:
-        now = _now()
-        probes = self.scenario.baseline.probes
-        attempts = []
-        for _ in range(probes):
-            attempt = self.run.new_attempt(Phase.BASELINE)
-            attempt.started = attempt.ended = now
-            attempt.outcome = outcome
-            attempt.detail = detail
-            attempts.append(attempt)
-        self.baseline = BaselinePhase(tuple(attempts), decide_baseline(probes, []))
-        self.progress(f"baseline: {detail}; target down, no spike fired")
-
     async def _run_baseline(self) -> Baseline:
-        cfg = self.scenario.baseline
-        self.progress(f"baseline: {cfg.probes} probes every {cfg.interval:g}s")
-        start = self.run.mark("baseline_start")
-        attempts: list[Attempt] = []
-        # A baseline cut short stands for a target that is down.
-        baseline = decide_baseline(cfg.probes, [])
+        assert self.spec is not None
+        probes = BaselineProbes(self.run, self.scenario.baseline)
         try:
-            tasks = []
-            for i in range(cfg.probes):
-                await sleep_until(start + i * cfg.interval)
-                attempt = self.run.new_attempt(Phase.BASELINE)
-                attempts.append(attempt)
-                # Baseline probes finish closing before the spike, so that none of them
-                # holds a slot (or the target's attention) when the spike starts.
-                tasks.append(self.run.spawn(self._probe(attempt, until_closed=True)))
-            await asyncio.gather(*tasks)
-            ok = [a.latency for a in attempts if a.outcome == Outcome.OK]
-            latencies = [x for x in ok if x is not None]
-            baseline = decide_baseline(cfg.probes, latencies)
+            return await probes.run_probes(self.spec, self.prober.registry)
         finally:
-            self.baseline = BaselinePhase(tuple(attempts), baseline)
-        self.run.mark("baseline_end")
-        if baseline.target_down:
-            self.progress(f"baseline: {baseline.ok}/{cfg.probes} ok; target down, no spike fired")
-        else:
-            assert baseline.latency is not None
-            self.progress(
-                f"baseline: {baseline.ok}/{cfg.probes} ok, B = {baseline.latency * 1000:.2f} ms"
-            )
-        return baseline
+            self.baseline = probes.record()
 
     async def _run_spike(self) -> float:
         assert self.spec is not None
@@ -327,60 +281,15 @@ class ScenarioRun:
         return firing.t0()
 
     async def _run_recovery(self, t0: float, baseline: Baseline) -> None:
-        cfg = self.scenario.recovery
+        assert self.spec is not None
         assert baseline.latency is not None
-        limit = good_probe_limit(baseline.latency, cfg.tolerance, cfg.slack)
-        self.progress(
-            f"recovery: a probe every {cfg.probe_interval:g}s, good when ≤ {limit * 1000:.2f} ms, "
-            f"{cfg.consecutive} in a row, timeout {cfg.timeout:g}s"
-        )
+        probes = RecoveryProbes(self.run, self.scenario.recovery, t0, baseline.latency)
         hold = self.run.spawn(self._hold_then_close(t0 + self.scenario.hold))
-        attempts: list[Attempt] = []
-        decision: RecoveryDecision | None = None
         try:
-            decision = await self._probe_until_decided(t0, limit, attempts)
+            await probes.run_probes(self.spec, self.prober.registry)
         finally:
-            self.recovery = RecoveryPhase(tuple(attempts), decision, limit, cfg.timeout)
-        self.run.mark("recovery_end")
-        if decision.state == "recovered":
-            assert decision.seconds is not None
-            self.progress(
-                f"recovery: recovered after {decision.seconds:.3f}s ({len(attempts)} probes)"
-            )
-        else:
-            self.progress(f"recovery: did not recover within {cfg.timeout:g}s")
+            self.recovery = probes.record()
         await hold
-
-    async def _probe_until_decided(
-        self, t0: float, limit: float, attempts: list[Attempt]
-    ) -> RecoveryDecision:
-        """Probe every ``probe_interval`` from T0 until recovery is decided."""
-        cfg = self.scenario.recovery
-        tracker = RecoveryTracker(t0, cfg.consecutive, cfg.timeout)
-
-        async def probe(probe_id: int, attempt: Attempt) -> None:
-            await self._probe(attempt)
-            ok = attempt.outcome == Outcome.OK
-            tracker.probe_finished(probe_id, is_good_probe(ok, attempt.latency, limit))
-
-        tasks = []
-        for probe_id in itertools.count():
-            slot = t0 + probe_id * cfg.probe_interval
-            await sleep_until(slot)
-            # Judge the slot itself, as it is what the probe is recorded to start at: not
-            # the wake-up, which may be a hair early (a slot on the deadline would start
-            # past it) or late (a slot before the deadline would be dropped).
-            if not tracker.wants_more_probes(slot):
-                break
-            # The probe's start is its slot (T0 + k * interval), not when the loop woke:
-            # recovery is 0 when the first probe begins the good run (the contract).
-            tracker.probe_started(probe_id, slot)
-            attempt = self.run.new_attempt(Phase.RECOVERY, slot)
-            attempts.append(attempt)
-            tasks.append(self.run.spawn(probe(probe_id, attempt)))
-        await asyncio.gather(*tasks)
-        decision = tracker.decision()
-        return tracker.close() if decision.state == "pending" else decision
 
     async def _hold_then_close(self, until: float) -> None:
         await sleep_until(until)
