@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
+
+from spikewatch.core.attempt import Attempt
+from spikewatch.core.classify import out_of_descriptors
+from spikewatch.core.result import ProberReport
+from spikewatch.core.stats import percentile
+
+#: CPU share is judged over at least this long: over a few milliseconds of a small
+#: spike any busy process is "100 %", which says nothing about saturation.
+MIN_CPU_WINDOW = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -12,6 +23,39 @@ class ProberLimits:
     max_loop_lag_p99: float
     max_start_lateness_p99: float
     max_cpu_percent: float
+
+
+class ProcessHealth(Protocol):
+    """One prober process's figures over a window (the daemon's, or one worker's)."""
+
+    @property
+    def loop_lag_p99(self) -> float | None:
+        """Event-loop lag p99 in seconds, None without samples."""
+
+    @property
+    def cpu_percent(self) -> float | None:
+        """CPU share of one core over ``cpu_window``, None when unknown."""
+
+    @property
+    def cpu_window(self) -> float:
+        """How long (seconds) the CPU share was measured over."""
+
+    @property
+    def rss_bytes(self) -> int:
+        """Resident memory."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerShare:
+    """One worker process: its health report (None when it sent none) and its share."""
+
+    health: ProcessHealth | None
+    attempts: Sequence[Attempt]
+
+
+def judged_cpu(health: ProcessHealth) -> float | None:
+    """Return the CPU share to judge: None over too short a window (see MIN_CPU_WINDOW)."""
+    return health.cpu_percent if health.cpu_window >= MIN_CPU_WINDOW else None
 
 
 def saturation_reasons(
@@ -35,3 +79,90 @@ def saturation_reasons(
     if cpu_percent is not None and cpu_percent > limits.max_cpu_percent:
         reasons.append(f"prober CPU {cpu_percent:.0f}% > {limits.max_cpu_percent:g}% of a core")
     return tuple(reasons)
+
+
+def judge_one_process(
+    limits: ProberLimits, health: ProcessHealth, start_lateness_p99: float | None
+) -> ProberReport:
+    """Judge a prober that fired the spike from its own event loop."""
+    reasons = saturation_reasons(
+        limits,
+        loop_lag_p99=health.loop_lag_p99,
+        start_lateness_p99=start_lateness_p99,
+        cpu_percent=judged_cpu(health),
+    )
+    return ProberReport(
+        bool(reasons), health.loop_lag_p99, health.cpu_percent, health.rss_bytes, reasons
+    )
+
+
+def descriptor_starvation(attempts: Iterable[Attempt]) -> str | None:
+    """Return why attempts that found no file descriptor make the run invalid, if any did.
+
+    Failures for want of a descriptor are the prober's, whatever phase they hit: the run
+    is invalid rather than blaming the target (target_down, no recovery).
+    """
+    starved = sum(1 for a in attempts if out_of_descriptors(a.outcome, a.detail))
+    if not starved:
+        return None
+    return (
+        f"{starved} attempt(s) found no file descriptor (EMFILE/ENFILE): the prober's "
+        "own limit, not the target's; raise ulimit -n or lower the spike"
+    )
+
+
+def _lateness_p99(attempts: Sequence[Attempt]) -> float | None:
+    values = sorted(x for x in (a.lateness for a in attempts) if x is not None)
+    return percentile(values, 0.99) if values else None
+
+
+def judge_prober(
+    limits: ProberLimits,
+    daemon: ProcessHealth,
+    workers: Sequence[WorkerShare],
+) -> ProberReport:
+    """Judge the prober over the daemon and every worker: the worst of them counts.
+
+    Each process is judged alone (its loop lag, its CPU share of one core, the start
+    lateness of its own share; the daemon fires none), so that one saturated worker is
+    never averaged away nor reported twice; the report shows the worst lag and CPU, and
+    the memory of all processes together.
+    """
+    reasons = list(
+        saturation_reasons(
+            limits,
+            loop_lag_p99=daemon.loop_lag_p99,
+            start_lateness_p99=None,
+            cpu_percent=judged_cpu(daemon),
+        )
+    )
+    lags = [daemon.loop_lag_p99]
+    cpus = [daemon.cpu_percent]
+    rss = daemon.rss_bytes
+    for number, worker in enumerate(workers):
+        health = worker.health
+        if health is None:
+            if worker.attempts:
+                reasons.append(f"worker {number}: no health report")
+            continue
+        lags.append(health.loop_lag_p99)
+        cpus.append(health.cpu_percent)
+        rss += health.rss_bytes
+        reasons.extend(
+            f"worker {number}: {reason}"
+            for reason in saturation_reasons(
+                limits,
+                loop_lag_p99=health.loop_lag_p99,
+                start_lateness_p99=_lateness_p99(worker.attempts),
+                cpu_percent=judged_cpu(health),
+            )
+        )
+    known_lags = [x for x in lags if x is not None]
+    known_cpus = [x for x in cpus if x is not None]
+    return ProberReport(
+        saturated=bool(reasons),
+        loop_lag_p99=max(known_lags) if known_lags else None,
+        cpu_percent=max(known_cpus) if known_cpus else None,
+        rss_bytes=rss,
+        reasons=tuple(reasons),
+    )

@@ -1,88 +1,76 @@
-"""One run of one scenario against one target.
+"""One run of one scenario against one target: its phases in their order, then its result.
 
-The phases, in order (``../shared/spec.md``): baseline → stable (opened) → spike or
-ramp → hold → recovery → verdict. The decisions (baseline, recovery, abort, verdict)
-are the pure core's; this module only opens connections at the planned times and
-hands their timestamps over.
+The phases (``../shared/spec.md``): baseline (:mod:`.probes`) → stable (opened,
+:mod:`.stable`) → spike or ramp (:mod:`.spike`) → hold → recovery (:mod:`.probes`) →
+verdict. This module sequences them within the run's deadline and closes what they
+opened. Each phase's record (:mod:`spikewatch.core.phases`) is taken when the phase ends
+or is cut short; the decisions (baseline, recovery, abort, and the result itself,
+:func:`~spikewatch.core.report.build_run_result`) are the pure core's.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import itertools
 import logging
 import socket
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from spikewatch.config import ScenarioConfig, TargetConfig
 from spikewatch.core.abort import AbortRule
 from spikewatch.core.attempt import Attempt
-from spikewatch.core.classify import descriptor_error, out_of_descriptors
-from spikewatch.core.outcomes import Outcome, Phase, RunResultKind
+from spikewatch.core.classify import descriptor_error
+from spikewatch.core.outcomes import Outcome
+from spikewatch.core.phases import (
+    BaselinePhase,
+    ProberHealth,
+    RecoveryPhase,
+    RunRecord,
+    SpikePhase,
+)
 from spikewatch.core.plan import (
-    PlannedConnection,
     plan_duration,
-    plan_ramp,
-    plan_spike,
-    shard_plan,
 )
 from spikewatch.core.recovery import (
     Baseline,
-    RecoveryDecision,
-    RecoveryTracker,
     decide_baseline,
-    good_probe_limit,
-    is_good_probe,
 )
-from spikewatch.core.result import (
-    BaselineSummary,
-    ProberReport,
-    RecoverySummary,
-    RunResult,
-    SpikeSummary,
-    StableSummary,
-    count_outcomes,
-    count_upgrade_statuses,
-    group_errors,
-)
-from spikewatch.core.saturation import ProberLimits, saturation_reasons
-from spikewatch.core.stats import summarize
-from spikewatch.core.verdict import (
-    Measurements,
-    ThresholdCheck,
-    ThresholdLimits,
-    decide_result,
-    evaluate_thresholds,
-)
+from spikewatch.core.report import build_run_result
+from spikewatch.core.result import RunResult
+from spikewatch.core.saturation import ProberLimits, WorkerShare
+from spikewatch.core.verdict import ThresholdLimits
 from spikewatch.engine.clock import now as _now
 from spikewatch.engine.clock import sleep_until
-from spikewatch.engine.connection import ClientConnection, Keepalive, open_connection
-from spikewatch.engine.launch import launch
+from spikewatch.engine.connection import ClientConnection
+from spikewatch.engine.inflight import ProgressFn, RunInFlight
+from spikewatch.engine.probes import BaselineProbes, RecoveryProbes
 from spikewatch.engine.registry import PROBE_RESERVE, ConnectionRegistry
-from spikewatch.engine.selfcheck import MIN_CPU_WINDOW, Mark, ProberMonitor
+from spikewatch.engine.selfcheck import Mark, ProberMonitor
 from spikewatch.engine.spec import ConnectionSpec, build_connection_spec, resolve
-from spikewatch.engine.workers import ANSWER_MARGIN, SpikeOnWorkers, WorkerPool, judge_prober
+from spikewatch.engine.spike import SpikeFiring, spike_plan
+from spikewatch.engine.stable import StableConnections
+from spikewatch.engine.workers import SpikeOnWorkers, WorkerPool
 from spikewatch.errors import SpikewatchError
+
+__all__ = [
+    "Prober",
+    "ProgressFn",
+    "RunReport",
+    "ScenarioRun",
+    "attempt_bound",
+    "execute_run",
+    "run_deadline",
+    "spike_plan",
+    "threshold_limits",
+]
 
 log = logging.getLogger(__name__)
 
-ProgressFn = Callable[[str], None]
-
 #: Added to the computed deadline of a run: time to close connections and decide.
 _DEADLINE_MARGIN = 30.0
-
-#: A sharded replica that reaches its spike later than this after the shared instant
-#: fires at once instead (and says so in the run's timeline).
-SHARED_INSTANT_TOLERANCE = 1.0
-
-#: With worker processes the spike starts this long after the daemon decides to fire,
-#: so that every worker has its share before the first batch is due.
-WORKER_LEAD = 0.05
 
 
 def _quiet(_: str) -> None:
@@ -111,21 +99,6 @@ class RunReport:
     attempts: list[Attempt] = field(default_factory=list)
     stable_rtts: list[float] = field(default_factory=list)
     stable_dropped: int = 0
-
-
-def spike_plan(
-    scenario: ScenarioConfig, share: tuple[int, int] | None = None
-) -> tuple[PlannedConnection, ...]:
-    """Return the planned spike (avalanche or ramp), or replica ``share=(index, n)``'s part."""
-    if scenario.spike is not None:
-        s = scenario.spike
-        plan = plan_spike(s.connections, s.batches, s.batch_interval)
-    else:
-        assert scenario.ramp is not None
-        plan = plan_ramp(scenario.ramp.steps, scenario.ramp.step_interval)
-    if share is not None and share[1] > 1:
-        plan = shard_plan(plan, share[0], share[1])
-    return plan
 
 
 def attempt_bound(target: TargetConfig) -> float:
@@ -158,7 +131,7 @@ def _descriptors_exhausted() -> str | None:
 
 
 class ScenarioRun:
-    """The state of one run while it executes; see :func:`execute_run`."""
+    """One run while it executes: what is in flight, and each finished phase's record."""
 
     def __init__(
         self,
@@ -178,83 +151,59 @@ class ScenarioRun:
         self.prober = prober
         self.progress = progress or _quiet
         self.id = run_id or uuid.uuid4().hex[:16]
-        self.loop = asyncio.get_running_loop()
+        # In flight: what is open or running, and what the phases still in progress add to.
+        self.run = RunInFlight(self.progress)
         self.spec: ConnectionSpec | None = None
-        self.baseline_attempts: list[Attempt] = []
-        self.stable_attempts: list[Attempt] = []
-        self.spike_attempts: list[Attempt] = []
-        self.recovery_attempts: list[Attempt] = []
-        self.stable_conns: list[ClientConnection] = []
-        self.spike_conns: list[ClientConnection] = []
-        self.stable_rtts: list[float] = []
-        self.tasks: set[asyncio.Task[Any]] = set()
-        self.timeline: dict[str, float] = {}
-        self.baseline: Baseline | None = None
-        self.recovery: RecoveryDecision | None = None
-        self.good_limit: float | None = None
-        self.spike_aborted = False
-        self.spike_marks: tuple[Mark, Mark] | None = None
+        self.stable: StableConnections | None = None
+        self.firing: SpikeFiring | None = None
         self.workers: SpikeOnWorkers | None = None
         self._workers_ready: asyncio.Task[None] | None = None
-        self._conn_ids = itertools.count()
-        self._start = 0.0
+        # Each phase's record, set when the phase ends or is cut short.
+        self.baseline: BaselinePhase | None = None
+        self.spike: SpikePhase | None = None
+        self.recovery: RecoveryPhase | None = None
 
-    # -- helpers ------------------------------------------------------------------------
+    @property
+    def spike_marks(self) -> tuple[Mark, Mark] | None:
+        """The monitor's marks around the spike, once it was fired."""
+        return self.firing.marks if self.firing is not None else None
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        task = self.loop.create_task(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-        return task
-
-    def _mark(self, name: str) -> float:
-        now = _now()
-        self.timeline[name] = now - self._start
-        return now
-
-    async def _probe(self, attempt: Attempt, *, until_closed: bool = False) -> Attempt:
-        assert self.spec is not None
-        conn = await open_connection(self.spec, attempt, self.prober.registry)
-        if until_closed and conn is not None:
-            # Bounded by the connection's own close timeout, which aborts it.
-            await conn.wait_closed()
-        return attempt
-
-    def _new_attempt(self, phase: Phase, planned: float | None = None) -> Attempt:
-        return Attempt(phase, next(self._conn_ids), planned=planned)
+    @property
+    def spike_conns(self) -> list[ClientConnection]:
+        """The spike's connections this process holds open until T0 + hold."""
+        return self.firing.held if self.firing is not None else []
 
     # -- the run ------------------------------------------------------------------------
 
     async def execute(self) -> RunReport:
         """Run every phase within the deadline; always close what was opened."""
         wall_start = self.prober.wall_clock()
-        self._start = _now()
+        start = self.run.begin()
         deadline = run_deadline(self.scenario, self.target)
         if self.spike_at is not None:
             # A sharded run waits for the shared spike instant; that wait is not overrun.
             deadline += max(0.0, self.spike_at - wall_start)
         monitor = self.prober.monitor
         monitor.start()
-        kind: RunResultKind | None = None
-        message = ""
+        error: str | None = None
         try:
             async with asyncio.timeout(deadline):
                 await self._phases()
         except TimeoutError:
-            kind, message = RunResultKind.ERROR, f"run exceeded its deadline of {deadline:g}s"
+            error = f"run exceeded its deadline of {deadline:g}s"
         except SpikewatchError as exc:
-            kind, message = RunResultKind.ERROR, str(exc)
+            error = str(exc)
         except Exception as exc:
             log.exception("run %s of %s/%s failed", self.id, self.target.name, self.scenario.name)
-            kind, message = RunResultKind.ERROR, f"internal error: {type(exc).__name__}: {exc}"
+            error = f"internal error: {type(exc).__name__}: {exc}"
         finally:
             await self._close_everything()
             monitor.stop()
-        if kind is None and self.workers is not None and self.workers.failures:
+        if error is None and self.workers is not None and self.workers.failures:
             # The prober lost part of its own spike: the figures do not describe the target.
-            kind, message = RunResultKind.ERROR, "; ".join(self.workers.failures)
-        duration = _now() - self._start
-        return self._report(kind, message, wall_start, duration)
+            error = "; ".join(self.workers.failures)
+        duration = _now() - start
+        return self._report(self._record(error, wall_start, duration))
 
     async def _phases(self) -> None:
         target = self.target
@@ -265,13 +214,15 @@ class ScenarioRun:
             # "Name or service not known"): the prober's own limit must not read as the
             # target's DNS failing.
             starved = _descriptors_exhausted()
+            probes = BaselineProbes(self.run, self.scenario.baseline)
             if starved is not None:
-                self._all_baseline_failed(Outcome.ERROR, starved)
+                probes.all_failed(Outcome.ERROR, starved)
             elif isinstance(exc, socket.gaierror):
-                self._all_baseline_failed(Outcome.DNS_ERROR, f"cannot resolve {target.host}: {exc}")
+                probes.all_failed(Outcome.DNS_ERROR, f"cannot resolve {target.host}: {exc}")
             else:
                 cause = f"{type(exc).__name__}: {exc}"
-                self._all_baseline_failed(Outcome.ERROR, f"cannot resolve {target.host}: {cause}")
+                probes.all_failed(Outcome.ERROR, f"cannot resolve {target.host}: {cause}")
+            self.baseline = probes.record()
             return
         self.spec = build_connection_spec(target, address)
         pool = self.prober.pool
@@ -280,246 +231,64 @@ class ScenarioRun:
             self.workers = SpikeOnWorkers(
                 pool, self.id, self.prober.registry, reserve=PROBE_RESERVE
             )
-            self._workers_ready = self._spawn(self.workers.prepare(target, address))
-        await self._run_baseline()
-        assert self.baseline is not None
-        if self.baseline.target_down:
+            self._workers_ready = self.run.spawn(self.workers.prepare(target, address))
+        baseline = await self._run_baseline()
+        if baseline.target_down:
             return
         if self.scenario.stable is not None:
-            await self._open_stable()
+            echo = target.echo is not None
+            self.stable = StableConnections(self.run, self.scenario.stable, echo=echo)
+            await self.stable.open(self.spec, self.prober.registry)
         t0 = await self._run_spike()
-        await self._run_recovery(t0)
+        await self._run_recovery(t0, baseline)
 
-    def _all_baseline_failed(self, outcome: Outcome, detail: str) -> None:
-        now = _now()
-        for _ in range(self.scenario.baseline.probes):
-            attempt = self._new_attempt(Phase.BASELINE)
-            attempt.started = attempt.ended = now
-            attempt.outcome = outcome
-            attempt.detail = detail
-            self.baseline_attempts.append(attempt)
-        self.baseline = decide_baseline(self.scenario.baseline.probes, [])
-        self.progress(f"baseline: {detail}; target down, no spike fired")
-
-    async def _run_baseline(self) -> None:
-        cfg = self.scenario.baseline
-        self.progress(f"baseline: {cfg.probes} probes every {cfg.interval:g}s")
-        start = self._mark("baseline_start")
-        tasks = []
-        for i in range(cfg.probes):
-            await sleep_until(start + i * cfg.interval)
-            attempt = self._new_attempt(Phase.BASELINE)
-            self.baseline_attempts.append(attempt)
-            # Baseline probes finish closing before the spike, so that none of them holds
-            # a slot (or the target's attention) when the spike starts.
-            tasks.append(self._spawn(self._probe(attempt, until_closed=True)))
-        await asyncio.gather(*tasks)
-        ok = [a.latency for a in self.baseline_attempts if a.outcome == Outcome.OK]
-        latencies = [x for x in ok if x is not None]
-        self.baseline = decide_baseline(cfg.probes, latencies)
-        self._mark("baseline_end")
-        if self.baseline.target_down:
-            self.progress(
-                f"baseline: {len(latencies)}/{cfg.probes} ok; target down, no spike fired"
-            )
-        else:
-            assert self.baseline.latency is not None
-            self.progress(
-                f"baseline: {len(latencies)}/{cfg.probes} ok, "
-                f"B = {self.baseline.latency * 1000:.2f} ms"
-            )
-
-    async def _open_stable(self) -> None:
-        cfg = self.scenario.stable
-        assert cfg is not None
+    async def _run_baseline(self) -> Baseline:
         assert self.spec is not None
-        mode = cfg.mode
-        if mode == "auto":
-            mode = "echo" if self.target.echo is not None else "ping"
-        keepalive = Keepalive(cfg.ping_interval, cfg.timeout, mode, self.stable_rtts.append)
-        self._mark("stable_start")
-
-        async def open_one(attempt: Attempt) -> None:
-            assert self.spec is not None
-            conn = await open_connection(
-                self.spec, attempt, self.prober.registry, keepalive=keepalive, reserve=PROBE_RESERVE
-            )
-            # By outcome, not is_open: a peer that closes in the same read as its welcome
-            # has already moved the connection on, and that loss must still be counted.
-            if conn is not None and attempt.outcome == Outcome.OK:
-                self.stable_conns.append(conn)
-
-        for _ in range(cfg.connections):
-            self.stable_attempts.append(self._new_attempt(Phase.STABLE))
-        await asyncio.gather(*(self._spawn(open_one(a)) for a in self.stable_attempts))
-        self._mark("stable_open")
-        self.progress(
-            f"stable: {len(self.stable_conns)}/{cfg.connections} open, "
-            f"{mode} every {cfg.ping_interval:g}s"
-        )
-
-    async def _spike_start(self, lead: float = 0.0) -> float:
-        """Return the spike's planned start (loop time).
-
-        In one process, wait until a shared instant; with workers (``lead`` > 0) return
-        at once: they wait themselves, and an unshared start is ``lead`` from now.
-        """
-        missed = 0.0 if self.spike_at is None else self.prober.wall_clock() - self.spike_at
-        if self.spike_at is not None and missed <= SHARED_INSTANT_TOLERANCE:
-            # A sharded run: every replica starts its share at the same wall-clock instant.
-            # The plan keeps that instant even when this replica is a little late, so the
-            # delay shows as start lateness instead of vanishing.
-            spike_start = _now() - missed
-            if not lead:
-                await sleep_until(spike_start)
-            self.timeline["spike_start"] = spike_start - self._start
-        else:
-            if missed > SHARED_INSTANT_TOLERANCE:
-                # Queued behind other runs, or a long baseline: the shared instant is gone.
-                # Fire now and say so; lateness would otherwise charge the queue wait to
-                # the prober and make every such run "invalid".
-                self.timeline["shared_instant_missed_by"] = missed
-                self.progress(
-                    f"spike: the shared spike instant passed {missed:.1f}s ago; firing now"
-                )
-            spike_start = _now() + lead
-            self.timeline["spike_start"] = spike_start - self._start
-        return spike_start
+        probes = BaselineProbes(self.run, self.scenario.baseline)
+        try:
+            return await probes.run_probes(self.spec, self.prober.registry)
+        finally:
+            self.baseline = probes.record()
 
     async def _run_spike(self) -> float:
         assert self.spec is not None
         plan = spike_plan(self.scenario, self.share)
         abort_cfg = self.scenario.abort
         rule = AbortRule(abort_cfg.error_ratio, abort_cfg.min_attempts)
-        groups = [list(g) for _, g in itertools.groupby(plan, key=lambda p: p.group)]
+        groups = sum(1 for _ in itertools.groupby(plan, key=lambda p: p.group))
         self.progress(
-            f"spike: {len(plan)} connections in {len(groups)} "
+            f"spike: {len(plan)} connections in {groups} "
             f"{'batches' if self.scenario.spike is not None else 'steps'} "
             f"over {plan_duration(plan):g}s"
         )
-        if self.workers is not None:
-            abort_reason = await self._fire_on_workers(plan, rule)
-        else:
-            abort_reason = await self._fire_here(groups, rule)
-        if abort_reason:
-            self.spike_aborted = True
-            self.progress(f"spike: stopped early, {abort_reason}")
-        ended = [a.ended for a in self.spike_attempts if a.outcome != Outcome.ABORTED]
-        t0 = max((e for e in ended if e is not None), default=_now())
-        self.timeline["t0"] = t0 - self._start
-        summary = count_outcomes(self.spike_attempts)
-        outcomes = ", ".join(f"{n} {o}" for o, n in summary.items())
-        spike_start = self._start + self.timeline["spike_start"]
-        self.progress(
-            f"spike: last attempt finished {t0 - spike_start:.3f}s after start: {outcomes}"
+        prober = self.prober
+        firing = self.firing = SpikeFiring(
+            self.run, prober.monitor, prober.wall_clock, self.spike_at
         )
-        return t0
-
-    async def _fire_on_workers(self, plan: tuple[PlannedConnection, ...], rule: AbortRule) -> str:
-        """Fire the spike over the worker processes; return the abort reason, if any."""
-        workers, ready = self.workers, self._workers_ready
-        assert workers is not None
-        assert ready is not None
-        await ready
-        spike_start = await self._spike_start(lead=WORKER_LEAD)
-        start_mark = self.prober.monitor.mark()
-        for p in plan:
-            self.spike_attempts.append(self._new_attempt(Phase.SPIKE, spike_start + p.offset))
-        answer_by = spike_start + plan_duration(plan) + attempt_bound(self.target) + ANSWER_MARGIN
-        abort_reason = await workers.fire(self.spike_attempts, rule, answer_by)
-        self.spike_marks = (start_mark, self.prober.monitor.mark())
-        return abort_reason
-
-    async def _fire_here(self, groups: list[list[PlannedConnection]], rule: AbortRule) -> str:
-        """Fire the spike from this event loop; return the abort reason, if any."""
-        assert self.spec is not None
-        registry = self.prober.registry
-        spec = self.spec
-        finished = failed = 0
         abort_reason = ""
+        try:
+            if self.workers is not None:
+                assert self._workers_ready is not None
+                await self._workers_ready
+                bound = attempt_bound(self.target)
+                abort_reason = await firing.on_workers(self.workers, plan, rule, bound)
+            else:
+                abort_reason = await firing.here(self.spec, prober.registry, plan, rule)
+        finally:
+            self.spike = SpikePhase(tuple(firing.attempts), aborted=bool(abort_reason))
+        if abort_reason:
+            self.progress(f"spike: stopped early, {abort_reason}")
+        return firing.t0()
 
-        async def one(attempt: Attempt) -> None:
-            nonlocal finished, failed, abort_reason
-            conn = await open_connection(
-                spec, attempt, registry, keep_open=True, reserve=PROBE_RESERVE
-            )
-            if conn is not None and attempt.outcome == Outcome.OK:
-                self.spike_conns.append(conn)
-            if attempt.outcome == Outcome.ABORTED:
-                return
-            finished += 1
-            if attempt.outcome != Outcome.OK:
-                failed += 1
-            if not abort_reason and rule.should_abort(finished, failed):
-                abort_reason = (
-                    f"abort.error_ratio={rule.error_ratio:g} reached: {failed} of {finished} failed"
-                )
-
-        spike_start = await self._spike_start()
-        start_mark = self.prober.monitor.mark()
-        tasks: list[asyncio.Task[None]] = []
-        for group in groups:
-            planned = spike_start + group[0].offset
-            await sleep_until(planned)
-            attempts = [self._new_attempt(Phase.SPIKE, planned) for _ in group]
-            self.spike_attempts.extend(attempts)
-            if abort_reason:
-                now = _now()
-                for attempt in attempts:
-                    attempt.abort(now, abort_reason)
-                continue
-            tasks.extend(await launch(attempts, one, self._spawn))
-        await asyncio.gather(*tasks)
-        self.spike_marks = (start_mark, self.prober.monitor.mark())
-        return abort_reason
-
-    async def _run_recovery(self, t0: float) -> None:
-        cfg = self.scenario.recovery
-        assert self.baseline is not None
-        assert self.baseline.latency is not None
-        limit = good_probe_limit(self.baseline.latency, cfg.tolerance, cfg.slack)
-        self.good_limit = limit
-        tracker = RecoveryTracker(t0, cfg.consecutive, cfg.timeout)
-        self.progress(
-            f"recovery: a probe every {cfg.probe_interval:g}s, good when ≤ {limit * 1000:.2f} ms, "
-            f"{cfg.consecutive} in a row, timeout {cfg.timeout:g}s"
-        )
-        hold = self._spawn(self._hold_then_close(t0 + self.scenario.hold))
-
-        async def probe(probe_id: int, attempt: Attempt) -> None:
-            await self._probe(attempt)
-            ok = attempt.outcome == Outcome.OK
-            tracker.probe_finished(probe_id, is_good_probe(ok, attempt.latency, limit))
-
-        tasks = []
-        for probe_id in itertools.count():
-            slot = t0 + probe_id * cfg.probe_interval
-            await sleep_until(slot)
-            # Judge the slot itself, as it is what the probe is recorded to start at: not
-            # the wake-up, which may be a hair early (a slot on the deadline would start
-            # past it) or late (a slot before the deadline would be dropped).
-            if not tracker.wants_more_probes(slot):
-                break
-            # The probe's start is its slot (T0 + k * interval), not when the loop woke:
-            # recovery is 0 when the first probe begins the good run (the contract).
-            tracker.probe_started(probe_id, slot)
-            attempt = self._new_attempt(Phase.RECOVERY, slot)
-            self.recovery_attempts.append(attempt)
-            tasks.append(self._spawn(probe(probe_id, attempt)))
-        await asyncio.gather(*tasks)
-        decision = tracker.decision()
-        if decision.state == "pending":
-            decision = tracker.close()
-        self.recovery = decision
-        self._mark("recovery_end")
-        if decision.state == "recovered":
-            assert decision.seconds is not None
-            self.progress(
-                f"recovery: recovered after {decision.seconds:.3f}s "
-                f"({len(self.recovery_attempts)} probes)"
-            )
-        else:
-            self.progress(f"recovery: did not recover within {cfg.timeout:g}s")
+    async def _run_recovery(self, t0: float, baseline: Baseline) -> None:
+        assert self.spec is not None
+        assert baseline.latency is not None
+        probes = RecoveryProbes(self.run, self.scenario.recovery, t0, baseline.latency)
+        hold = self.run.spawn(self._hold_then_close(t0 + self.scenario.hold))
+        try:
+            await probes.run_probes(self.spec, self.prober.registry)
+        finally:
+            self.recovery = probes.record()
         await hold
 
     async def _hold_then_close(self, until: float) -> None:
@@ -531,11 +300,11 @@ class ScenarioRun:
 
     async def _close_everything(self) -> None:
         """Close every connection of the run on every path, cancellation included."""
-        for task in list(self.tasks):
+        for task in list(self.run.tasks):
             task.cancel()
-        if self.tasks:
-            await asyncio.gather(*self.tasks, return_exceptions=True)
-        conns = self.stable_conns + self.spike_conns
+        if self.run.tasks:
+            await asyncio.gather(*self.run.tasks, return_exceptions=True)
+        conns = (self.stable.conns if self.stable else []) + self.spike_conns
         for conn in conns:
             conn.close()
         if conns:
@@ -561,154 +330,59 @@ class ScenarioRun:
             parts.append(f"{number}: loop lag p99 {lag}, CPU {cpu}")
         self.progress("workers: " + "; ".join(parts))
 
-    # -- the verdict --------------------------------------------------------------------
+    # -- the result ---------------------------------------------------------------------
 
-    def _prober_report(self, spike: SpikeSummary | None) -> ProberReport:
-        report = self._prober_health(spike)
-        attempts = itertools.chain(
-            self.baseline_attempts,
-            self.stable_attempts,
-            self.spike_attempts,
-            self.recovery_attempts,
+    def _record(self, error: str | None, wall_start: float, duration: float) -> RunRecord:
+        """Return what the run recorded, once every connection is closed."""
+        probes = self.scenario.baseline.probes
+        stable = self.stable.record() if self.stable and self.stable.attempts else None
+        return RunRecord(
+            id=self.id,
+            target=self.target.name,
+            scenario=self.scenario.name,
+            started_at=wall_start,
+            duration=duration,
+            baseline=self.baseline or BaselinePhase((), decide_baseline(probes, [])),
+            stable=stable,
+            spike=self.spike,
+            recovery=self.recovery,
+            prober=self._prober_health(),
+            error=error,
+            timeline=dict(self.run.timeline),
         )
-        starved = sum(1 for a in attempts if out_of_descriptors(a.outcome, a.detail))
-        if not starved:
-            return report
-        # Failures for want of a descriptor are the prober's, whatever phase they hit:
-        # the run is invalid rather than blaming the target (target_down, no recovery).
-        reason = (
-            f"{starved} attempt(s) found no file descriptor (EMFILE/ENFILE): the prober's "
-            "own limit, not the target's; raise ulimit -n or lower the spike"
-        )
-        return dataclasses.replace(report, saturated=True, reasons=(*report.reasons, reason))
 
-    def _prober_health(self, spike: SpikeSummary | None) -> ProberReport:
+    def _prober_health(self) -> ProberHealth:
+        """Return the prober's figures over the spike (its memory only, when none was fired)."""
         monitor = self.prober.monitor
         if self.spike_marks is None:
             now = monitor.mark()
-            window = monitor.report(now, now)
-            return ProberReport(False, None, None, window.rss_bytes)
-        window = monitor.report(*self.spike_marks)
-        lateness = spike.start_lateness if spike is not None else None
+            return ProberHealth(monitor.report(now, now), over_spike=False)
+        workers = None
         if self.workers is not None:
-            return judge_prober(
-                self.prober.limits,
-                window,
-                list(zip(self.workers.health, self.workers.shares, strict=True)),
-            )
-        reasons = saturation_reasons(
-            self.prober.limits,
-            loop_lag_p99=window.loop_lag_p99,
-            start_lateness_p99=lateness.p99 if lateness else None,
-            # Too short a window says nothing about saturation (see MIN_CPU_WINDOW).
-            cpu_percent=window.cpu_percent if window.cpu_window >= MIN_CPU_WINDOW else None,
-        )
-        return ProberReport(
-            bool(reasons), window.loop_lag_p99, window.cpu_percent, window.rss_bytes, reasons
-        )
+            shares = zip(self.workers.health, self.workers.shares, strict=True)
+            workers = tuple(WorkerShare(health, tuple(share)) for health, share in shares)
+        return ProberHealth(monitor.report(*self.spike_marks), over_spike=True, workers=workers)
 
-    def _report(
-        self, kind: RunResultKind | None, message: str, wall_start: float, duration: float
-    ) -> RunReport:
-        scenario = self.scenario
-        baseline = self.baseline or decide_baseline(scenario.baseline.probes, [])
-        spike = None
-        if self.spike_attempts:
-            spike = SpikeSummary.from_attempts(self.spike_attempts, aborted=self.spike_aborted)
-        stable = None
-        dropped = sum(1 for c in self.stable_conns if c.lost_at is not None)
-        if scenario.stable is not None and self.stable_attempts:
-            example = next((c.lost_reason for c in self.stable_conns if c.lost_reason), None)
-            stable = StableSummary(
-                connections=scenario.stable.connections,
-                opened=sum(1 for a in self.stable_attempts if a.outcome == Outcome.OK),
-                dropped=dropped,
-                outcomes=count_outcomes(self.stable_attempts),
-                message_rtt=summarize(self.stable_rtts),
-                drop_example=example,
-            )
-        recovery = None
-        if self.recovery is not None or self.recovery_attempts:
-            decision = self.recovery
-            recovery = RecoverySummary(
-                recovered=decision is not None and decision.state == "recovered",
-                seconds=decision.seconds if decision is not None else None,
-                probes=len(self.recovery_attempts),
-                outcomes=count_outcomes(self.recovery_attempts),
-                good_limit=self.good_limit,
-                timeout=scenario.recovery.timeout,
-            )
-        prober = self._prober_report(spike)
-        checks: tuple[ThresholdCheck, ...] = ()
-        if spike is not None and kind is None:
-            t = scenario.thresholds
-            limits = ThresholdLimits(
-                success_ratio=t.success_ratio,
-                handshake_p95=t.handshake_p95,
-                first_message_p95=t.first_message_p95,
-                message_rtt_p95=t.message_rtt_p95,
-                recovery=t.recovery,
-                dropped_stable=t.dropped_stable,
-            )
-            checks = evaluate_thresholds(
-                limits,
-                Measurements(
-                    success_ratio=spike.success_ratio,
-                    handshake_p95=spike.handshake.p95 if spike.handshake else None,
-                    first_message_p95=spike.first_message.p95 if spike.first_message else None,
-                    message_rtt_p95=spike.message_rtt.p95 if spike.message_rtt else None,
-                    recovered=recovery is not None and recovery.recovered,
-                    recovery_seconds=recovery.seconds if recovery else None,
-                    dropped_stable=dropped,
-                ),
-            )
-        if kind is None:
-            kind = decide_result(
-                target_down=baseline.target_down,
-                aborted=self.spike_aborted,
-                invalid=prober.saturated,
-                checks=checks,
-            )
-            message = _explain(kind, checks, prober)
-        everything = (
-            self.baseline_attempts + self.stable_attempts + self.spike_attempts
-        ) + self.recovery_attempts
-        result = RunResult(
-            id=self.id,
-            target=self.target.name,
-            scenario=scenario.name,
-            result=kind,
-            started_at=wall_start,
-            duration=duration,
-            baseline=BaselineSummary(
-                probes=scenario.baseline.probes,
-                ok=baseline.ok,
-                outcomes=count_outcomes(self.baseline_attempts),
-                latency=baseline.latency,
-            ),
-            spike=spike,
-            stable=stable,
-            recovery=recovery,
-            thresholds=checks,
-            prober=prober,
-            errors=group_errors(everything),
-            message=message,
-            upgrade_statuses=count_upgrade_statuses(everything),
-            timeline=dict(self.timeline),
-        )
-        self.progress(f"verdict: {kind.value}{': ' + message if message else ''}")
-        return RunReport(result, everything, list(self.stable_rtts), dropped)
+    def _report(self, record: RunRecord) -> RunReport:
+        result = build_run_result(record, threshold_limits(self.scenario), self.prober.limits)
+        message = result.message
+        self.progress(f"verdict: {result.result.value}{': ' + message if message else ''}")
+        dropped = record.stable.dropped if record.stable is not None else 0
+        rtts = list(self.stable.rtts) if self.stable else []
+        return RunReport(result, list(record.attempts()), rtts, dropped)
 
 
-def _explain(kind: RunResultKind, checks: tuple[ThresholdCheck, ...], prober: ProberReport) -> str:
-    if kind == RunResultKind.INVALID:
-        return "prober saturated: " + "; ".join(prober.reasons)
-    if kind == RunResultKind.TARGET_DOWN:
-        return "fewer than half of the baseline probes succeeded"
-    if kind == RunResultKind.ABORTED:
-        return "the spike was stopped by the abort rule"
-    failed = [c.name for c in checks if not c.passed]
-    return ("missed: " + ", ".join(failed)) if failed else ""
+def threshold_limits(scenario: ScenarioConfig) -> ThresholdLimits:
+    """Return the scenario's thresholds as the core checks them."""
+    t = scenario.thresholds
+    return ThresholdLimits(
+        success_ratio=t.success_ratio,
+        handshake_p95=t.handshake_p95,
+        first_message_p95=t.first_message_p95,
+        message_rtt_p95=t.message_rtt_p95,
+        recovery=t.recovery,
+        dropped_stable=t.dropped_stable,
+    )
 
 
 async def execute_run(

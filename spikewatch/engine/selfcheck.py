@@ -12,6 +12,7 @@ from typing import Protocol
 
 import psutil
 
+from spikewatch.core.saturation import MIN_CPU_WINDOW
 from spikewatch.core.stats import percentile
 from spikewatch.engine.clock import now as _now
 
@@ -69,11 +70,6 @@ class WindowReport:
     cpu_percent: float | None
     rss_bytes: int
     cpu_window: float = 0.0
-
-
-#: CPU share is judged over at least this long: over a few milliseconds of a small
-#: spike any busy process is "100 %", which says nothing about saturation.
-MIN_CPU_WINDOW = 1.0
 
 
 class ProberMonitor:

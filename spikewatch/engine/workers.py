@@ -33,13 +33,9 @@ from spikewatch.config import TargetConfig
 from spikewatch.core.abort import AbortRule
 from spikewatch.core.attempt import Attempt
 from spikewatch.core.outcomes import Outcome
-from spikewatch.core.result import ProberReport
-from spikewatch.core.saturation import ProberLimits, saturation_reasons
-from spikewatch.core.stats import percentile
 from spikewatch.engine.clock import now as _now
 from spikewatch.engine.eventloop import EventLoopChoice
 from spikewatch.engine.registry import ConnectionRegistry
-from spikewatch.engine.selfcheck import MIN_CPU_WINDOW, WindowReport
 from spikewatch.engine.worker_protocol import (
     WireError,
     WorkerHealth,
@@ -483,64 +479,3 @@ class SpikeOnWorkers:
         for worker in self.pool.workers:
             worker.close_inbox(self.run)
         self._opened = False
-
-
-def _lateness_p99(attempts: Sequence[Attempt]) -> float | None:
-    values = sorted(x for x in (a.lateness for a in attempts) if x is not None)
-    return percentile(values, 0.99) if values else None
-
-
-def judge_prober(
-    limits: ProberLimits,
-    daemon: WindowReport,
-    workers: Sequence[tuple[WorkerHealth | None, Sequence[Attempt]]],
-) -> ProberReport:
-    """Judge the prober over the daemon and every worker: the worst of them counts.
-
-    Each process is judged alone (its loop lag, its CPU share of one core, the start
-    lateness of its own share; the daemon fires none), so that one saturated worker is
-    never averaged away nor reported twice; the report shows the worst lag and CPU, and
-    the memory of all processes together.
-    """
-
-    def cpu(window: float, percent: float | None) -> float | None:
-        # Too short a window says nothing about saturation (see MIN_CPU_WINDOW).
-        return percent if window >= MIN_CPU_WINDOW else None
-
-    reasons = list(
-        saturation_reasons(
-            limits,
-            loop_lag_p99=daemon.loop_lag_p99,
-            start_lateness_p99=None,
-            cpu_percent=cpu(daemon.cpu_window, daemon.cpu_percent),
-        )
-    )
-    lags = [daemon.loop_lag_p99]
-    cpus = [daemon.cpu_percent]
-    rss = daemon.rss_bytes
-    for number, (health, share) in enumerate(workers):
-        if health is None:
-            if share:
-                reasons.append(f"worker {number}: no health report")
-            continue
-        lags.append(health.loop_lag_p99)
-        cpus.append(health.cpu_percent)
-        rss += health.rss_bytes
-        reasons.extend(
-            f"worker {number}: {reason}"
-            for reason in saturation_reasons(
-                limits,
-                loop_lag_p99=health.loop_lag_p99,
-                start_lateness_p99=_lateness_p99(share),
-                cpu_percent=cpu(health.cpu_window, health.cpu_percent),
-            )
-        )
-    known_lags = [x for x in lags if x is not None]
-    known_cpus = [x for x in cpus if x is not None]
-    return ProberReport(
-        saturated=bool(reasons),
-        loop_lag_p99=max(known_lags) if known_lags else None,
-        cpu_percent=max(known_cpus) if known_cpus else None,
-        rss_bytes=rss,
-        reasons=tuple(reasons),
-    )

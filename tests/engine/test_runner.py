@@ -18,7 +18,7 @@ import yaml
 from spikewatch.config import SpikewatchConfig, load_config
 from spikewatch.core.outcomes import Outcome, RunResultKind
 from spikewatch.core.saturation import ProberLimits
-from spikewatch.engine import runner
+from spikewatch.engine import probes, runner
 from spikewatch.engine.registry import PROBE_RESERVE, ConnectionRegistry
 from spikewatch.engine.runner import Prober, RunReport, execute_run
 from spikewatch.engine.selfcheck import ProberMonitor
@@ -409,12 +409,12 @@ async def test_a_timer_firing_early_never_starts_a_probe_past_the_deadline(
     With the timeout a whole number of probe intervals, the last slot falls exactly on the
     deadline; judged by the early wake-up time it was started, and the tracker refused it.
     """
-    real_sleep_until = runner.sleep_until
+    real_sleep_until = probes.sleep_until
 
     async def early(when: float) -> None:
         await real_sleep_until(when - 0.005)
 
-    monkeypatch.setattr(runner, "sleep_until", early)
+    monkeypatch.setattr(probes, "sleep_until", early)
     behaviour = TargetBehaviour(
         burst_threshold=10, burst_window=0.5, recovery_delay=30, slow_delay=0.1
     )

@@ -21,7 +21,6 @@ from spikewatch.core.result import (
     count_upgrade_statuses,
     group_errors,
 )
-from spikewatch.core.saturation import ProberLimits
 from spikewatch.engine.selfcheck import WindowReport
 from spikewatch.engine.spec import build_connection_spec
 from spikewatch.engine.worker_protocol import (
@@ -40,7 +39,6 @@ from spikewatch.engine.worker_protocol import (
     target_from_wire,
     target_to_wire,
 )
-from spikewatch.engine.workers import judge_prober
 from spikewatch.errors import ConfigError
 
 times = st.floats(min_value=0.0, max_value=1e6, allow_nan=False)
@@ -237,43 +235,6 @@ def test_health_round_trip_and_refusal() -> None:
     assert WorkerHealth.from_wire(json.loads(json.dumps(health.to_wire()))) == health
     with pytest.raises(WireError, match="rss_bytes"):
         WorkerHealth.from_wire({"cpu_window": 1.0})
-
-
-LIMITS = ProberLimits(max_loop_lag_p99=0.1, max_start_lateness_p99=0.25, max_cpu_percent=95.0)
-CALM = WindowReport(0.001, 0.002, 10.0, 1000, cpu_window=2.0)
-
-
-def share(lateness: float) -> list[Attempt]:
-    return [Attempt(Phase.SPIKE, c, planned=1.0, started=1.0 + lateness) for c in range(3)]
-
-
-def test_every_process_is_judged_and_the_worst_shows() -> None:
-    """One saturated worker makes the run invalid, named, and its figures are reported."""
-    busy = WorkerHealth(0.3, 0.5, 99.0, 2.0, 2000)
-    calm = WorkerHealth(0.002, 0.003, 20.0, 2.0, 3000)
-    report = judge_prober(LIMITS, CALM, [(calm, share(0.0)), (busy, share(0.4))])
-    assert report.saturated
-    assert report.loop_lag_p99 == 0.3
-    assert report.cpu_percent == 99.0
-    assert report.rss_bytes == 6000
-    assert [r.split(":")[0] for r in report.reasons] == ["worker 1"] * 3
-    assert "start lateness p99 400.0ms" in report.reasons[1]
-
-
-def test_calm_workers_and_unjudged_short_windows_pass() -> None:
-    """Calm processes pass; a CPU share over less than a second is shown, not judged."""
-    short = WorkerHealth(0.002, 0.003, 100.0, 0.2, 10)
-    report = judge_prober(LIMITS, CALM, [(short, share(0.0)), (None, [])])
-    assert not report.saturated
-    assert report.cpu_percent == 100.0
-
-
-def test_a_worker_without_a_health_report_is_not_hidden() -> None:
-    """A worker that fired a share but sent no health is a reason, not a silent pass."""
-    report = judge_prober(LIMITS, CALM, [(None, share(0.0))])
-    assert report.reasons == ("worker 0: no health report",)
-    daemon_busy = WindowReport(0.5, 0.6, None, 10)
-    assert judge_prober(LIMITS, daemon_busy, []).reasons[0].startswith("event-loop lag")
 
 
 @pytest.mark.parametrize(

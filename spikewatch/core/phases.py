@@ -1,0 +1,100 @@
+"""What each phase of a run recorded, as the runner hands it over at the phase's end.
+
+A run goes baseline → stable (opened, then held) → spike → recovery; the prober watches
+its own health meanwhile. Each record is built once, when its phase ends or is cut
+short (deadline, error, cancellation), and :func:`~spikewatch.core.report.build_run_result`
+turns the records into the run's result.
+
+The attempts are the run's own objects: one still in flight when its phase was cut
+short gets its outcome when the run closes it, before the result is built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from spikewatch.core.attempt import Attempt
+from spikewatch.core.recovery import Baseline, RecoveryDecision
+from spikewatch.core.saturation import ProcessHealth, WorkerShare
+
+
+@dataclass(frozen=True, slots=True)
+class BaselinePhase:
+    """The baseline's probes and what they decided: B, or a target that is down."""
+
+    attempts: tuple[Attempt, ...]
+    decision: Baseline
+
+
+@dataclass(frozen=True, slots=True)
+class StablePhase:
+    """The stable connections over the whole run: asked for, opened, their echoes, losses."""
+
+    connections: int
+    attempts: tuple[Attempt, ...]
+    rtts: tuple[float, ...]
+    dropped: int
+    drop_example: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SpikePhase:
+    """The spike's attempts (in plan order), and whether the abort rule stopped it."""
+
+    attempts: tuple[Attempt, ...]
+    aborted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryPhase:
+    """The recovery probes, the good-probe limit and timeout, and the decision.
+
+    ``decision`` is None when the run was cut short before recovery was decided.
+    """
+
+    attempts: tuple[Attempt, ...]
+    decision: RecoveryDecision | None
+    good_limit: float
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class ProberHealth:
+    """The prober's own figures: over the spike when one was fired, else memory now.
+
+    ``workers`` is None when the spike was fired from the daemon's own event loop.
+    """
+
+    daemon: ProcessHealth
+    over_spike: bool
+    workers: tuple[WorkerShare, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """Everything one run recorded, from which its result is built.
+
+    ``error`` says why the run itself failed (its result is then ``error``), None when
+    it ran to its end. ``timeline`` holds seconds since the run's start.
+    """
+
+    id: str
+    target: str
+    scenario: str
+    started_at: float
+    duration: float
+    baseline: BaselinePhase
+    stable: StablePhase | None
+    spike: SpikePhase | None
+    recovery: RecoveryPhase | None
+    prober: ProberHealth
+    error: str | None = None
+    timeline: Mapping[str, float] = field(default_factory=dict)
+
+    def attempts(self) -> tuple[Attempt, ...]:
+        """Return every attempt of the run, phase by phase."""
+        stable = self.stable.attempts if self.stable else ()
+        spike = self.spike.attempts if self.spike else ()
+        recovery = self.recovery.attempts if self.recovery else ()
+        return (*self.baseline.attempts, *stable, *spike, *recovery)

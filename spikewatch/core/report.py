@@ -1,0 +1,167 @@
+"""Build a run's result from the records of its phases: summaries, checks, verdict, why."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from spikewatch.core.outcomes import Outcome, RunResultKind
+from spikewatch.core.phases import RecoveryPhase, RunRecord, SpikePhase, StablePhase
+from spikewatch.core.result import (
+    BaselineSummary,
+    ProberReport,
+    RecoverySummary,
+    RunResult,
+    SpikeSummary,
+    StableSummary,
+    count_outcomes,
+    count_upgrade_statuses,
+    group_errors,
+)
+from spikewatch.core.saturation import (
+    ProberLimits,
+    descriptor_starvation,
+    judge_one_process,
+    judge_prober,
+)
+from spikewatch.core.stats import summarize
+from spikewatch.core.verdict import (
+    Measurements,
+    ThresholdCheck,
+    ThresholdLimits,
+    decide_result,
+    evaluate_thresholds,
+)
+
+
+def build_run_result(
+    record: RunRecord, thresholds: ThresholdLimits, limits: ProberLimits
+) -> RunResult:
+    """Return the result of the run ``record`` describes, judged by the scenario's limits.
+
+    A run that failed itself (``record.error``) is ``error`` with that message and no
+    threshold checks; otherwise the verdict is the core's (:func:`decide_result`) and the
+    message says why it is not ``passed``.
+    """
+    baseline = record.baseline
+    spike = spike_summary(record.spike)
+    stable = stable_summary(record.stable)
+    recovery = recovery_summary(record.recovery)
+    prober = prober_report(record, limits, spike)
+    dropped = record.stable.dropped if record.stable is not None else 0
+    checks: tuple[ThresholdCheck, ...] = ()
+    if record.error is not None:
+        kind, message = RunResultKind.ERROR, record.error
+    else:
+        if spike is not None:
+            checks = evaluate_thresholds(thresholds, _measurements(spike, recovery, dropped))
+        kind = decide_result(
+            target_down=baseline.decision.target_down,
+            aborted=record.spike is not None and record.spike.aborted,
+            invalid=prober.saturated,
+            checks=checks,
+        )
+        message = explain(kind, checks, prober)
+    everything = record.attempts()
+    return RunResult(
+        id=record.id,
+        target=record.target,
+        scenario=record.scenario,
+        result=kind,
+        started_at=record.started_at,
+        duration=record.duration,
+        baseline=BaselineSummary(
+            probes=baseline.decision.probes,
+            ok=baseline.decision.ok,
+            outcomes=count_outcomes(baseline.attempts),
+            latency=baseline.decision.latency,
+        ),
+        spike=spike,
+        stable=stable,
+        recovery=recovery,
+        thresholds=checks,
+        prober=prober,
+        errors=group_errors(everything),
+        message=message,
+        upgrade_statuses=count_upgrade_statuses(everything),
+        timeline=dict(record.timeline),
+    )
+
+
+def spike_summary(spike: SpikePhase | None) -> SpikeSummary | None:
+    """Summarize the spike; None when none was fired (or it was cut short before)."""
+    if spike is None or not spike.attempts:
+        return None
+    return SpikeSummary.from_attempts(spike.attempts, aborted=spike.aborted)
+
+
+def stable_summary(stable: StablePhase | None) -> StableSummary | None:
+    """Summarize the stable connections; None when none were opened."""
+    if stable is None or not stable.attempts:
+        return None
+    return StableSummary(
+        connections=stable.connections,
+        opened=sum(1 for a in stable.attempts if a.outcome == Outcome.OK),
+        dropped=stable.dropped,
+        outcomes=count_outcomes(stable.attempts),
+        message_rtt=summarize(stable.rtts),
+        drop_example=stable.drop_example,
+    )
+
+
+def recovery_summary(recovery: RecoveryPhase | None) -> RecoverySummary | None:
+    """Summarize recovery; None when it never began (or was cut short before its first probe)."""
+    if recovery is None or (recovery.decision is None and not recovery.attempts):
+        return None
+    decision = recovery.decision
+    return RecoverySummary(
+        recovered=decision is not None and decision.state == "recovered",
+        seconds=decision.seconds if decision is not None else None,
+        probes=len(recovery.attempts),
+        outcomes=count_outcomes(recovery.attempts),
+        good_limit=recovery.good_limit,
+        timeout=recovery.timeout,
+    )
+
+
+def prober_report(
+    record: RunRecord, limits: ProberLimits, spike: SpikeSummary | None
+) -> ProberReport:
+    """Judge the prober's health over the spike, and any attempt it starved of descriptors."""
+    health = record.prober
+    if not health.over_spike:
+        report = ProberReport(False, None, None, health.daemon.rss_bytes)
+    elif health.workers is not None:
+        report = judge_prober(limits, health.daemon, health.workers)
+    else:
+        lateness = spike.start_lateness if spike is not None else None
+        report = judge_one_process(limits, health.daemon, lateness.p99 if lateness else None)
+    starved = descriptor_starvation(record.attempts())
+    if starved is None:
+        return report
+    return dataclasses.replace(report, saturated=True, reasons=(*report.reasons, starved))
+
+
+def _measurements(
+    spike: SpikeSummary, recovery: RecoverySummary | None, dropped: int
+) -> Measurements:
+    return Measurements(
+        success_ratio=spike.success_ratio,
+        handshake_p95=spike.handshake.p95 if spike.handshake else None,
+        first_message_p95=spike.first_message.p95 if spike.first_message else None,
+        message_rtt_p95=spike.message_rtt.p95 if spike.message_rtt else None,
+        recovered=recovery is not None and recovery.recovered,
+        recovery_seconds=recovery.seconds if recovery else None,
+        dropped_stable=dropped,
+    )
+
+
+def explain(kind: RunResultKind, checks: tuple[ThresholdCheck, ...], prober: ProberReport) -> str:
+    """Return the run's ``message``: why it is not ``passed`` (empty when it is)."""
+    if kind == RunResultKind.INVALID:
+        return "prober saturated: " + "; ".join(prober.reasons)
+    if kind == RunResultKind.TARGET_DOWN:
+        return "fewer than half of the baseline probes succeeded"
+    if kind == RunResultKind.ABORTED:
+        return "the spike was stopped by the abort rule"
+    failed = [c.name for c in checks if not c.passed]
+    return ("missed: " + ", ".join(failed)) if failed else ""

@@ -1,0 +1,184 @@
+"""Plan a run's spike, and fire it at its planned instants, here or over worker processes.
+
+Sharded replicas start their shares at one shared wall-clock instant. Fired here, the
+abort rule is judged as each attempt finishes; over workers, :class:`SpikeOnWorkers`
+judges it over what they stream back. The prober's monitor is marked around the firing,
+so that its health is judged over the spike alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable
+
+from spikewatch.config import ScenarioConfig
+from spikewatch.core.abort import AbortRule
+from spikewatch.core.attempt import Attempt
+from spikewatch.core.outcomes import Outcome, Phase
+from spikewatch.core.plan import (
+    PlannedConnection,
+    plan_duration,
+    plan_ramp,
+    plan_spike,
+    shard_plan,
+)
+from spikewatch.core.result import count_outcomes
+from spikewatch.engine.clock import now as _now
+from spikewatch.engine.clock import sleep_until
+from spikewatch.engine.connection import ClientConnection, open_connection
+from spikewatch.engine.inflight import RunInFlight
+from spikewatch.engine.launch import launch
+from spikewatch.engine.registry import PROBE_RESERVE, ConnectionRegistry
+from spikewatch.engine.selfcheck import Mark, ProberMonitor
+from spikewatch.engine.spec import ConnectionSpec
+from spikewatch.engine.workers import ANSWER_MARGIN, SpikeOnWorkers
+
+#: A sharded replica that reaches its spike later than this after the shared instant
+#: fires at once instead (and says so in the run's timeline).
+SHARED_INSTANT_TOLERANCE = 1.0
+
+#: With worker processes the spike starts this long after the daemon decides to fire,
+#: so that every worker has its share before the first batch is due.
+WORKER_LEAD = 0.05
+
+
+def spike_plan(
+    scenario: ScenarioConfig, share: tuple[int, int] | None = None
+) -> tuple[PlannedConnection, ...]:
+    """Return the planned spike (avalanche or ramp), or replica ``share=(index, n)``'s part."""
+    if scenario.spike is not None:
+        s = scenario.spike
+        plan = plan_spike(s.connections, s.batches, s.batch_interval)
+    else:
+        assert scenario.ramp is not None
+        plan = plan_ramp(scenario.ramp.steps, scenario.ramp.step_interval)
+    if share is not None and share[1] > 1:
+        plan = shard_plan(plan, share[0], share[1])
+    return plan
+
+
+class SpikeFiring:
+    """One run's spike as it is fired: its attempts, what it holds open, the marks around it.
+
+    ``spike_at`` (epoch seconds, read on ``wall_clock``) is a sharded run's shared instant.
+    """
+
+    def __init__(
+        self,
+        run: RunInFlight,
+        monitor: ProberMonitor,
+        wall_clock: Callable[[], float],
+        spike_at: float | None = None,
+    ) -> None:
+        self.run = run
+        self.monitor = monitor
+        self.wall_clock = wall_clock
+        self.spike_at = spike_at
+        self.attempts: list[Attempt] = []
+        self.held: list[ClientConnection] = []
+        self.marks: tuple[Mark, Mark] | None = None
+
+    async def start(self, lead: float = 0.0) -> float:
+        """Return the spike's planned start (loop time).
+
+        In one process, wait until a shared instant; with workers (``lead`` > 0) return
+        at once: they wait themselves, and an unshared start is ``lead`` from now.
+        """
+        run, spike_at = self.run, self.spike_at
+        missed = 0.0 if spike_at is None else self.wall_clock() - spike_at
+        if spike_at is not None and missed <= SHARED_INSTANT_TOLERANCE:
+            # A sharded run: every replica starts its share at the same wall-clock instant.
+            # The plan keeps that instant even when this replica is a little late, so the
+            # delay shows as start lateness instead of vanishing.
+            spike_start = _now() - missed
+            if not lead:
+                await sleep_until(spike_start)
+        else:
+            if missed > SHARED_INSTANT_TOLERANCE:
+                # Queued behind other runs, or a long baseline: the shared instant is gone.
+                # Fire now and say so; lateness would otherwise charge the queue wait to
+                # the prober and make every such run "invalid".
+                run.timeline["shared_instant_missed_by"] = missed
+                run.progress(
+                    f"spike: the shared spike instant passed {missed:.1f}s ago; firing now"
+                )
+            spike_start = _now() + lead
+        return run.mark("spike_start", spike_start)
+
+    async def on_workers(
+        self,
+        workers: SpikeOnWorkers,
+        plan: tuple[PlannedConnection, ...],
+        rule: AbortRule,
+        attempt_bound: float,
+    ) -> str:
+        """Fire the spike over the worker processes; return the abort reason, if any."""
+        spike_start = await self.start(lead=WORKER_LEAD)
+        start_mark = self.monitor.mark()
+        new_attempt = self.run.new_attempt
+        self.attempts.extend(new_attempt(Phase.SPIKE, spike_start + p.offset) for p in plan)
+        answer_by = spike_start + plan_duration(plan) + attempt_bound + ANSWER_MARGIN
+        abort_reason = await workers.fire(self.attempts, rule, answer_by)
+        self.marks = (start_mark, self.monitor.mark())
+        return abort_reason
+
+    async def here(
+        self,
+        spec: ConnectionSpec,
+        registry: ConnectionRegistry,
+        plan: tuple[PlannedConnection, ...],
+        rule: AbortRule,
+    ) -> str:
+        """Fire the spike from this event loop; return the abort reason, if any."""
+        finished = failed = 0
+        abort_reason = ""
+
+        async def one(attempt: Attempt) -> None:
+            nonlocal finished, failed, abort_reason
+            conn = await open_connection(
+                spec, attempt, registry, keep_open=True, reserve=PROBE_RESERVE
+            )
+            if conn is not None and attempt.outcome == Outcome.OK:
+                self.held.append(conn)
+            if attempt.outcome == Outcome.ABORTED:
+                return
+            finished += 1
+            if attempt.outcome != Outcome.OK:
+                failed += 1
+            if not abort_reason and rule.should_abort(finished, failed):
+                abort_reason = (
+                    f"abort.error_ratio={rule.error_ratio:g} reached: {failed} of {finished} failed"
+                )
+
+        spike_start = await self.start()
+        start_mark = self.monitor.mark()
+        tasks: list[asyncio.Task[None]] = []
+        for _, planned_group in itertools.groupby(plan, key=lambda p: p.group):
+            group = list(planned_group)
+            planned = spike_start + group[0].offset
+            await sleep_until(planned)
+            batch = [self.run.new_attempt(Phase.SPIKE, planned) for _ in group]
+            self.attempts.extend(batch)
+            if abort_reason:
+                now = _now()
+                for attempt in batch:
+                    attempt.abort(now, abort_reason)
+                continue
+            tasks.extend(await launch(batch, one, self.run.spawn))
+        await asyncio.gather(*tasks)
+        self.marks = (start_mark, self.monitor.mark())
+        return abort_reason
+
+    def t0(self) -> float:
+        """Return T0, when the last attempt made finished; note it and say how the spike went."""
+        ended = [a.ended for a in self.attempts if a.outcome != Outcome.ABORTED]
+        t0 = max((e for e in ended if e is not None), default=_now())
+        run = self.run
+        run.mark("t0", t0)
+        outcomes = ", ".join(f"{n} {o}" for o, n in count_outcomes(self.attempts).items())
+        spike_start = run.start + run.timeline["spike_start"]
+        run.progress(
+            f"spike: last attempt finished {t0 - spike_start:.3f}s after start: {outcomes}"
+        )
+        return t0
