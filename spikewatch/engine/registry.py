@@ -4,18 +4,16 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from spikewatch.core.budget import PROBE_RESERVE
+
+__all__ = ["PROBE_RESERVE", "Closable", "ConnectionRegistry"]
+
 
 class Closable(Protocol):
     """Anything the registry can close at shutdown."""
 
     def abort(self) -> None:
         """Close at once, without a closing handshake."""
-
-
-#: Slots a run's spike and stable connections leave free for its own baseline and
-#: recovery probes, so that a scenario sized up to the limit does not refuse its own
-#: probes (which would read as a target that never recovers).
-PROBE_RESERVE = 4
 
 
 class ConnectionRegistry:
