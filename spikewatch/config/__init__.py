@@ -8,8 +8,9 @@ Both loaders raise :class:`spikewatch.errors.ConfigError` with every problem fou
 """
 
 from spikewatch.config.durations import Duration, PositiveDuration, parse_duration
-from spikewatch.config.loader import CONFIG_ENV, ENV_PREFIX, load_config, parse_config
+from spikewatch.config.loader import CONFIG_ENV, load_config, parse_config
 from spikewatch.config.model import (
+    ENV_PREFIX,
     AbortConfig,
     AuthConfig,
     BaselineConfig,
