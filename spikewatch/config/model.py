@@ -83,7 +83,7 @@ class SpikewatchConfig(BaseSettings):
         env_nested_delimiter="__",
         # For the init kwargs: pydantic-settings would otherwise take Limits= for limits=,
         # where the model has always said "unknown field". Environment names still match
-        # in any case: the loader's environment source does its own matching.
+        # in any case: the loader's environment source asks the library for that.
         case_sensitive=True,
         # As for every other section (see ConfigSection).
         frozen=True,
