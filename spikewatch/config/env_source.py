@@ -82,8 +82,6 @@ class EnvironmentSource(EnvSettingsSource):
         environ: Mapping[str, str] | None = None,
     ) -> None:
         self._environ = os.environ if environ is None else environ
-        #: Each variable's name as written, by the folded name the library keys it by.
-        self._written: dict[str, str] = {}
         self._file = file
         self.overrides = Overrides()
         self._document: dict[str, Any] | None = None
@@ -92,8 +90,7 @@ class EnvironmentSource(EnvSettingsSource):
         self._delimiter: str = self.env_nested_delimiter
 
     def _load_env_vars(self) -> Mapping[str, str | None]:
-        """Return the variables of ``environ``, names folded to lower case, as the library does."""
-        self._written = {name.lower(): name for name in self._environ}
+        """Return the variables of ``environ`` (not always the process's), names folded."""
         return parse_env_vars(
             self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
         )
@@ -127,15 +124,15 @@ class EnvironmentSource(EnvSettingsSource):
             for _, env_name, _ in self._extract_field_info(field_info, field_name)
         ]
         found: list[tuple[list[str], str, str]] = []
-        for folded, value in self.env_vars.items():
+        # The variables as written, not the library's folded env_vars: two names that
+        # differ only in case are both applied, in order, each with its own problems.
+        for name, value in self._environ.items():
+            folded = self._apply_case_sensitive(name)
             for field_name, env_name in sections:
                 # Only the config's own sections: SPIKEWATCH_CONFIG and other settings
                 # that share the prefix are not overrides.
-                if value is None or not (
-                    folded == env_name or folded.startswith(env_name + self._delimiter)
-                ):
+                if not (folded == env_name or folded.startswith(env_name + self._delimiter)):
                     continue
-                name = self._written[folded]
                 segments = [field_name]
                 if folded != env_name:
                     segments += folded[len(env_name) + len(self._delimiter) :].split(
@@ -194,12 +191,14 @@ class EnvironmentSource(EnvSettingsSource):
 
     def _child_annotation(self, annotation: Any, key: str | int) -> Any:
         """Return the type at ``key`` under ``annotation``; None where the schema has none."""
-        if isinstance(key, int):
-            # The library has no list index: the items' type, by hand.
-            parent = _strip(annotation)
+        parent = _strip(annotation)
+        if typing.get_origin(parent) in (tuple, list):
+            # The library has no list index: the items' type, by hand (whatever the key,
+            # which is not an index only where a variable put a mapping in the list's place).
             args = typing.get_args(parent)
-            return args[0] if typing.get_origin(parent) in (tuple, list) and args else None
-        found = self.next_field(annotation, key, case_sensitive=False)
+            return args[0] if args else None
+        # Exact: a key the file spells in another case is an unknown field, not this one.
+        found = self.next_field(annotation, str(key), case_sensitive=True)
         return found.annotation if isinstance(found, FieldInfo) else found
 
 

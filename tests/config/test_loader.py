@@ -389,6 +389,37 @@ def test_environment_mistakes_are_problems(base: Path) -> None:
     ]
 
 
+def test_names_that_differ_only_in_case_are_each_applied(base: Path) -> None:
+    """Two variables for one field, in different case: both apply, in order, each reported."""
+    environ = {
+        "SPIKEWATCH_TARGETS__0__SUBPROTOCOLS": "[chat",
+        "spikewatch_targets__0__subprotocols": "[chat.v1, chat.v2]",
+    }
+    with pytest.raises(ConfigError) as caught:
+        load_config(base, environ=environ)
+    assert [str(p) for p in caught.value.problems] == [
+        "targets[0].subprotocols: SPIKEWATCH_TARGETS__0__SUBPROTOCOLS: invalid YAML at line 1,"
+        " column 6: expected ',' or ']', but got '<stream end>' (while parsing a flow sequence)"
+        " (from spikewatch_targets__0__subprotocols)",
+    ]
+    environ["SPIKEWATCH_TARGETS__0__SUBPROTOCOLS"] = "[chat]"
+    assert load_config(base, environ=environ).targets[0].subprotocols == ("chat.v1", "chat.v2")
+
+
+def test_values_are_text_where_the_schema_says_so_by_exact_name(base: Path) -> None:
+    """Under a mapping in a list's place a text field stays text; under a misspelled key, YAML."""
+    assert problems_of(
+        base, SPIKEWATCH_TARGETS="{a: 1}", SPIKEWATCH_TARGETS__0__AUTH__JWT__SECRET="{"
+    ) == ["targets: must be a list (from SPIKEWATCH_TARGETS)"]
+    misspelled = write(base.with_name("misspelled.yaml"), "Targets: [{}]\n" + BASE)
+    assert problems_of(misspelled, SPIKEWATCH_TARGETS__0__AUTH__JWT__SECRET="{") == [
+        "Targets[0].auth.jwt.secret: SPIKEWATCH_TARGETS__0__AUTH__JWT__SECRET: invalid YAML at"
+        " line 1, column 2: expected the node content, but found '<stream end>'"
+        " (while parsing a flow node)",
+        "Targets: unknown field",
+    ]
+
+
 def test_problems_from_the_environment_name_their_variable(base: Path) -> None:
     """A problem in a value set by a variable says which variable set it."""
     assert problems_of(
