@@ -60,8 +60,9 @@ def config_document(port: int, connections: int, batches: int, interval: float) 
 
 
 async def _run(document: dict[str, Any]) -> dict[str, Any]:
-    from spikewatch.cli import make_prober  # noqa: PLC0415 - after the loop is chosen
+    # After the loop is chosen.
     from spikewatch.config import parse_config  # noqa: PLC0415
+    from spikewatch.engine.from_config import make_prober  # noqa: PLC0415
     from spikewatch.engine.runner import ScenarioRun  # noqa: PLC0415
 
     config = parse_config(document)

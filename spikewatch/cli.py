@@ -24,16 +24,13 @@ from spikewatch.config import (
     load_config,
 )
 from spikewatch.config.render import render_effective_config
-from spikewatch.core.saturation import ProberLimits
 from spikewatch.daemon.app import Daemon, serve
 from spikewatch.daemon.logs import configure_logging
 from spikewatch.demo import DEFAULT_LISTEN, run_demo
 from spikewatch.engine import eventloop
 from spikewatch.engine.eventloop import EventLoopChoice
-from spikewatch.engine.registry import ConnectionRegistry
-from spikewatch.engine.runner import Prober, ProgressFn, RunReport, execute_run
-from spikewatch.engine.selfcheck import ProberMonitor
-from spikewatch.engine.workers import WorkerPool
+from spikewatch.engine.from_config import make_prober, worker_pool
+from spikewatch.engine.runner import ProgressFn, RunReport, execute_run
 from spikewatch.errors import ConfigError, UsageError
 from spikewatch.heap import freeze_long_lived
 from spikewatch.summary import format_summary
@@ -48,21 +45,6 @@ def raise_fd_limit() -> int:
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return hard
-
-
-def make_prober(config: SpikewatchConfig, pool: WorkerPool | None = None) -> Prober:
-    """Build the shared machinery of runs from the config."""
-    p = config.prober
-    return Prober(
-        registry=ConnectionRegistry(config.limits.max_connections),
-        monitor=ProberMonitor(interval=p.lag_sample_interval),
-        limits=ProberLimits(
-            max_loop_lag_p99=p.max_loop_lag_p99,
-            max_start_lateness_p99=p.max_start_lateness_p99,
-            max_cpu_percent=p.max_cpu_percent,
-        ),
-        pool=pool,
-    )
 
 
 def pick(
@@ -110,17 +92,12 @@ async def run_once(
     loop.add_signal_handler(signal.SIGTERM, task.cancel)
     if progress is not None:
         progress(f"event loop: {eventloop.loop_name(loop)}")
-    pool = None
-    if config.prober.workers > 1:
-        pool = WorkerPool(
-            config.prober.workers,
-            lag_interval=config.prober.lag_sample_interval,
-            event_loop=config.prober.event_loop,
-        )
+    pool = worker_pool(config.prober)
     try:
         if pool is not None:
             await pool.start()
-        return await execute_run(target, scenario, make_prober(config, pool), progress=progress)
+        prober = make_prober(config, pool=pool)
+        return await execute_run(target, scenario, prober, progress=progress)
     finally:
         loop.remove_signal_handler(signal.SIGTERM)
         if pool is not None:

@@ -5,11 +5,24 @@
     render_effective_config(cfg)     YAML with defaults filled in and secrets masked
 
 Both loaders raise :class:`spikewatch.errors.ConfigError` with every problem found.
+
+The parts, one job each:
+
+    loader.py        load_config, parse_config: sources -> validation -> files
+    yaml_source.py   the YAML file, read behind guards (pydantic-settings' YAML source)
+    env_source.py    SPIKEWATCH_* overrides with list indexes (pydantic-settings' env source)
+    problems.py      problem paths, and pydantic's errors turned into ConfigProblems
+    secret_files.py  the token, keys and TLS files the config names
+    model.py         the root model; its sections in server.py, prober.py, target.py,
+                     auth.py, scenario.py, on fields.py's base and field types
+    durations.py     "250ms", "2m" -> seconds
+    render.py        the effective config as YAML, secrets masked
 """
 
 from spikewatch.config.durations import Duration, PositiveDuration, parse_duration
-from spikewatch.config.loader import CONFIG_ENV, ENV_PREFIX, load_config, parse_config
+from spikewatch.config.loader import CONFIG_ENV, load_config, parse_config
 from spikewatch.config.model import (
+    ENV_PREFIX,
     AbortConfig,
     AuthConfig,
     BaselineConfig,

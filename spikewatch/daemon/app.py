@@ -27,7 +27,6 @@ from aiohttp import web
 from spikewatch import __version__
 from spikewatch.config import ScenarioConfig, SpikewatchConfig, TargetConfig, load_config
 from spikewatch.config.render import render_effective_config
-from spikewatch.core.saturation import ProberLimits
 from spikewatch.daemon.api import create_app
 from spikewatch.daemon.dispatch import RunDispatcher
 from spikewatch.daemon.history import RunEntry, RunHistory
@@ -42,9 +41,9 @@ from spikewatch.daemon.state import (
     UnknownPairError,
 )
 from spikewatch.engine.eventloop import loop_name
+from spikewatch.engine.from_config import make_prober, prober_monitor, worker_pool
 from spikewatch.engine.registry import ConnectionRegistry
 from spikewatch.engine.runner import Prober, execute_run
-from spikewatch.engine.selfcheck import ProberMonitor
 from spikewatch.engine.workers import WorkerPool
 from spikewatch.errors import ConfigError, ConfigProblem
 from spikewatch.heap import freeze_long_lived
@@ -58,15 +57,6 @@ SATURATION_CHECK_EVERY = 1.0
 SATURATION_WINDOW = 5.0
 #: Runs remembered for the API and the status page.
 HISTORY_CAPACITY = 200
-
-
-def _prober_limits(config: SpikewatchConfig) -> ProberLimits:
-    p = config.prober
-    return ProberLimits(
-        max_loop_lag_p99=p.max_loop_lag_p99,
-        max_start_lateness_p99=p.max_start_lateness_p99,
-        max_cpu_percent=p.max_cpu_percent,
-    )
 
 
 class Daemon:
@@ -87,19 +77,9 @@ class Daemon:
         prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
         self.metrics = SpikewatchMetrics(version=__version__)
         self.registry = ConnectionRegistry(config.limits.max_connections)
-        self.monitor = ProberMonitor(
-            interval=config.prober.lag_sample_interval,
-            idle_interval=config.prober.idle_lag_sample_interval,
-            on_lag=self.metrics.observe_loop_lag,
-        )
+        self.monitor = prober_monitor(config.prober, on_lag=self.metrics.observe_loop_lag)
         #: prober.workers > 1: worker processes that fire the spikes (fixed until restart).
-        self.pool: WorkerPool | None = None
-        if config.prober.workers > 1:
-            self.pool = WorkerPool(
-                config.prober.workers,
-                lag_interval=config.prober.lag_sample_interval,
-                event_loop=config.prober.event_loop,
-            )
+        self.pool: WorkerPool | None = worker_pool(config.prober)
         self._prober = self._make_prober(config)
         self._history = RunHistory(HISTORY_CAPACITY)
         self.dispatcher = RunDispatcher(
@@ -275,7 +255,7 @@ class Daemon:
         self.scheduler.apply((t.name, s.name, s.schedule) for t, s in pairs)
 
     def _make_prober(self, config: SpikewatchConfig) -> Prober:
-        return Prober(self.registry, self.monitor, _prober_limits(config), pool=self.pool)
+        return make_prober(config, registry=self.registry, monitor=self.monitor, pool=self.pool)
 
     async def _watch_saturation(self) -> None:
         while True:

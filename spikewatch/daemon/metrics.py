@@ -22,7 +22,7 @@ from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from spikewatch.config.model import ScenarioConfig, ThresholdsConfig
+from spikewatch.config.model import ScenarioConfig
 from spikewatch.core.outcomes import (
     UPGRADE_STATUS_CODES,
     Outcome,
@@ -30,6 +30,7 @@ from spikewatch.core.outcomes import (
     RunResultKind,
     status_code_label,
 )
+from spikewatch.core.verdict import Measurements, evaluate_thresholds
 from spikewatch.heap import release_free_heap
 
 if TYPE_CHECKING:
@@ -38,8 +39,17 @@ if TYPE_CHECKING:
 
 PREFIX = "spikewatch"
 
-#: The implicit check every run has (``spikewatch.core.verdict.evaluate_thresholds``).
-RECOVERED_CHECK = "recovered"
+# What threshold_names hands the verdict (spikewatch.core.verdict.evaluate_thresholds):
+# only the names of its checks are read, the implicit "recovered" among them.
+_NOTHING_MEASURED = Measurements(
+    success_ratio=None,
+    handshake_p95=None,
+    first_message_p95=None,
+    message_rtt_p95=None,
+    recovered=False,
+    recovery_seconds=None,
+    dropped_stable=0,
+)
 
 # Buckets, in seconds, chosen per metric so that both a healthy target and a badly
 # degraded one land inside the finite buckets (a histogram_quantile() that falls in +Inf
@@ -294,11 +304,13 @@ class SpikewatchMetrics:
 
     @staticmethod
     def threshold_names(scenario: ScenarioConfig) -> list[str]:
-        """Return the scenario's configured thresholds, in the contract's order, + recovered."""
-        # ThresholdsConfig declares its fields in the order the verdict checks them.
-        t = scenario.thresholds
-        configured = [n for n in ThresholdsConfig.model_fields if getattr(t, n) is not None]
-        return [*configured, RECOVERED_CHECK]
+        """Return the scenario's configured thresholds, in the contract's order, + recovered.
+
+        Asked of the verdict itself: these are the checks, in their order, that every
+        result of the scenario's runs will carry, whatever order the config lists them in.
+        """
+        checks = evaluate_thresholds(scenario.thresholds.limits(), _NOTHING_MEASURED)
+        return [check.name for check in checks]
 
     @classmethod
     def config_pairs(cls, config: SpikewatchConfig) -> list[tuple[str, str, list[str]]]:

@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import importlib
 from collections.abc import Callable, Coroutine
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
+from spikewatch.core.event_loop_choice import EventLoopChoice, uvloop_available
 from spikewatch.errors import SpikewatchError
 
-EventLoopChoice = Literal["auto", "asyncio", "uvloop"]
+__all__ = ["EventLoopChoice", "LoopFactory", "loop_factory", "loop_name", "run", "uvloop_available"]
+
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
 _T = TypeVar("_T")
@@ -29,11 +31,6 @@ def _uvloop_factory() -> LoopFactory | None:
         return None
     factory: LoopFactory = uvloop.new_event_loop
     return factory
-
-
-def uvloop_available() -> bool:
-    """Whether uvloop can be imported here."""
-    return _uvloop_factory() is not None
 
 
 def loop_factory(choice: EventLoopChoice) -> tuple[str, LoopFactory | None]:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from spikewatch.core.budget import PROBE_RESERVE
 from spikewatch.protocol.budget import DEFAULT_RECEIVE_BUDGET_BYTES, ReceiveBudget
+
+__all__ = ["PROBE_RESERVE", "Closable", "ConnectionRegistry"]
 
 
 class Closable(Protocol):
@@ -12,12 +15,6 @@ class Closable(Protocol):
 
     def abort(self) -> None:
         """Close at once, without a closing handshake."""
-
-
-#: Slots a run's spike and stable connections leave free for its own baseline and
-#: recovery probes, so that a scenario sized up to the limit does not refuse its own
-#: probes (which would read as a target that never recovers).
-PROBE_RESERVE = 4
 
 
 class ConnectionRegistry:

@@ -11,6 +11,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from spikewatch.core.echo_template import fill_template
 from spikewatch.protocol.handshake import UpgradeRequest
 
 if TYPE_CHECKING:
@@ -67,10 +68,6 @@ async def resolve(host: str, port: int) -> str:
     return str(infos[0][4][0])
 
 
-def _fill(template: str, conn: int, seq: int) -> str:
-    return template.replace("{seq}", str(seq)).replace("{conn}", str(conn))
-
-
 @dataclass(frozen=True, slots=True)
 class ConnectionSpec:
     """A target's connection settings, resolved and precomputed for one run."""
@@ -111,12 +108,11 @@ class ConnectionSpec:
     def echo_for(self, conn: int, seq: int) -> tuple[str, re.Pattern[str]]:
         """Return the echo payload for message ``seq`` of ``conn`` and the pattern to match."""
         assert self.echo_payload is not None
-        payload = _fill(self.echo_payload, conn, seq)
+        payload = fill_template(self.echo_payload, seq=seq, conn=conn)
         if self.echo_pattern is not None:
             return payload, self.echo_pattern
         assert self.echo_match is not None
-        match = self.echo_match.replace("{seq}", re.escape(str(seq)))
-        return payload, re.compile(match.replace("{conn}", re.escape(str(conn))))
+        return payload, re.compile(fill_template(self.echo_match, seq=seq, conn=conn))
 
 
 def build_connection_spec(

@@ -13,11 +13,19 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
-from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    YamlConfigSettingsSource,
+)
+from pydantic_settings.sources import DefaultSettingsSource
 
 from spikewatch.config import SpikewatchConfig, load_config, parse_config, render_effective_config
 from spikewatch.config import model as config_model
-from spikewatch.config.loader import EnvironmentSource, YamlFileSource
+from spikewatch.config.env_source import EnvironmentSource
+from spikewatch.config.yaml_source import YamlFileSource
 from spikewatch.errors import ConfigError
 
 BASE = """\
@@ -381,6 +389,37 @@ def test_environment_mistakes_are_problems(base: Path) -> None:
     ]
 
 
+def test_names_that_differ_only_in_case_are_each_applied(base: Path) -> None:
+    """Two variables for one field, in different case: both apply, in order, each reported."""
+    environ = {
+        "SPIKEWATCH_TARGETS__0__SUBPROTOCOLS": "[chat",
+        "spikewatch_targets__0__subprotocols": "[chat.v1, chat.v2]",
+    }
+    with pytest.raises(ConfigError) as caught:
+        load_config(base, environ=environ)
+    assert [str(p) for p in caught.value.problems] == [
+        "targets[0].subprotocols: SPIKEWATCH_TARGETS__0__SUBPROTOCOLS: invalid YAML at line 1,"
+        " column 6: expected ',' or ']', but got '<stream end>' (while parsing a flow sequence)"
+        " (from spikewatch_targets__0__subprotocols)",
+    ]
+    environ["SPIKEWATCH_TARGETS__0__SUBPROTOCOLS"] = "[chat]"
+    assert load_config(base, environ=environ).targets[0].subprotocols == ("chat.v1", "chat.v2")
+
+
+def test_values_are_text_where_the_schema_says_so_by_exact_name(base: Path) -> None:
+    """Under a mapping in a list's place a text field stays text; under a misspelled key, YAML."""
+    assert problems_of(
+        base, SPIKEWATCH_TARGETS="{a: 1}", SPIKEWATCH_TARGETS__0__AUTH__JWT__SECRET="{"
+    ) == ["targets: must be a list (from SPIKEWATCH_TARGETS)"]
+    misspelled = write(base.with_name("misspelled.yaml"), "Targets: [{}]\n" + BASE)
+    assert problems_of(misspelled, SPIKEWATCH_TARGETS__0__AUTH__JWT__SECRET="{") == [
+        "Targets[0].auth.jwt.secret: SPIKEWATCH_TARGETS__0__AUTH__JWT__SECRET: invalid YAML at"
+        " line 1, column 2: expected the node content, but found '<stream end>'"
+        " (while parsing a flow node)",
+        "Targets: unknown field",
+    ]
+
+
 def test_problems_from_the_environment_name_their_variable(base: Path) -> None:
     """A problem in a value set by a variable says which variable set it."""
     assert problems_of(
@@ -409,39 +448,41 @@ def test_process_environment_is_the_default(base: Path, monkeypatch: pytest.Monk
 
 
 @pytest.fixture
-def customised(monkeypatch: pytest.MonkeyPatch) -> list[tuple[PydanticBaseSettingsSource, ...]]:
-    """Record what SpikewatchConfig.settings_customise_sources returns, call by call."""
+def built_from(monkeypatch: pytest.MonkeyPatch) -> list[tuple[PydanticBaseSettingsSource, ...]]:
+    """Record the sources pydantic-settings builds each SpikewatchConfig from, call by call."""
     calls: list[tuple[PydanticBaseSettingsSource, ...]] = []
-    original = SpikewatchConfig.settings_customise_sources
+    original = SpikewatchConfig._settings_build_values
 
-    def spy(*args: Any, **kwargs: Any) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources = original(*args, **kwargs)
+    def spy(sources: tuple[PydanticBaseSettingsSource, ...], init_kwargs: dict[str, Any]) -> Any:
         calls.append(sources)
-        return sources
+        return original(sources, init_kwargs)
 
-    monkeypatch.setattr(SpikewatchConfig, "settings_customise_sources", staticmethod(spy))
+    monkeypatch.setattr(SpikewatchConfig, "_settings_build_values", staticmethod(spy))
     return calls
 
 
 def test_config_is_built_from_pydantic_settings_sources(
-    base: Path, customised: list[tuple[PydanticBaseSettingsSource, ...]]
+    base: Path, built_from: list[tuple[PydanticBaseSettingsSource, ...]]
 ) -> None:
-    """The root is a BaseSettings: init kwargs, then the environment, then the YAML file."""
+    """The root is a BaseSettings: the environment, then the YAML file, both the library's."""
     assert issubclass(SpikewatchConfig, BaseSettings)
     assert SpikewatchConfig.model_config["env_prefix"] == "SPIKEWATCH_"
     assert SpikewatchConfig.model_config["env_nested_delimiter"] == "__"
     load(base, SPIKEWATCH_LIMITS__MAX_CONNECTIONS="17")
     parse_config(yaml.safe_load(BASE))
-    [loading, parsing] = customised
-    assert [type(s) for s in loading] == [InitSettingsSource, EnvironmentSource, YamlFileSource]
-    assert [type(s) for s in parsing] == [InitSettingsSource, YamlFileSource]
-    assert all(isinstance(s, PydanticBaseSettingsSource) for s in loading)
+    SpikewatchConfig(**yaml.safe_load(BASE))
+    [loading, parsing, constructing] = built_from
+    assert [type(s) for s in loading] == [EnvironmentSource, YamlFileSource]
+    assert [type(s) for s in parsing] == [YamlFileSource]
+    assert [type(s) for s in constructing] == [InitSettingsSource, DefaultSettingsSource]
+    assert isinstance(loading[0], EnvSettingsSource)
+    assert isinstance(loading[1], YamlConfigSettingsSource)
 
 
 def test_environment_source_returns_the_file_merged_with_the_environment(base: Path) -> None:
     """The environment source indexes lists and wins; the file source adds nothing above it."""
     document = yaml.safe_load(BASE) | {"limits": {"max_connections": 100}}
-    file = YamlFileSource(SpikewatchConfig, lambda: document)
+    file = YamlFileSource(SpikewatchConfig, document=document)
     environment = EnvironmentSource(
         SpikewatchConfig,
         file,
@@ -461,8 +502,7 @@ def test_environment_source_returns_the_file_merged_with_the_environment(base: P
         False,
     )
     assert file.get_field_value(field, "limits") == ({"max_connections": 100}, "limits", False)
-    with config_model.settings_sources(environment, file):
-        cfg = SpikewatchConfig()
+    cfg = SpikewatchConfig(_build_sources=((environment, file), {}))
     assert (cfg.limits.max_connections, cfg.targets[1].url) == (15, "ws://other.test/")
 
 

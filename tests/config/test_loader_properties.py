@@ -27,8 +27,8 @@ from hypothesis import strategies as st
 from spikewatch.cli import main
 from spikewatch.config import SpikewatchConfig, load_config, parse_config, render_effective_config
 from spikewatch.config.durations import MAX_SECONDS
-from spikewatch.config.loader import MAX_DEPTH, MAX_VALUES
-from spikewatch.config.model import path_key
+from spikewatch.config.problems import path_key
+from spikewatch.config.yaml_source import MAX_DEPTH, MAX_VALUES
 from spikewatch.daemon.schedule import build_trigger
 from spikewatch.engine.runner import run_deadline
 from spikewatch.errors import ConfigError, ConfigProblem

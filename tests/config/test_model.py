@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ from spikewatch.config import (
     SpikewatchConfig,
     parse_config,
 )
+from spikewatch.core.saturation import ProberLimits
+from spikewatch.core.verdict import ThresholdLimits
 from spikewatch.errors import AuthError, ConfigError
 
 PEM = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n"
@@ -753,3 +756,33 @@ def test_pairs_cover_every_scenario_and_its_targets_in_order() -> None:
         ("c", "some"),
         ("a", "some"),
     ]
+
+
+# --- what the core takes from the config --------------------------------------------------
+
+
+def test_prober_limits_come_from_the_prober_section() -> None:
+    """ProberConfig.limits() carries the three saturation limits, as configured."""
+    prober = {"max_loop_lag_p99": "50ms", "max_start_lateness_p99": "1s", "max_cpu_percent": 80}
+    assert build(config(prober=prober)).prober.limits() == ProberLimits(
+        max_loop_lag_p99=0.05, max_start_lateness_p99=1.0, max_cpu_percent=80.0
+    )
+
+
+def test_threshold_limits_come_from_the_thresholds_section() -> None:
+    """ThresholdsConfig.limits() carries every threshold; the unset ones stay None."""
+    thresholds = {"success_ratio": 0.99, "handshake_p95": "1s", "recovery": "60s"}
+    cfg = build(config(scenarios=[scenario(thresholds=thresholds)]))
+    assert cfg.scenarios[0].thresholds.limits() == ThresholdLimits(
+        success_ratio=0.99, handshake_p95=1.0, recovery=60.0
+    )
+    every = {
+        "success_ratio": 0.5,
+        "handshake_p95": 1,
+        "first_message_p95": 2,
+        "message_rtt_p95": 3,
+        "recovery": 4,
+        "dropped_stable": 5,
+    }
+    cfg = build(config(scenarios=[scenario(thresholds=every, stable={"connections": 1})]))
+    assert asdict(cfg.scenarios[0].thresholds.limits()) == every
