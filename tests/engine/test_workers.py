@@ -26,7 +26,16 @@ from spikewatch.core.saturation import ProberLimits
 from spikewatch.engine.registry import PROBE_RESERVE, ConnectionRegistry
 from spikewatch.engine.runner import Prober, RunReport, execute_run
 from spikewatch.engine.selfcheck import ProberMonitor
-from spikewatch.engine.worker_protocol import target_to_wire
+from spikewatch.engine.worker_protocol import (
+    Attempts,
+    Close,
+    Failed,
+    Prepare,
+    Prepared,
+    Spike,
+    WireMessage,
+    target_to_wire,
+)
 from spikewatch.engine.workers import (
     SpikeOnWorkers,
     WorkerLostError,
@@ -445,20 +454,19 @@ async def test_worker_on_sigterm_closes_its_connections_and_exits_0(
         config = write_config(tmp_path, server.url, {"spike": {"connections": 3}})
         worker.open_inbox("r")
         worker.send(
-            {
-                "type": "prepare",
-                "run": "r",
-                "target": target_to_wire(config.targets[0]),
-                "address": "127.0.0.1",
-                "lag_interval": 0.02,
-            }
+            Prepare(
+                run="r",
+                target=target_to_wire(config.targets[0]),
+                address="127.0.0.1",
+                lag_interval=0.02,
+            )
         )
-        assert (await worker.receive("r", scaled(30), "prepare"))["type"] == "prepared"
+        assert await worker.receive("r", scaled(30), "prepare") == Prepared(run="r")
         now = asyncio.get_running_loop().time()
-        worker.send({"type": "spike", "run": "r", "groups": [[now, [7, 8, 9]]], "progress": False})
+        worker.send(Spike(run="r", groups=[(now, [7, 8, 9])], progress=False))
         answer = await worker.receive("r", scaled(10), "report")
-        assert answer["type"] == "attempts"
-        assert [row[5] for row in answer["attempts"]] == ["ok", "ok", "ok"]
+        assert isinstance(answer, Attempts)
+        assert [row[5] for row in answer.attempts] == ["ok", "ok", "ok"]
         assert server.open == {7, 8, 9}
         assert worker.pid is not None
         os.kill(worker.pid, signal.SIGTERM)
@@ -470,22 +478,28 @@ async def test_worker_on_sigterm_closes_its_connections_and_exits_0(
 async def test_worker_answers_what_it_cannot_do(tmp_path: Path, worker: WorkerProcess) -> None:
     """An unknown run or a target it cannot build: "failed" with the reason, still serving."""
     worker.open_inbox("r")
-    worker.send({"type": "close", "run": "r"})
+    worker.send(Close(run="r"))
     answer = await worker.receive("r", scaled(30), "answer")
-    assert answer == {"type": "failed", "run": "r", "error": "no run 'r' here"}
-    worker.send({"type": "prepare", "run": "r", "target": {"name": "BAD"}, "address": "x"})
+    assert answer == Failed(run="r", error="no run 'r' here")
+    worker.send(Prepare(run="r", target={"name": "BAD"}, address="x", lag_interval=0.02))
     answer = await worker.receive("r", scaled(10), "answer")
-    assert answer["type"] == "failed"
-    assert "ValidationError" in answer["error"]
+    assert isinstance(answer, Failed)
+    assert "ValidationError" in answer.error
     assert worker.alive
+
+
+class Launch(WireMessage):
+    """A message no worker knows."""
+
+    type: Literal["launch"] = "launch"
 
 
 async def test_worker_exits_on_a_message_it_does_not_know(worker: WorkerProcess) -> None:
     """A message outside the protocol ends the worker (status 2): it never guesses."""
     worker.open_inbox("r")
-    worker.send({"type": "prepare", "run": "r", "target": {}, "address": "x"})
+    worker.send(Prepare(run="r", target={}, address="x", lag_interval=0.02))
     await worker.receive("r", scaled(30), "answer")
-    worker.send({"type": "launch", "run": "r"})
+    worker.send(Launch(run="r"))
     with pytest.raises(WorkerLostError, match="worker 0 exited with code 2"):
         await worker.receive("r", scaled(10), "exit")
 
@@ -496,7 +510,7 @@ async def test_worker_exits_when_its_stdin_ends(worker: WorkerProcess) -> None:
     await worker.stop()
     assert not worker.alive
     with pytest.raises(WorkerLostError, match="was stopped"):
-        worker.send({"type": "close", "run": "r"})
+        worker.send(Close(run="r"))
 
 
 async def test_silent_worker_is_killed_after_its_deadline() -> None:
@@ -516,23 +530,31 @@ async def test_silent_worker_is_killed_after_its_deadline() -> None:
 
 FAKE_WORKER = """
 import json, struct, sys
-from spikewatch.engine.worker_protocol import encode_message
 mode = sys.argv[1]
 out = sys.stdout.buffer
-def send(message):
-    out.write(encode_message(message)); out.flush()
+def send(message):  # by hand, not through the models: this worker breaks the protocol
+    body = json.dumps(message).encode()
+    out.write(struct.pack(">I", len(body)) + body); out.flush()
+health = {"type": "health", "loop_lag_p99": None, "loop_lag_max": None, "cpu_percent": None,
+          "cpu_window": 0.0}
 while header := sys.stdin.buffer.read(4):
     message = json.loads(sys.stdin.buffer.read(struct.unpack(">I", header)[0]))
     run, kind = message["run"], message["type"]
     if mode == "garbage":
         out.write(struct.pack(">I", 5) + b"hello"); out.flush()
     elif kind == "prepare":
-        send({"type": "failed", "run": run, "error": "no"} if mode == "refuse"
-             else {"type": "prepared", "run": run})
+        if mode == "refuse":
+            send({"type": "failed", "run": run, "error": "no"})
+        elif mode == "bad-prepared":
+            send({"type": "prepared", "run": run, "ready": True})
+        else:
+            send({"type": "prepared", "run": run})
     elif kind == "spike" and mode == "bad-report":
         send({"type": "attempts", "run": run, "attempts": []})
+    elif kind == "spike" and mode == "wrong-answer":
+        send({"type": "closed", "run": run})
     elif kind == "spike" and mode == "bad-progress":
-        send({"type": "progress", "run": run, "finished": "many"})
+        send({"type": "progress", "run": run, "finished": "many", "failed": 0})
     elif kind == "spike" and mode in ("bad-health", "chatty"):
         rows = [["spike", c, at, at, at, "refused", "no", None, None, None, None, None]
                 for at, conns in message["groups"] for c in conns]
@@ -543,11 +565,12 @@ while header := sys.stdin.buffer.read(4):
         send({"type": "closed", "run": run})
     elif kind == "finish" and mode == "chatty":
         send({"type": "prepared", "run": run})
-        send({"type": "health", "run": run, "cpu_window": 0.0, "rss_bytes": 7})
+        send({"type": "progress", "run": run, "finished": -1, "failed": 0})
+        send(dict(health, run=run, rss_bytes=7))
     elif kind == "finish" and mode == "bad-health":
         send({"type": "health", "run": run})
     elif kind == "finish" and mode != "silent":
-        send({"type": "health", "run": run, "cpu_window": 0.0, "rss_bytes": 1})
+        send(dict(health, run=run, rss_bytes=1))
 """
 
 
@@ -587,7 +610,9 @@ def load_config_text(url: str) -> SpikewatchConfig:
         ("refuse", "worker 0 cannot prepare: no"),
         ("garbage", "worker 0 sent a malformed message: not JSON"),
         ("bad-report", "worker 0 sent a bad report: 4 attempt(s) missing"),
-        ("bad-progress", "worker 0 sent a bad report: invalid literal"),
+        ("bad-prepared", "worker 0 cannot prepare: prepared message: ready: Extra inputs"),
+        ("bad-progress", "worker 0 sent a bad report: progress message: finished: Input should"),
+        ("wrong-answer", "worker 0 sent a bad report: 'closed' instead of its attempts"),
     ],
 )
 async def test_a_misbehaving_worker_loses_its_share_with_the_cause(mode: str, cause: str) -> None:
