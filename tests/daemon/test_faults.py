@@ -30,8 +30,9 @@ from typing import Any, Literal
 import aiohttp
 import pytest
 
+from tests.builders import write_config
 from tests.conftest import scaled
-from tests.daemon.proc import DaemonProcess, metric_sum, write_config
+from tests.daemon.proc import DaemonProcess, metric_sum
 from tests.hostile import HostileConnection, HostileServer, Opcode, encode_frame, read_frame
 
 TOKEN = "faults-test-token-0123456789"

@@ -20,8 +20,9 @@ import pytest
 from aiohttp import web
 
 from spikewatch.target import RunningTarget, TargetBehaviour, start_reference_target
+from tests.builders import write_config
 from tests.conftest import scaled
-from tests.daemon.proc import DaemonProcess, write_config
+from tests.daemon.proc import DaemonProcess
 from tests.e2e.stack import Server, accelerated_rules, alertmanager, prometheus, query
 from tests.grafana.dashboard_queries import panel_queries, render_query
 
