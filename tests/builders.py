@@ -1,4 +1,4 @@
-"""The one home of the builders tests share: config documents, config files, probers."""
+"""The one home of what tests share: config documents and files, probers, a fake clock."""
 
 from __future__ import annotations
 
@@ -18,6 +18,23 @@ from spikewatch.engine.workers import WorkerPool
 
 #: What the reference target's welcome message matches.
 WELCOME = r'"type":\s*"welcome"'
+
+
+#: The epoch a :class:`FakeClock` reads as its monotonic zero.
+EPOCH = 1_700_000_000.0
+
+
+class FakeClock:
+    """A monotonic clock that moves only when told to; ``wall`` is its epoch reading."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def wall(self) -> float:
+        return EPOCH + self.now
 
 
 def write_config(path: Path, document: Mapping[str, Any]) -> Path:
