@@ -62,12 +62,11 @@ async def test_daemon_fires_through_its_workers_and_stops_them(
         )
         assert status == 202, raw
         run_id = json.loads(raw)["id"]
-        run: dict[str, Any] = {}
-        async with asyncio.timeout(scaled(30)):
-            while run.get("state") != "done":
-                await asyncio.sleep(0.1)
-                _, _, raw = await daemon.request("GET", f"/api/v1/runs/{run_id}")
-                run = json.loads(raw)
+        # The daemon marks the run done, then logs it: after the line, the API says so.
+        await daemon.wait_for_line(lambda line: "run finished" in line, 30)
+        _, _, raw = await daemon.request("GET", f"/api/v1/runs/{run_id}")
+        run: dict[str, Any] = json.loads(raw)
+        assert run["state"] == "done"
         assert run["result"] == "passed", run["message"]
         assert run["spike"]["outcomes"] == {"ok": CONNECTIONS}
         assert run["prober"]["rss_bytes"] > sum(w.memory_info().rss for w in workers)
