@@ -1,11 +1,29 @@
 """The one exception root of spikewatch.
 
+Every error spikewatch raises on purpose derives from :class:`SpikewatchError`, wherever
+it is defined (the module, when not this one, is on the right; a test walks the package
+to keep this tree whole)::
+
     SpikewatchError
-    ├── ConfigError          a config file or override is invalid (carries every problem)
-    ├── UsageError           the command line names something that does not exist
-    ├── AuthError            a JWT could not be minted (missing or unreadable key)
-    └── ProtocolError        the peer broke RFC 6455 or HTTP/1.1 (outcome ``protocol_error``)
-        └── MessageTooBigError   a frame or message exceeds ``max_message_bytes``
+    ├── ConfigError            a config file or override is invalid (every problem)
+    ├── UsageError             the command line names something that does not exist
+    ├── AuthError              a JWT could not be minted (missing or unreadable key)
+    ├── ProtocolError          the peer broke RFC 6455 or RFC 9112 (``protocol_error``)
+    │   └── MessageTooBigError     a frame or message exceeds ``max_message_bytes``
+    ├── WireError              a worker message outside the protocol   engine.worker_protocol
+    ├── WorkerLostError        a worker exited or stopped answering    engine.workers
+    ├── RunRequestError        a run cannot be requested now (400)     daemon.state
+    │   ├── UnknownPairError       no such target/scenario pair (404)  daemon.state
+    │   ├── AlreadyQueuedError     already running or queued (409)     daemon.state
+    │   └── QueueFullError         the run queue is full (429)         daemon.state
+    ├── ApiError               an HTTP error answer, with its status   daemon.api
+    └── InvalidKnobError       a knob the reference target lacks       target.behaviour
+
+``WireError`` and ``InvalidKnobError`` also derive from ``ValueError``: they are bad
+values, to a caller that knows only that. Outside the tree on purpose: ``Terminated``
+(``_entry``) is a ``BaseException``, like ``KeyboardInterrupt``, so that no ``except
+Exception`` swallows a SIGTERM during start-up; the config loader's private YAML error
+never leaves the loader (it becomes a ``ConfigError``).
 
 Failures of a *target* are not exceptions that escape: the engine turns them into
 outcomes (see :mod:`spikewatch.core.outcomes`). These exceptions are for the places

@@ -405,7 +405,7 @@ def welcome_server(welcome: bytes | str, delay: float = 0, then_echo: bool = Tru
     async def handle(connection: HostileConnection) -> None:
         await connection.accept_upgrade()
         if delay > 0:
-            await asyncio.sleep(delay)
+            await asyncio.sleep(delay)  # the stall is the hostility under test
         await connection.send(frame)
         await connection.serve_frames(echo=then_echo)
 
@@ -457,7 +457,7 @@ def dribble_server(delay_per_byte: float) -> HostileServer:
         answer = switching_protocols(head.header("sec-websocket-key") or "")
         for index in range(len(answer)):
             await connection.send(answer[index : index + 1])
-            await asyncio.sleep(delay_per_byte)
+            await asyncio.sleep(delay_per_byte)  # the dribble is the hostility under test
         await connection.serve_frames(echo=True)
 
     return HostileServer(handle)

@@ -76,15 +76,29 @@ async def test_demo_serves_metrics_and_runs_within_seconds() -> None:
             await proc.wait()
 
 
-async def test_spells_cycle_healthy_slow_capacity() -> None:
+async def test_spells_cycle_healthy_slow_capacity(monkeypatch: pytest.MonkeyPatch) -> None:
     """The demo target turns slow-after-bursts, then capacity-limited, then healthy again."""
     async with await start_reference_target(TargetBehaviour()) as target:
         seen: list[TargetBehaviour] = []
-        task = asyncio.create_task(cycle_spells(target, random.Random(1), every=0.05))
+        spell_over = asyncio.Event()
+        reset = target.reset
+        first = True
+
+        async def reset_noting_the_spell() -> TargetBehaviour:
+            # Each spell begins with a reset: what was in force until then is the last one.
+            nonlocal first
+            if not first:
+                seen.append(target.behaviour)
+                spell_over.set()
+            first = False
+            return await reset()
+
+        monkeypatch.setattr(target, "reset", reset_noting_the_spell)
+        task = asyncio.create_task(cycle_spells(target, random.Random(1), every=0.0))
         async with asyncio.timeout(scaled(5)):
             while len(seen) < 8:
-                await asyncio.sleep(0.02)
-                seen.append(target.behaviour)
+                spell_over.clear()
+                await spell_over.wait()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

@@ -26,8 +26,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from spikewatch.target import RunningTarget, TargetBehaviour, start_reference_target
 from tests import hostile
+from tests.builders import WELCOME, daemon_document, write_config
 from tests.conftest import scaled
-from tests.daemon.proc import DaemonProcess, write_config
+from tests.daemon.proc import DaemonProcess
 
 JWT_SECRET = "hs256-PLANTED-jwt-secret-7f3a9c1e5b2d4f6a8c0e"
 API_TOKEN = "PLANTED-api-token-2b4d6f8a0c1e3a5b"
@@ -35,7 +36,6 @@ HEADER_SECRET = "PLANTED-x-api-key-9e8d7c6b5a4f3e2d"
 COOKIE_SECRET = "PLANTED-cookie-session-1a2b3c4d5e6f7a8b"
 WRONG_TOKEN = "not-the-token"
 AUDIENCE = "staging"
-WELCOME = r'"type":\s*"welcome"'
 
 
 @dataclass(frozen=True)
@@ -98,58 +98,46 @@ def assert_no_secret(
         assert needle not in text, f"{what} leaks a secret: {needle[:12]}…"
 
 
-def document(
+def jwt_document(
     planted: Planted, hs_url: str, rs_url: str, *, listen: str = "127.0.0.1:0"
 ) -> dict[str, Any]:
     """Return a config with two JWT targets (HS256 with an API key header, and RS256)."""
     claims = {"sub": "spikewatch-{conn}", "aud": AUDIENCE}
-    return {
-        "server": {"listen": listen, "api_token_file": str(planted.api_token_file)},
-        "log": {"format": "json", "level": "debug"},
-        "targets": [
-            {
-                "name": "hs",
-                "url": hs_url,
-                "headers": {"X-Api-Key": HEADER_SECRET, "Cookie": f"session={COOKIE_SECRET}"},
-                "welcome": {"match": WELCOME},
-                "auth": {
-                    "jwt": {
-                        "algorithm": "HS256",
-                        "secret_file": str(planted.jwt_secret_file),
-                        "claims": claims,
-                    }
-                },
+    targets = [
+        {
+            "name": "hs",
+            "url": hs_url,
+            "headers": {"X-Api-Key": HEADER_SECRET, "Cookie": f"session={COOKIE_SECRET}"},
+            "welcome": {"match": WELCOME},
+            "auth": {
+                "jwt": {
+                    "algorithm": "HS256",
+                    "secret_file": str(planted.jwt_secret_file),
+                    "claims": claims,
+                }
             },
-            {
-                "name": "rs",
-                "url": rs_url,
-                "welcome": {"match": WELCOME},
-                "auth": {
-                    "jwt": {
-                        "algorithm": "RS256",
-                        "private_key_file": str(planted.private_key_file),
-                        "claims": claims,
-                        "send_as": "query:access_token",
-                    }
-                },
+        },
+        {
+            "name": "rs",
+            "url": rs_url,
+            "welcome": {"match": WELCOME},
+            "auth": {
+                "jwt": {
+                    "algorithm": "RS256",
+                    "private_key_file": str(planted.private_key_file),
+                    "claims": claims,
+                    "send_as": "query:access_token",
+                }
             },
-        ],
-        "scenarios": [
-            {
-                "name": "quick",
-                "schedule": {"every": "1s"},
-                "spike": {"connections": 3},
-                "baseline": {"probes": 2, "interval": "50ms"},
-                "recovery": {
-                    "probe_interval": "100ms",
-                    "timeout": "5s",
-                    "tolerance": 1.0,
-                    "slack": "20ms",
-                },
-                "thresholds": {"success_ratio": 0.9},
-            }
-        ],
-    }
+        },
+    ]
+    return daemon_document(
+        targets,
+        token_file=planted.api_token_file,
+        listen=listen,
+        log={"format": "json", "level": "debug"},
+        spike={"connections": 3},
+    )
 
 
 @asynccontextmanager
@@ -192,7 +180,7 @@ async def spikewatch(*args: str) -> tuple[int, str, str]:
 async def test_check_config_prints_no_secret(tmp_path: Path, planted: Planted) -> None:
     """check-config's effective config masks the JWT keys, the API token and header values."""
     path = write_config(
-        tmp_path / "c.yaml", document(planted, "ws://127.0.0.1:1/ws", "ws://127.0.0.1:2/ws")
+        tmp_path / "c.yaml", jwt_document(planted, "ws://127.0.0.1:1/ws", "ws://127.0.0.1:2/ws")
     )
     status, out, err = await spikewatch("check-config", str(path))
     assert status == 0, err
@@ -205,7 +193,7 @@ async def test_check_config_prints_no_secret(tmp_path: Path, planted: Planted) -
 async def test_once_json_prints_no_secret(tmp_path: Path, planted: Planted, target: str) -> None:
     """once --json against JWT-checking targets passes, and neither stream holds a secret."""
     async with jwt_targets(planted) as (hs, rs):
-        path = write_config(tmp_path / "c.yaml", document(planted, hs.url, rs.url))
+        path = write_config(tmp_path / "c.yaml", jwt_document(planted, hs.url, rs.url))
         status, out, err = await spikewatch(
             "once", "--config", str(path), "--target", target, "--scenario", "quick", "--json"
         )
@@ -231,7 +219,7 @@ BAD_FIELDS: dict[str, tuple[tuple[str | int, ...], Any]] = {
 @pytest.mark.parametrize("wrong", list(BAD_FIELDS))
 async def test_config_errors_print_no_secret(tmp_path: Path, planted: Planted, wrong: str) -> None:
     """A bad config with the secret files in place is refused without quoting a secret."""
-    doc = document(planted, "ws://127.0.0.1:1/ws", "ws://127.0.0.1:2/ws")
+    doc = jwt_document(planted, "ws://127.0.0.1:1/ws", "ws://127.0.0.1:2/ws")
     (*parents, last), value = BAD_FIELDS[wrong]
     node: Any = doc
     for key in parents:
@@ -269,7 +257,7 @@ async def running(daemon: DaemonProcess) -> AsyncIterator[DaemonProcess]:
 async def test_daemon_outputs_hold_no_secret(tmp_path: Path, planted: Planted) -> None:
     """Logs (json, debug), metrics, API answers, errors and the page hold no secret."""
     async with jwt_targets(planted) as (hs, rs):
-        path = write_config(tmp_path / "c.yaml", document(planted, hs.url, rs.url))
+        path = write_config(tmp_path / "c.yaml", jwt_document(planted, hs.url, rs.url))
         daemon = DaemonProcess(path)
         async with running(daemon):
             await daemon.wait_for_line(lambda _: daemon.count("run finished") >= 3, 30)
@@ -320,7 +308,9 @@ async def test_daemon_listens_only_where_configured(tmp_path: Path, planted: Pla
     port = hostile.unused_port()
     path = write_config(
         tmp_path / "c.yaml",
-        document(planted, "ws://127.0.0.1:1/ws", "ws://127.0.0.1:2/ws", listen=f"127.0.0.1:{port}"),
+        jwt_document(
+            planted, "ws://127.0.0.1:1/ws", "ws://127.0.0.1:2/ws", listen=f"127.0.0.1:{port}"
+        ),
     )
     async with running(DaemonProcess(path)) as daemon:
         assert daemon.base == f"http://127.0.0.1:{port}"

@@ -30,6 +30,7 @@ from spikewatch.core.result import RunResult
 from spikewatch.daemon.openapi import OPENAPI_PATH, openapi_document
 from spikewatch.daemon.state import DaemonState, RunRequestError, ScheduledPair
 from spikewatch.daemon.status_page import render_status_page
+from spikewatch.errors import SpikewatchError
 
 __all__ = ["STATE", "ApiError", "create_app"]
 
@@ -50,7 +51,7 @@ _RUN_FIELDS: Final = ("target", "scenario")
 _CHALLENGE: Final = 'Bearer realm="spikewatch"'
 
 
-class ApiError(Exception):
+class ApiError(SpikewatchError):
     """An error answer: its HTTP status, a message a user can act on, extra headers."""
 
     def __init__(

@@ -117,6 +117,11 @@ class ProberMonitor:
         """The interval between samples now: fast while an active user is there."""
         return self._interval if self._active else self._idle_interval
 
+    @property
+    def next_sample_at(self) -> float | None:
+        """When the next sample is due (monotonic seconds); None while nobody samples."""
+        return self._expected if self._handle is not None else None
+
     def start(self, *, background: bool = False) -> None:
         """Begin sampling (counted, so nested users can share one monitor).
 

@@ -32,11 +32,22 @@ from spikewatch.engine.registry import ConnectionRegistry
 from spikewatch.engine.selfcheck import Mark, ProberMonitor
 from spikewatch.engine.spec import ConnectionSpec, build_connection_spec
 from spikewatch.engine.worker_protocol import (
-    WireError,
+    DAEMON_MESSAGES,
+    Abort,
+    Attempts,
+    Close,
+    Closed,
+    DaemonMessage,
+    Failed,
+    Health,
+    Prepare,
+    Prepared,
+    Progress,
+    Spike,
+    WireMessage,
     WorkerHealth,
     attempt_to_wire,
     encode_message,
-    parse_groups,
     read_message,
     target_from_wire,
 )
@@ -44,12 +55,10 @@ from spikewatch.heap import freeze_long_lived
 
 log = logging.getLogger(__name__)
 
-Send = Callable[[dict[str, Any]], None]
+Send = Callable[[WireMessage], None]
 
 #: The daemon enforces limits.max_connections for every process; a worker only counts.
 _UNLIMITED = 1 << 30
-
-_MESSAGE_TYPES = frozenset({"prepare", "spike", "abort", "close", "finish"})
 
 
 class ShareRun:
@@ -91,13 +100,7 @@ class ShareRun:
         await asyncio.gather(*tasks)
         end = self.monitor.mark()
         self.marks = (start or end, end)
-        self.send(
-            {
-                "type": "attempts",
-                "run": self.run,
-                "attempts": [attempt_to_wire(a) for a in self.attempts],
-            }
-        )
+        self.send(Attempts(run=self.run, attempts=[attempt_to_wire(a) for a in self.attempts]))
 
     async def _one(self, attempt: Attempt) -> None:
         conn = await open_connection(self.spec, attempt, self.registry, keep_open=True)
@@ -113,14 +116,7 @@ class ShareRun:
 
     def _flush_progress(self) -> None:
         self._flush_pending = False
-        self.send(
-            {
-                "type": "progress",
-                "run": self.run,
-                "finished": self._finished,
-                "failed": self._failed,
-            }
-        )
+        self.send(Progress(run=self.run, finished=self._finished, failed=self._failed))
 
     async def close_held(self) -> None:
         """Close the held connections with a closing handshake, within the close timeout."""
@@ -164,55 +160,50 @@ class Worker:
         task.add_done_callback(self.tasks.discard)
         return task
 
-    def handle(self, message: dict[str, Any]) -> None:
+    def handle(self, message: DaemonMessage) -> None:
         """Act on one message from the daemon."""
-        kind, run_id = message["type"], str(message.get("run", ""))
-        if kind not in _MESSAGE_TYPES:
-            raise WireError(f"unknown message type {kind!r}")
-        if kind == "prepare":
-            self._prepare(run_id, message)
+        if isinstance(message, Prepare):
+            self._prepare(message)
             return
-        run = self.runs.get(run_id)
+        run = self.runs.get(message.run)
         if run is None:
-            self.send({"type": "failed", "run": run_id, "error": f"no run {run_id!r} here"})
-        elif kind == "spike":
-            groups = parse_groups(message.get("groups"))
-            slots = message.get("slots")
-            if isinstance(slots, int) and not isinstance(slots, bool) and slots >= 0:
+            self.send(Failed(run=message.run, error=f"no run {message.run!r} here"))
+        elif isinstance(message, Spike):
+            if message.slots is not None:
                 # This worker's share of the daemon's free slots (limits.max_connections).
-                run.registry = ConnectionRegistry(slots, full=str(message.get("full", "")))
-            run.fire_task = self._spawn(run.fire(groups, progress=bool(message.get("progress"))))
-        elif kind == "abort":
-            run.abort_reason = str(message.get("reason", "aborted"))
-        elif kind == "close":
+                run.registry = ConnectionRegistry(message.slots, full=message.full)
+            run.fire_task = self._spawn(run.fire(message.groups, progress=message.progress))
+        elif isinstance(message, Abort):
+            run.abort_reason = message.reason
+        elif isinstance(message, Close):
             self._spawn(self._close(run))
         else:
             self._spawn(self._finish(run))
 
-    def _prepare(self, run_id: str, message: dict[str, Any]) -> None:
+    def _prepare(self, message: Prepare) -> None:
         try:
-            target = target_from_wire(message.get("target"))
-            spec = build_connection_spec(target, str(message.get("address")))
+            target = target_from_wire(message.target)
+            spec = build_connection_spec(target, message.address)
         except Exception as exc:  # noqa: BLE001 - any failure goes back to the daemon as text
-            self.send({"type": "failed", "run": run_id, "error": f"{type(exc).__name__}: {exc}"})
+            error = f"{type(exc).__name__}: {exc}"
+            self.send(Failed(run=message.run, error=error))
             return
         if self.monitor is None:
-            interval = float(message.get("lag_interval", 0.02))
-            self.monitor = ProberMonitor(interval=interval)
+            self.monitor = ProberMonitor(interval=message.lag_interval)
         self.monitor.start()
-        self.runs[run_id] = ShareRun(run_id, spec, self.monitor, self.send)
-        self.send({"type": "prepared", "run": run_id})
+        self.runs[message.run] = ShareRun(message.run, spec, self.monitor, self.send)
+        self.send(Prepared(run=message.run))
 
     async def _close(self, run: ShareRun) -> None:
         await run.close_held()
-        self.send({"type": "closed", "run": run.run})
+        self.send(Closed(run=run.run))
 
     async def _finish(self, run: ShareRun) -> None:
         health = await run.finish()
         self.runs.pop(run.run, None)
         assert self.monitor is not None
         self.monitor.stop()
-        self.send({"type": "health", "run": run.run, **health.to_wire()})
+        self.send(Health.of(run.run, health))
 
     async def shutdown(self, *, graceful: bool) -> None:
         """Close every run's connections (with closing handshakes when ``graceful``)."""
@@ -229,7 +220,7 @@ async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> i
     """Serve the daemon until stdin ends or SIGTERM arrives; return the exit status."""
     loop = asyncio.get_running_loop()
 
-    def send(message: dict[str, Any]) -> None:
+    def send(message: WireMessage) -> None:
         if not writer.is_closing():
             writer.write(encode_message(message))
 
@@ -238,7 +229,7 @@ async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> i
     loop.add_signal_handler(signal.SIGTERM, terminated.set)
 
     async def read_all() -> None:
-        while (message := await read_message(reader)) is not None:
+        while (message := await read_message(reader, DAEMON_MESSAGES)) is not None:
             worker.handle(message)
             await writer.drain()
 

@@ -27,7 +27,6 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 from spikewatch.config import TargetConfig
 from spikewatch.core.abort import AbortRule
@@ -37,8 +36,21 @@ from spikewatch.engine.clock import now as _now
 from spikewatch.engine.eventloop import EventLoopChoice
 from spikewatch.engine.registry import ConnectionRegistry
 from spikewatch.engine.worker_protocol import (
+    WORKER_MESSAGES,
+    Abort,
+    Attempts,
+    Close,
+    Failed,
+    Finish,
+    Health,
+    Prepare,
+    Prepared,
+    Progress,
+    Spike,
     WireError,
+    WireMessage,
     WorkerHealth,
+    WorkerMessage,
     apply_share,
     encode_message,
     group_by_instant,
@@ -67,6 +79,10 @@ class WorkerLostError(SpikewatchError):
     """A worker process exited or stopped answering; the message says which and how."""
 
 
+#: What a run's inbox holds: a message, a bad one (the run judges it), or the loss.
+Inbound = WorkerMessage | WireError | WorkerLostError
+
+
 def _exit_cause(number: int, code: int | None) -> str:
     if code is None:
         return f"worker {number} closed its pipe"
@@ -84,7 +100,7 @@ class WorkerProcess:
         self._command = tuple(command)
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
-        self._inboxes: dict[str, asyncio.Queue[dict[str, Any] | WorkerLostError]] = {}
+        self._inboxes: dict[str, asyncio.Queue[Inbound]] = {}
         self._lost: WorkerLostError | None = None
         self._stopping = False
         self._lock = asyncio.Lock()
@@ -119,10 +135,21 @@ class WorkerProcess:
         assert proc.stdout is not None
         cause = ""
         try:
-            while (message := await read_message(proc.stdout)) is not None:
-                inbox = self._inboxes.get(str(message.get("run", "")))
+            while True:
+                item: Inbound
+                try:
+                    message = await read_message(proc.stdout, WORKER_MESSAGES)
+                except WireError as exc:
+                    if exc.run is None:
+                        raise  # the stream is garbled: nothing after it can be trusted
+                    run, item = exc.run, exc  # a well-framed message: its run judges it
+                else:
+                    if message is None:
+                        break
+                    run, item = message.run, message
+                inbox = self._inboxes.get(run)
                 if inbox is not None:
-                    inbox.put_nowait(message)
+                    inbox.put_nowait(item)
         except WireError as exc:
             cause = f"worker {self.number} sent a malformed message: {exc}"
         if cause:
@@ -144,7 +171,7 @@ class WorkerProcess:
 
     def open_inbox(self, run: str) -> None:
         """Start collecting this run's messages."""
-        inbox: asyncio.Queue[dict[str, Any] | WorkerLostError] = asyncio.Queue()
+        inbox: asyncio.Queue[Inbound] = asyncio.Queue()
         if self._lost is not None:
             inbox.put_nowait(self._lost)
         self._inboxes[run] = inbox
@@ -153,7 +180,7 @@ class WorkerProcess:
         """Stop collecting this run's messages."""
         self._inboxes.pop(run, None)
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: WireMessage) -> None:
         """Send a message; raise :class:`WorkerLostError` when the worker is gone."""
         if self._lost is not None:
             raise self._lost
@@ -163,8 +190,12 @@ class WorkerProcess:
             raise WorkerLostError(f"worker {self.number} is stopping")
         self._proc.stdin.write(encode_message(message))
 
-    async def receive(self, run: str, within: float, doing: str) -> dict[str, Any]:
-        """Return the run's next message; a worker silent for ``within`` s is killed."""
+    async def receive(self, run: str, within: float, doing: str) -> WorkerMessage:
+        """Return the run's next message; a worker silent for ``within`` s is killed.
+
+        A message for this run that is not what the protocol says is raised as its
+        :class:`WireError`: what a bad answer means depends on the question.
+        """
         inbox = self._inboxes[run]
         try:
             item = await asyncio.wait_for(inbox.get(), max(0.0, within))
@@ -174,6 +205,8 @@ class WorkerProcess:
             raise WorkerLostError(cause) from None
         if isinstance(item, WorkerLostError):
             inbox.put_nowait(item)  # every later receive sees it too
+            raise item
+        if isinstance(item, WireError):
             raise item
         return item
 
@@ -287,13 +320,12 @@ class SpikeOnWorkers:
         """Start missing workers and have each build the target's connection settings."""
         self._close_timeout = target.close_timeout
         self._opened = True
-        message = {
-            "type": "prepare",
-            "run": self.run,
-            "target": target_to_wire(target),
-            "address": address,
-            "lag_interval": self.pool.lag_interval,
-        }
+        message = Prepare(
+            run=self.run,
+            target=target_to_wire(target),
+            address=address,
+            lag_interval=self.pool.lag_interval,
+        )
 
         async def one(worker: WorkerProcess) -> None:
             try:
@@ -302,6 +334,7 @@ class SpikeOnWorkers:
                 self._lose(worker.number, WorkerLostError(f"worker {worker.number}: {exc}"))
                 return
             worker.open_inbox(self.run)
+            answer: WorkerMessage | WireError
             try:
                 self._asked[worker.number] = True
                 worker.send(message)
@@ -309,10 +342,13 @@ class SpikeOnWorkers:
             except WorkerLostError as exc:
                 self._lose(worker.number, exc)
                 return
-            if answer["type"] == "prepared":
+            except WireError as exc:
+                answer = exc
+            if isinstance(answer, Prepared):
                 self._ready[worker.number] = True
             else:
-                cause = f"worker {worker.number} cannot prepare: {answer.get('error', answer)}"
+                error = answer.error if isinstance(answer, Failed) else answer
+                cause = f"worker {worker.number} cannot prepare: {error}"
                 self._lose(worker.number, WorkerLostError(cause))
 
         await asyncio.gather(*(one(w) for w in self.pool.workers))
@@ -369,38 +405,37 @@ class SpikeOnWorkers:
             raise WorkerLostError(self.failures[-1] if self.failures else "not ready")
         budget, full = self._budget[worker.number]
         worker.send(
-            {
-                "type": "spike",
-                "run": self.run,
-                "groups": group_by_instant(share),
-                "progress": self._rule.error_ratio is not None,
-                "slots": budget,
-                "full": full,
-            }
+            Spike(
+                run=self.run,
+                groups=group_by_instant(share),
+                progress=self._rule.error_ratio is not None,
+                slots=budget,
+                full=full,
+            )
         )
         loop = asyncio.get_running_loop()
         while True:
-            answer = await worker.receive(
-                self.run, by - loop.time(), "report its share of the spike"
-            )
             try:
+                answer = await worker.receive(
+                    self.run, by - loop.time(), "report its share of the spike"
+                )
                 done = self._take_answer(worker.number, share, answer)
-            except (WireError, KeyError, TypeError, ValueError) as exc:
+            except WireError as exc:
                 cause = f"worker {worker.number} sent a bad report: {exc}"
                 worker.kill(cause)
                 raise WorkerLostError(cause) from None
             if done:
                 return
 
-    def _take_answer(self, number: int, share: list[Attempt], answer: dict[str, Any]) -> bool:
+    def _take_answer(self, number: int, share: list[Attempt], answer: WorkerMessage) -> bool:
         """Take one answer to a spike message; return True once the share is in."""
-        if answer["type"] == "progress":
-            self._counts[number] = (int(answer["finished"]), int(answer["failed"]))
+        if isinstance(answer, Progress):
+            self._counts[number] = (answer.finished, answer.failed)
             self._check_abort()
             return False
-        if answer["type"] != "attempts":
-            raise WireError(f"{answer['type']!r} instead of its attempts")
-        apply_share({a.conn: a for a in share}, answer["attempts"])
+        if not isinstance(answer, Attempts):
+            raise WireError(f"{answer.type!r} instead of its attempts")
+        apply_share({a.conn: a for a in share}, answer.attempts)
         return True
 
     def _check_abort(self) -> None:
@@ -416,7 +451,7 @@ class SpikeOnWorkers:
         for w in self.pool.workers:
             if self._ready[w.number]:
                 with contextlib.suppress(WorkerLostError):
-                    w.send({"type": "abort", "run": self.run, "reason": self._abort_reason})
+                    w.send(Abort(run=self.run, reason=self._abort_reason))
 
     @staticmethod
     def _fail_share(number: int, share: list[Attempt], cause: str, now: float) -> None:
@@ -428,25 +463,36 @@ class SpikeOnWorkers:
             attempt.rtt = attempt.latency = attempt.status = None
 
     async def _ask(
-        self, kind: str, answers: tuple[str, ...], within: float, whom: Sequence[bool]
-    ) -> list[dict[str, Any] | None]:
-        """Send ``kind`` to each worker in ``whom``; return the first of ``answers`` each sends.
+        self,
+        question: Close | Finish,
+        answers: tuple[str, ...],
+        within: float,
+        whom: Sequence[bool],
+    ) -> list[WorkerMessage | None]:
+        """Send ``question`` to each worker in ``whom``; return the first of ``answers`` each
+        sends, or None (no worker, or a bad answer: logged, as good as none).
 
         Anything else in the inbox is left over from a step that was cancelled (a late
         ``prepared``, ``progress`` or ``attempts``) and is skipped.
         """
         loop = asyncio.get_running_loop()
         by = loop.time() + within
-        doing = f"answer {kind!r}"
+        doing = f"answer {question.type!r}"
 
-        async def one(worker: WorkerProcess) -> dict[str, Any] | None:
+        async def one(worker: WorkerProcess) -> WorkerMessage | None:
             if not (whom[worker.number] and worker.alive):
                 return None
             try:
-                worker.send({"type": kind, "run": self.run})
+                worker.send(question)
                 while True:
-                    answer = await worker.receive(self.run, by - loop.time(), doing)
-                    if answer["type"] in answers:
+                    try:
+                        answer = await worker.receive(self.run, by - loop.time(), doing)
+                    except WireError as exc:
+                        if exc.kind in answers:
+                            log.warning("worker %d sent a bad answer: %s", worker.number, exc)
+                            return None
+                        continue
+                    if answer.type in answers:
                         return answer
             except WorkerLostError as exc:
                 self._lose(worker.number, exc)
@@ -457,7 +503,7 @@ class SpikeOnWorkers:
     async def close_held(self) -> None:
         """Have every worker close the spike connections it holds, and wait until it has."""
         within = self._close_timeout + ANSWER_MARGIN
-        await self._ask("close", ("closed", "failed"), within, self._ready)
+        await self._ask(Close(run=self.run), ("closed", "failed"), within, self._ready)
         for number in range(self.pool.size):
             if self._ready[number]:
                 self._release(number, self._held[number])
@@ -468,13 +514,10 @@ class SpikeOnWorkers:
         if not self._opened:
             return
         within = min(max(FINISH_TIMEOUT, self._close_timeout + 2.0), FINISH_TIMEOUT_CAP)
-        answers = await self._ask("finish", ("health", "failed"), within, self._asked)
+        answers = await self._ask(Finish(run=self.run), ("health", "failed"), within, self._asked)
         for number, answer in enumerate(answers):
-            if answer is not None and answer.get("type") == "health":
-                try:
-                    self.health[number] = WorkerHealth.from_wire(answer)
-                except WireError as exc:
-                    log.warning("worker %d sent a bad health report: %s", number, exc)
+            if isinstance(answer, Health):
+                self.health[number] = answer.worker_health()
             self._release(number, self._slots[number])
         for worker in self.pool.workers:
             worker.close_inbox(self.run)

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import ssl
+import time
 from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Self
@@ -26,7 +27,7 @@ from typing import Self
 from aiohttp import WSCloseCode, WSMsgType, hdrs, web
 
 from spikewatch.target.behaviour import InvalidKnobError, TargetBehaviour, with_knobs
-from spikewatch.target.degrade import TargetState, TargetStats
+from spikewatch.target.degrade import Clock, TargetState, TargetStats
 from spikewatch.target.tokens import (
     QUERY_PARAMETER,
     find_token,
@@ -51,9 +52,14 @@ SERVICE_RESTART = 1012
 class _ReferenceTarget:
     """The per-server state and handlers behind one aiohttp application."""
 
-    def __init__(self, behaviour: TargetBehaviour) -> None:
+    def __init__(
+        self,
+        behaviour: TargetBehaviour,
+        clock: Clock = time.monotonic,
+        wall_clock: Clock = time.time,
+    ) -> None:
         self.initial = behaviour
-        self.state = TargetState(behaviour)
+        self.state = TargetState(behaviour, clock=clock, wall_clock=wall_clock)
         self.closing = asyncio.Event()
         self._sockets: dict[int, web.WebSocketResponse] = {}
         self._closers: set[asyncio.Task[bool]] = set()
@@ -301,9 +307,16 @@ async def start_reference_target(
     host: str = "127.0.0.1",
     port: int = 0,
     ssl_context: ssl.SSLContext | None = None,
+    *,
+    clock: Clock = time.monotonic,
+    wall_clock: Clock = time.time,
 ) -> RunningTarget:
-    """Start the reference target on ``host:port`` (0: any free port) and return it."""
-    target = _ReferenceTarget(behaviour)
+    """Start the reference target on ``host:port`` (0: any free port) and return it.
+
+    ``clock`` (monotonic) and ``wall_clock`` (epoch) are what its burst and recovery
+    rules read; tests hand in a clock they move.
+    """
+    target = _ReferenceTarget(behaviour, clock, wall_clock)
     runner = web.AppRunner(target.build_app(), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=BACKLOG)

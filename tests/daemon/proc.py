@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import scaled
@@ -156,8 +155,3 @@ def metric_sum(
     """Sum the samples of ``name`` whose labels include ``labels``."""
     wanted = set(labels.items())
     return sum(v for (n, got), v in values.items() if n == name and wanted <= got)
-
-
-def write_config(path: Path, document: dict[str, Any]) -> Path:
-    path.write_text(yaml.safe_dump(document))
-    return path

@@ -30,8 +30,9 @@ from typing import Any, Literal
 import aiohttp
 import pytest
 
+from tests.builders import write_config
 from tests.conftest import scaled
-from tests.daemon.proc import DaemonProcess, metric_sum, write_config
+from tests.daemon.proc import DaemonProcess, metric_sum
 from tests.hostile import HostileConnection, HostileServer, Opcode, encode_frame, read_frame
 
 TOKEN = "faults-test-token-0123456789"
@@ -202,7 +203,8 @@ async def no_fd_left() -> AsyncIterator[None]:
     yield
     loop = asyncio.get_running_loop()
     deadline = loop.time() + scaled(5)
-    # Transports close on a later loop turn; give them a bounded moment.
+    # Transports close on a later loop turn, a child's pipes when it is reaped: poll the
+    # kernel's table for a bounded moment (nothing signals that a descriptor closed).
     while (after := open_fds()) > before and loop.time() < deadline:
         await asyncio.sleep(0.05)
     assert after <= before, f"{after - before} file descriptor(s) left open"
@@ -350,6 +352,8 @@ async def flap(server: FaultServer, first: int, proc: DaemonProcess) -> list[int
     zero = loop.time()
 
     async def at(offset: float) -> None:
+        # The script's own timeline against the daemon's real batch instants: the sleep
+        # is the behaviour under test (a target that changes state while a run goes on).
         await asyncio.sleep(max(0.0, zero + offset - loop.time()))
 
     health = []

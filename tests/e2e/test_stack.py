@@ -20,8 +20,9 @@ import pytest
 from aiohttp import web
 
 from spikewatch.target import RunningTarget, TargetBehaviour, start_reference_target
+from tests.builders import write_config
 from tests.conftest import scaled
-from tests.daemon.proc import DaemonProcess, write_config
+from tests.daemon.proc import DaemonProcess
 from tests.e2e.stack import Server, accelerated_rules, alertmanager, prometheus, query
 from tests.grafana.dashboard_queries import panel_queries, render_query
 
@@ -134,6 +135,7 @@ async def test_dashboards_have_data_and_the_alert_reaches_alertmanager(
             await daemon.wait_for_line(lambda _: daemon.count("run finished") >= 3, 60)
             async with asyncio.timeout(scaled(30)):
                 while not await query(session, base, 'spikewatch_runs_total{result="passed"} > 1'):
+                    # Prometheus scrapes on its own interval; no event crosses into it.
                     await asyncio.sleep(0.5)
             empty = []
             checked = 0

@@ -62,7 +62,8 @@ async def fds() -> AsyncIterator[int]:
     """Yield the descriptor count before the test; check that it comes back after it."""
     before = open_fds()
     yield before
-    # Closed transports give their socket back on the loop's next iterations.
+    # Closed transports give their socket back on the loop's next iterations: poll the
+    # kernel's table for a bounded moment (nothing signals that a descriptor closed).
     loop = asyncio.get_running_loop()
     deadline = loop.time() + scaled(5)
     while (after := open_fds()) > before and loop.time() < deadline:

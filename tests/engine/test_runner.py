@@ -9,22 +9,19 @@ import socket
 import ssl
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trustme
-import yaml
 
-from spikewatch.config import SpikewatchConfig, load_config
+from spikewatch.config import SpikewatchConfig
 from spikewatch.core.outcomes import Outcome, RunResultKind
-from spikewatch.core.saturation import ProberLimits
 from spikewatch.engine import probes, runner
-from spikewatch.engine.registry import PROBE_RESERVE, ConnectionRegistry
+from spikewatch.engine.registry import PROBE_RESERVE
 from spikewatch.engine.runner import Prober, RunReport, execute_run
-from spikewatch.engine.selfcheck import ProberMonitor
 from spikewatch.target.behaviour import TargetBehaviour
 from spikewatch.target.server import RunningTarget, start_reference_target
 from tests import hostile
+from tests.builders import WELCOME, RunConfigs, make_prober
 from tests.conftest import scaled
 
 FAST_RECOVERY = {
@@ -36,43 +33,13 @@ FAST_RECOVERY = {
 }
 
 
-def write_config(
-    tmp_path: Path, url: str, scenario: dict[str, Any], **target: Any
-) -> SpikewatchConfig:
-    document = {
-        "targets": [
-            {
-                "name": "t",
-                "url": url,
-                "welcome": {"match": r'"type":\s*"welcome"', "timeout": "2s"},
-                "echo": {"payload": '{"type":"ping","seq":{seq}}', "match": '"seq":{seq}'},
-                **target,
-            }
-        ],
-        "scenarios": [
-            {
-                "name": "s",
-                "baseline": {"probes": 3, "interval": "50ms"},
-                "recovery": FAST_RECOVERY,
-                **scenario,
-            }
-        ],
-    }
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(document))
-    return load_config(path)
-
-
-def make_prober(limit: int = 2000, **limits: float) -> Prober:
-    return Prober(
-        registry=ConnectionRegistry(limit),
-        monitor=ProberMonitor(interval=0.02),
-        limits=ProberLimits(
-            max_loop_lag_p99=limits.get("lag", 1.0),
-            max_start_lateness_p99=limits.get("lateness", 1.0),
-            max_cpu_percent=limits.get("cpu", 1000.0),
-        ),
-    )
+write_config = RunConfigs(
+    target={
+        "welcome": {"match": WELCOME, "timeout": "2s"},
+        "echo": {"payload": '{"type":"ping","seq":{seq}}', "match": '"seq":{seq}'},
+    },
+    scenario={"baseline": {"probes": 3, "interval": "50ms"}, "recovery": FAST_RECOVERY},
+)
 
 
 async def run(config: SpikewatchConfig, prober: Prober | None = None) -> RunReport:

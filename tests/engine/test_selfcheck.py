@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from spikewatch.engine.clock import now as _now
 from spikewatch.engine.selfcheck import (
     MIN_CPU_WINDOW,
     Mark,
@@ -26,8 +27,10 @@ class FakeSampler:
     def __init__(self, cpu: float = 0.0, rss: int = 50_000_000) -> None:
         self.cpu = cpu
         self.rss = rss
+        self.read = asyncio.Event()
 
     def cpu_seconds(self) -> float:
+        self.read.set()
         return self.cpu
 
     def rss_bytes(self) -> int:
@@ -35,25 +38,36 @@ class FakeSampler:
 
 
 class LagLog:
-    """An on_lag callback that keeps every lag it is given."""
+    """An on_lag callback that keeps every lag it is given and says when one comes."""
 
     def __init__(self) -> None:
         self.lags: list[float] = []
+        self.sampled = asyncio.Event()
 
     def __call__(self, lag: float) -> None:
         self.lags.append(lag)
+        self.sampled.set()
 
 
 async def wait_for_samples(log: LagLog, count: int) -> None:
-    """Let the loop turn until ``log`` holds at least ``count`` samples (bounded)."""
+    """Wait until ``log`` holds at least ``count`` samples (bounded)."""
     async with asyncio.timeout(scaled(5)):
         while len(log.lags) < count:
-            await asyncio.sleep(INTERVAL)
+            log.sampled.clear()
+            await log.sampled.wait()
 
 
 def block_loop(seconds: float) -> None:
     """Keep the event loop busy for ``seconds``, as a heavy callback would."""
+    # The behaviour under test: a callback that holds the loop for real, which is what
+    # makes a timer late. No event could stand in for it.
     time.sleep(seconds)
+
+
+def assert_no_sample_within(monitor: ProberMonitor, seconds: float) -> None:
+    """No sample is scheduled in the next ``seconds`` (or none at all)."""
+    due = monitor.next_sample_at
+    assert due is None or due > _now() + seconds, due
 
 
 async def test_samples_lag_while_started_and_calls_on_lag() -> None:
@@ -94,10 +108,7 @@ async def test_start_and_stop_are_counted() -> None:
     monitor.stop()
     await wait_for_samples(log, 3)  # one user left: still sampling
     monitor.stop()
-    stopped_at = len(log.lags)
-    for _ in range(5):
-        await asyncio.sleep(INTERVAL)
-    assert len(log.lags) == stopped_at
+    assert monitor.next_sample_at is None, "the last user gone, no sample is scheduled"
 
 
 async def test_stop_without_start_is_harmless() -> None:
@@ -139,8 +150,7 @@ async def test_background_user_samples_at_the_idle_cadence() -> None:
     monitor.start(background=True)
     try:
         assert monitor.sampling_interval == IDLE_NEVER
-        for _ in range(10):
-            await asyncio.sleep(INTERVAL)
+        assert_no_sample_within(monitor, IDLE_NEVER - scaled(5))
         assert log.lags == []
     finally:
         monitor.stop(background=True)
@@ -164,9 +174,11 @@ async def test_active_user_brings_the_next_sample_forward() -> None:
         monitor.stop()
         assert monitor.sampling_interval == IDLE_NEVER
         stopped_at = len(log.lags)
-        for _ in range(10):
-            await asyncio.sleep(INTERVAL)
-        assert len(log.lags) <= stopped_at + 1
+        due = monitor.next_sample_at
+        assert due is not None
+        assert due <= _now() + INTERVAL, "the sample already scheduled at the fast cadence"
+        await wait_for_samples(log, stopped_at + 1)
+        assert_no_sample_within(monitor, IDLE_NEVER - scaled(5))
     finally:
         monitor.stop(background=True)
 
@@ -207,24 +219,22 @@ async def test_set_intervals_takes_effect_at_the_next_sample() -> None:
         await wait_for_samples(log, 1)
         monitor.set_intervals(INTERVAL, IDLE_NEVER)
         await wait_for_samples(log, len(log.lags) + 1)  # the one already scheduled
-        seen = len(log.lags)
-        for _ in range(10):
-            await asyncio.sleep(INTERVAL)
-        assert len(log.lags) == seen
+        assert_no_sample_within(monitor, IDLE_NEVER - scaled(5))
     finally:
         monitor.stop(background=True)
 
 
 async def test_samples_without_on_lag() -> None:
     """Without an on_lag callback samples are still kept for recent_lag_p99."""
-    monitor = ProberMonitor(interval=INTERVAL, sampler=FakeSampler())
+    sampler = FakeSampler()
+    monitor = ProberMonitor(interval=INTERVAL, sampler=sampler)
     monitor.start()
     try:
         async with asyncio.timeout(scaled(5)):
-            while monitor.recent_lag_p99(scaled(10)) is None:
-                await asyncio.sleep(INTERVAL)
+            await sampler.read.wait()  # each sample reads the CPU time
     finally:
         monitor.stop()
+    assert monitor.recent_lag_p99(scaled(10)) is not None
 
 
 async def test_recent_lag_p99_is_none_without_samples() -> None:

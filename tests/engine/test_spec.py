@@ -8,7 +8,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -407,17 +407,22 @@ async def test_resolve_localhost() -> None:
 def test_a_stuck_lookup_does_not_hold_up_exit(monkeypatch: pytest.MonkeyPatch) -> None:
     """A run cancelled during a hung DNS lookup lets asyncio.run return at once."""
     release = threading.Event()
+    entered: list[Callable[[], object]] = []  # how the hung lookup tells the loop it began
 
     def stuck(*args: object, **kwargs: object) -> list[object]:
         # The system resolver is the boundary here: a real hang needs an unreachable DNS.
+        entered[0]()
         release.wait(30)
         raise socket.gaierror(socket.EAI_AGAIN, "gave up")
 
     monkeypatch.setattr(socket, "getaddrinfo", stuck)
 
     async def main() -> None:
+        loop = asyncio.get_running_loop()
+        hung = asyncio.Event()
+        entered.append(lambda: loop.call_soon_threadsafe(hung.set))
         task = asyncio.create_task(resolve("stuck.example", 443))
-        await asyncio.sleep(0.05)
+        await hung.wait()  # the lookup is in its thread, stuck
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

@@ -16,17 +16,23 @@ from typing import Any, Literal
 import jwt
 import psutil
 import pytest
-import yaml
 
-from spikewatch.config import SpikewatchConfig, load_config
+from spikewatch.config import SpikewatchConfig
 from spikewatch.core.abort import AbortRule
 from spikewatch.core.attempt import Attempt
 from spikewatch.core.outcomes import Outcome, Phase, RunResultKind
-from spikewatch.core.saturation import ProberLimits
 from spikewatch.engine.registry import PROBE_RESERVE, ConnectionRegistry
 from spikewatch.engine.runner import Prober, RunReport, execute_run
-from spikewatch.engine.selfcheck import ProberMonitor
-from spikewatch.engine.worker_protocol import target_to_wire
+from spikewatch.engine.worker_protocol import (
+    Attempts,
+    Close,
+    Failed,
+    Prepare,
+    Prepared,
+    Spike,
+    WireMessage,
+    target_to_wire,
+)
 from spikewatch.engine.workers import (
     SpikeOnWorkers,
     WorkerLostError,
@@ -34,6 +40,7 @@ from spikewatch.engine.workers import (
     WorkerProcess,
     worker_command,
 )
+from tests.builders import RunConfigs, make_prober
 from tests.conftest import scaled
 from tests.hostile import (
     Opcode,
@@ -141,54 +148,31 @@ class CountingServer:
         await self._server.wait_closed()
 
 
-def write_config(
-    tmp_path: Path, url: str, scenario: dict[str, Any], **prober: Any
-) -> SpikewatchConfig:
-    (tmp_path / "secret").write_text(SECRET)
-    document = {
-        "prober": {"workers": 2, **prober},
-        "targets": [
-            {
-                "name": "t",
-                "url": url,
-                "handshake_timeout": "10s",
-                "auth": {
-                    "jwt": {
-                        "secret_file": "secret",
-                        "claims": {"sub": "spikewatch-{conn}", "aud": "test"},
-                    }
-                },
-            }
-        ],
-        "scenarios": [
-            {
-                "name": "s",
-                "baseline": {"probes": 3, "interval": "20ms"},
-                "recovery": {
-                    "probe_interval": "50ms",
-                    "consecutive": 2,
-                    "timeout": "5s",
-                    "tolerance": 5.0,
-                    "slack": "50ms",
-                },
-                **scenario,
-            }
-        ],
-    }
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(document))
-    return load_config(path)
+write_config = RunConfigs(
+    target={
+        "handshake_timeout": "10s",
+        "auth": {
+            "jwt": {"secret_file": "secret", "claims": {"sub": "spikewatch-{conn}", "aud": "test"}}
+        },
+    },
+    scenario={
+        "baseline": {"probes": 3, "interval": "20ms"},
+        "recovery": {
+            "probe_interval": "50ms",
+            "consecutive": 2,
+            "timeout": "5s",
+            "tolerance": 5.0,
+            "slack": "50ms",
+        },
+    },
+    sections={"prober": {"workers": 2}},
+    files={"secret": SECRET},
+)
 
 
-def make_prober(pool: WorkerPool, limit: int = 2000) -> Prober:
-    return Prober(
-        registry=ConnectionRegistry(limit),
-        monitor=ProberMonitor(interval=0.02),
-        limits=ProberLimits(
-            max_loop_lag_p99=10.0, max_start_lateness_p99=10.0, max_cpu_percent=1e6
-        ),
-        pool=pool,
-    )
+def lenient_prober(pool: WorkerPool, limit: int = 2000) -> Prober:
+    """A prober over ``pool`` that no shared CPU makes saturated: these tests count."""
+    return make_prober(limit, pool=pool, lag=10.0, lateness=10.0, cpu=1e6)
 
 
 @pytest.fixture
@@ -238,7 +222,7 @@ async def test_merged_figures_are_the_servers(tmp_path: Path, pool: WorkerPool) 
             server.url,
             {"spike": {"connections": connections, "batches": 2, "batch_interval": "100ms"}},
         )
-        report = await run(config, make_prober(pool))
+        report = await run(config, lenient_prober(pool))
         await server.wait_for(lambda: not server.open)
     r = report.result
     spike = [a for a in report.attempts if a.phase.value == "spike"]
@@ -287,7 +271,7 @@ async def test_held_connections_are_spread_and_closed_on_cancel(
             server.url,
             {"spike": {"connections": connections}, "hold": f"{scaled(60)}s"},
         )
-        prober = make_prober(pool)
+        prober = lenient_prober(pool)
         reported = asyncio.Event()
 
         def progress(message: str) -> None:
@@ -323,7 +307,7 @@ async def test_killed_worker_makes_its_share_error_and_is_replaced(
             if message.startswith("spike: ") and "connections in" in message:
                 server.gate.clear()  # upgrades of the spike wait until the kill
 
-        prober = make_prober(pool)
+        prober = lenient_prober(pool)
         task = asyncio.create_task(run(config, prober, progress))
         spike_conns = range(first, first + connections)
         await server.wait_for(lambda: all(server.seen[c] for c in spike_conns))
@@ -364,7 +348,7 @@ async def test_connection_limit_counts_every_process(tmp_path: Path, pool: Worke
         config = write_config(
             tmp_path, server.url, {"spike": {"connections": connections}, "hold": "200ms"}
         )
-        prober = make_prober(pool, limit=free + PROBE_RESERVE)
+        prober = lenient_prober(pool, limit=free + PROBE_RESERVE)
         r = (await run(config, prober)).result
     assert r.spike is not None
     assert r.spike.outcomes == {"ok": free, "aborted": connections - free}
@@ -388,7 +372,7 @@ async def test_a_failed_attempts_slot_serves_a_later_batch_as_in_one_process(
             server.url,
             {"spike": {"connections": connections, "batches": 3, "batch_interval": "300ms"}},
         )
-        prober = make_prober(pool, limit=free + PROBE_RESERVE)
+        prober = lenient_prober(pool, limit=free + PROBE_RESERVE)
         r = (await run(config, prober)).result
     assert r.spike is not None
     assert r.spike.outcomes == {"http_status": connections}
@@ -417,7 +401,7 @@ async def test_abort_rule_is_decided_over_all_workers(tmp_path: Path, pool: Work
                 "abort": {"error_ratio": 0.5, "min_attempts": 4},
             },
         )
-        r = (await run(config, make_prober(pool))).result
+        r = (await run(config, lenient_prober(pool))).result
     assert r.result == RunResultKind.ABORTED
     assert r.spike is not None
     assert r.spike.outcomes == {"http_status": 20, "aborted": 20}
@@ -445,20 +429,19 @@ async def test_worker_on_sigterm_closes_its_connections_and_exits_0(
         config = write_config(tmp_path, server.url, {"spike": {"connections": 3}})
         worker.open_inbox("r")
         worker.send(
-            {
-                "type": "prepare",
-                "run": "r",
-                "target": target_to_wire(config.targets[0]),
-                "address": "127.0.0.1",
-                "lag_interval": 0.02,
-            }
+            Prepare(
+                run="r",
+                target=target_to_wire(config.targets[0]),
+                address="127.0.0.1",
+                lag_interval=0.02,
+            )
         )
-        assert (await worker.receive("r", scaled(30), "prepare"))["type"] == "prepared"
+        assert await worker.receive("r", scaled(30), "prepare") == Prepared(run="r")
         now = asyncio.get_running_loop().time()
-        worker.send({"type": "spike", "run": "r", "groups": [[now, [7, 8, 9]]], "progress": False})
+        worker.send(Spike(run="r", groups=[(now, [7, 8, 9])], progress=False))
         answer = await worker.receive("r", scaled(10), "report")
-        assert answer["type"] == "attempts"
-        assert [row[5] for row in answer["attempts"]] == ["ok", "ok", "ok"]
+        assert isinstance(answer, Attempts)
+        assert [row[5] for row in answer.attempts] == ["ok", "ok", "ok"]
         assert server.open == {7, 8, 9}
         assert worker.pid is not None
         os.kill(worker.pid, signal.SIGTERM)
@@ -470,22 +453,28 @@ async def test_worker_on_sigterm_closes_its_connections_and_exits_0(
 async def test_worker_answers_what_it_cannot_do(tmp_path: Path, worker: WorkerProcess) -> None:
     """An unknown run or a target it cannot build: "failed" with the reason, still serving."""
     worker.open_inbox("r")
-    worker.send({"type": "close", "run": "r"})
+    worker.send(Close(run="r"))
     answer = await worker.receive("r", scaled(30), "answer")
-    assert answer == {"type": "failed", "run": "r", "error": "no run 'r' here"}
-    worker.send({"type": "prepare", "run": "r", "target": {"name": "BAD"}, "address": "x"})
+    assert answer == Failed(run="r", error="no run 'r' here")
+    worker.send(Prepare(run="r", target={"name": "BAD"}, address="x", lag_interval=0.02))
     answer = await worker.receive("r", scaled(10), "answer")
-    assert answer["type"] == "failed"
-    assert "ValidationError" in answer["error"]
+    assert isinstance(answer, Failed)
+    assert "ValidationError" in answer.error
     assert worker.alive
+
+
+class Launch(WireMessage):
+    """A message no worker knows."""
+
+    type: Literal["launch"] = "launch"
 
 
 async def test_worker_exits_on_a_message_it_does_not_know(worker: WorkerProcess) -> None:
     """A message outside the protocol ends the worker (status 2): it never guesses."""
     worker.open_inbox("r")
-    worker.send({"type": "prepare", "run": "r", "target": {}, "address": "x"})
+    worker.send(Prepare(run="r", target={}, address="x", lag_interval=0.02))
     await worker.receive("r", scaled(30), "answer")
-    worker.send({"type": "launch", "run": "r"})
+    worker.send(Launch(run="r"))
     with pytest.raises(WorkerLostError, match="worker 0 exited with code 2"):
         await worker.receive("r", scaled(10), "exit")
 
@@ -496,7 +485,7 @@ async def test_worker_exits_when_its_stdin_ends(worker: WorkerProcess) -> None:
     await worker.stop()
     assert not worker.alive
     with pytest.raises(WorkerLostError, match="was stopped"):
-        worker.send({"type": "close", "run": "r"})
+        worker.send(Close(run="r"))
 
 
 async def test_silent_worker_is_killed_after_its_deadline() -> None:
@@ -516,23 +505,31 @@ async def test_silent_worker_is_killed_after_its_deadline() -> None:
 
 FAKE_WORKER = """
 import json, struct, sys
-from spikewatch.engine.worker_protocol import encode_message
 mode = sys.argv[1]
 out = sys.stdout.buffer
-def send(message):
-    out.write(encode_message(message)); out.flush()
+def send(message):  # by hand, not through the models: this worker breaks the protocol
+    body = json.dumps(message).encode()
+    out.write(struct.pack(">I", len(body)) + body); out.flush()
+health = {"type": "health", "loop_lag_p99": None, "loop_lag_max": None, "cpu_percent": None,
+          "cpu_window": 0.0}
 while header := sys.stdin.buffer.read(4):
     message = json.loads(sys.stdin.buffer.read(struct.unpack(">I", header)[0]))
     run, kind = message["run"], message["type"]
     if mode == "garbage":
         out.write(struct.pack(">I", 5) + b"hello"); out.flush()
     elif kind == "prepare":
-        send({"type": "failed", "run": run, "error": "no"} if mode == "refuse"
-             else {"type": "prepared", "run": run})
+        if mode == "refuse":
+            send({"type": "failed", "run": run, "error": "no"})
+        elif mode == "bad-prepared":
+            send({"type": "prepared", "run": run, "ready": True})
+        else:
+            send({"type": "prepared", "run": run})
     elif kind == "spike" and mode == "bad-report":
         send({"type": "attempts", "run": run, "attempts": []})
+    elif kind == "spike" and mode == "wrong-answer":
+        send({"type": "closed", "run": run})
     elif kind == "spike" and mode == "bad-progress":
-        send({"type": "progress", "run": run, "finished": "many"})
+        send({"type": "progress", "run": run, "finished": "many", "failed": 0})
     elif kind == "spike" and mode in ("bad-health", "chatty"):
         rows = [["spike", c, at, at, at, "refused", "no", None, None, None, None, None]
                 for at, conns in message["groups"] for c in conns]
@@ -543,11 +540,12 @@ while header := sys.stdin.buffer.read(4):
         send({"type": "closed", "run": run})
     elif kind == "finish" and mode == "chatty":
         send({"type": "prepared", "run": run})
-        send({"type": "health", "run": run, "cpu_window": 0.0, "rss_bytes": 7})
+        send({"type": "progress", "run": run, "finished": -1, "failed": 0})
+        send(dict(health, run=run, rss_bytes=7))
     elif kind == "finish" and mode == "bad-health":
         send({"type": "health", "run": run})
     elif kind == "finish" and mode != "silent":
-        send({"type": "health", "run": run, "cpu_window": 0.0, "rss_bytes": 1})
+        send(dict(health, run=run, rss_bytes=1))
 """
 
 
@@ -587,7 +585,9 @@ def load_config_text(url: str) -> SpikewatchConfig:
         ("refuse", "worker 0 cannot prepare: no"),
         ("garbage", "worker 0 sent a malformed message: not JSON"),
         ("bad-report", "worker 0 sent a bad report: 4 attempt(s) missing"),
-        ("bad-progress", "worker 0 sent a bad report: invalid literal"),
+        ("bad-prepared", "worker 0 cannot prepare: prepared message: ready: Extra inputs"),
+        ("bad-progress", "worker 0 sent a bad report: progress message: finished: Input should"),
+        ("wrong-answer", "worker 0 sent a bad report: 'closed' instead of its attempts"),
     ],
 )
 async def test_a_misbehaving_worker_loses_its_share_with_the_cause(mode: str, cause: str) -> None:
@@ -642,7 +642,7 @@ async def test_run_cancelled_mid_spike_leaves_nothing_behind(
             if message.startswith("spike: ") and "connections in" in message:
                 server.gate.clear()
 
-        prober = make_prober(pool)
+        prober = lenient_prober(pool)
         pids = [w.pid for w in pool.workers]
         task = asyncio.create_task(run(config, prober, progress))
         spike_conns = range(first, first + connections)

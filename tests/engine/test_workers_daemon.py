@@ -13,38 +13,21 @@ import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
 from spikewatch.target.server import RunningTarget
+from tests.builders import daemon_document, reference_target, write_config
 from tests.conftest import scaled
-from tests.daemon.proc import DaemonProcess, write_config
+from tests.daemon.proc import DaemonProcess
 
 TOKEN = "workers-test-token"
 CONNECTIONS = 30
 
 
-def document(url: str, token_file: Path | None = None) -> dict[str, Any]:
-    server: dict[str, Any] = {"listen": "127.0.0.1:0"}
-    if token_file is not None:
-        server["api_token_file"] = str(token_file)
-    return {
-        "server": server,
-        "log": {"format": "text", "level": "info"},
-        "prober": {"workers": 2},
-        "targets": [{"name": "ref", "url": url, "welcome": {"match": r'"type":\s*"welcome"'}}],
-        "scenarios": [
-            {
-                "name": "quick",
-                "schedule": {"every": "1h"},
-                "spike": {"connections": CONNECTIONS, "batches": 2, "batch_interval": "50ms"},
-                "baseline": {"probes": 2, "interval": "50ms"},
-                "recovery": {
-                    "probe_interval": "100ms",
-                    "timeout": "5s",
-                    "tolerance": 2.0,
-                    "slack": "20ms",
-                },
-                "thresholds": {"success_ratio": 0.9},
-            }
-        ],
-    }
+#: The daemon's one scenario, fired through two workers.
+WITH_WORKERS: dict[str, Any] = {
+    "prober": {"workers": 2},
+    "every": "1h",
+    "spike": {"connections": CONNECTIONS, "batches": 2, "batch_interval": "50ms"},
+    "tolerance": 2.0,
+}
 
 
 def worker_children(pid: int) -> list[psutil.Process]:
@@ -62,7 +45,10 @@ async def test_daemon_fires_through_its_workers_and_stops_them(
     SIGTERM stops the workers with the daemon (exit 0)."""
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN)
-    config = write_config(tmp_path / "c.yaml", document(reference.url, token_file))
+    config = write_config(
+        tmp_path / "c.yaml",
+        daemon_document([reference_target(reference.url)], token_file=token_file, **WITH_WORKERS),
+    )
     daemon = await DaemonProcess(config).start()
     daemon.base = daemon.base.rstrip(",")  # the line may go on: "..., event loop asyncio"
     try:
@@ -76,12 +62,11 @@ async def test_daemon_fires_through_its_workers_and_stops_them(
         )
         assert status == 202, raw
         run_id = json.loads(raw)["id"]
-        run: dict[str, Any] = {}
-        async with asyncio.timeout(scaled(30)):
-            while run.get("state") != "done":
-                await asyncio.sleep(0.1)
-                _, _, raw = await daemon.request("GET", f"/api/v1/runs/{run_id}")
-                run = json.loads(raw)
+        # The daemon marks the run done, then logs it: after the line, the API says so.
+        await daemon.wait_for_line(lambda line: "run finished" in line, 30)
+        _, _, raw = await daemon.request("GET", f"/api/v1/runs/{run_id}")
+        run: dict[str, Any] = json.loads(raw)
+        assert run["state"] == "done"
         assert run["result"] == "passed", run["message"]
         assert run["spike"]["outcomes"] == {"ok": CONNECTIONS}
         assert run["prober"]["rss_bytes"] > sum(w.memory_info().rss for w in workers)
@@ -102,7 +87,9 @@ async def test_daemon_fires_through_its_workers_and_stops_them(
 
 async def test_once_with_workers(tmp_path: Path, reference: RunningTarget) -> None:
     """``spikewatch once`` with prober.workers: 2 fires the whole spike through workers."""
-    config = write_config(tmp_path / "c.yaml", document(reference.url))
+    config = write_config(
+        tmp_path / "c.yaml", daemon_document([reference_target(reference.url)], **WITH_WORKERS)
+    )
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

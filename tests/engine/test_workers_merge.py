@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import struct
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -25,15 +27,28 @@ from spikewatch.engine.selfcheck import WindowReport
 from spikewatch.engine.spec import build_connection_spec
 from spikewatch.engine.worker_protocol import (
     ATTEMPT_FIELDS,
+    DAEMON_MESSAGES,
     MAX_MESSAGE_BYTES,
+    WORKER_MESSAGES,
+    Abort,
+    Attempts,
+    Close,
+    Closed,
+    Failed,
+    Finish,
+    Health,
+    Prepare,
+    Prepared,
+    Progress,
+    Spike,
     WireError,
+    WireMessage,
     WorkerHealth,
     apply_share,
     attempt_to_wire,
-    decode_body,
+    decode_message,
     encode_message,
     group_by_instant,
-    parse_groups,
     read_message,
     split_round_robin,
     target_from_wire,
@@ -72,13 +87,19 @@ def spikes(draw: st.DrawFn) -> list[Attempt]:
     return attempts
 
 
-def through_the_pipe(rows: list[list[object]]) -> list[object]:
-    """Send a share as a worker does and read it back as the daemon does."""
-    frame = encode_message({"type": "attempts", "run": "r", "attempts": rows})
+def through_the_pipe(message: WireMessage) -> object:
+    """Send a message as its sender does and read it back as its reader does."""
+    frame = encode_message(message)
     (size,) = struct.unpack(">I", frame[:4])
     assert size == len(frame) - 4
-    attempts: list[object] = decode_body(frame[4:])["attempts"]
-    return attempts
+    if isinstance(message, Prepare | Spike | Abort | Close | Finish):
+        return decode_message(frame[4:], DAEMON_MESSAGES)
+    return decode_message(frame[4:], WORKER_MESSAGES)
+
+
+def as_a_rogue_sends(message: dict[str, Any], messages: Any = WORKER_MESSAGES) -> object:
+    """Read a message written by hand (not through the models) as its reader does."""
+    return decode_message(json.dumps(message).encode(), messages)
 
 
 @given(spikes(), st.integers(min_value=1, max_value=5))
@@ -88,7 +109,9 @@ def test_merged_shares_summarize_as_the_union(measured: list[Attempt], workers: 
     for share in split_round_robin(planned, workers):
         conns = {a.conn for a in share}
         rows = [attempt_to_wire(a) for a in measured if a.conn in conns]
-        apply_share({a.conn: a for a in share}, through_the_pipe(rows))
+        message = through_the_pipe(Attempts(run="r", attempts=rows))
+        assert isinstance(message, Attempts)
+        apply_share({a.conn: a for a in share}, message.attempts)
     assert planned == measured
     assert SpikeSummary.from_attempts(planned, aborted=False) == SpikeSummary.from_attempts(
         measured, aborted=False
@@ -112,24 +135,29 @@ def test_groups_follow_the_planned_instants() -> None:
     """One spike message group per planned instant, in order, and it parses back."""
     attempts = [Attempt(Phase.SPIKE, c, planned=p) for c, p in [(1, 5.0), (3, 5.0), (5, 5.5)]]
     groups = group_by_instant(attempts)
-    assert groups == [[5.0, [1, 3]], [5.5, [5]]]
-    assert parse_groups(json.loads(json.dumps(groups))) == [(5.0, [1, 3]), (5.5, [5])]
+    assert groups == [(5.0, [1, 3]), (5.5, [5])]
+    spike = through_the_pipe(Spike(run="r", groups=groups, progress=False))
+    assert isinstance(spike, Spike)
+    assert spike.groups == [(5.0, [1, 3]), (5.5, [5])]
 
 
 @pytest.mark.parametrize(
     ("groups", "problem"),
     [
-        ("x", "groups must be a list"),
-        ([[1.0]], "a group is"),
-        ([[None, [1]]], "needs its instant"),
-        ([[1.0, ["a"]]], "conn must be an integer"),
-        ([[float("inf"), [1]]], "finite number"),
+        ("x", r"groups: Input should be a valid array, got 'x'"),
+        ([[1.0]], r"groups\[0\]\[1\]: Field required"),
+        ([[None, [1]]], r"groups\[0\]\[0\]: Input should be a valid number, got None"),
+        ([[1.0, ["a"]]], r"groups\[0\]\[1\]\[0\]: Input should be a valid integer, got 'a'"),
+        ([[float("inf"), [1]]], r"groups\[0\]\[0\]: Input should be a finite number"),
+        ([[1.0, [True]]], r"groups\[0\]\[1\]\[0\]: Input should be a valid integer, got True"),
     ],
 )
 def test_bad_groups_are_refused(groups: object, problem: str) -> None:
     """A spike message with malformed groups is refused, never half-fired."""
-    with pytest.raises(WireError, match=problem):
-        parse_groups(groups)
+    message = {"type": "spike", "run": "r", "groups": groups, "progress": False}
+    with pytest.raises(WireError, match=f"^spike message: {problem}") as refused:
+        as_a_rogue_sends(message, DAEMON_MESSAGES)
+    assert (refused.value.run, refused.value.kind) == ("r", "spike")
 
 
 def spike_share() -> dict[int, Attempt]:
@@ -138,7 +166,7 @@ def spike_share() -> dict[int, Attempt]:
 
 def row(number: int, **change: object) -> list[object]:
     attempt = Attempt(Phase.SPIKE, number, planned=1.0, started=1.1, ended=1.2, outcome=Outcome.OK)
-    values = attempt_to_wire(attempt)
+    values: list[object] = list(attempt_to_wire(attempt))
     for name, value in change.items():
         values[ATTEMPT_FIELDS.index(name)] = value
     return values
@@ -153,21 +181,58 @@ def row(number: int, **change: object) -> list[object]:
         ([row(1), row(2, outcome=None)], "no outcome"),
         ([row(1), row(2, planned=2.0)], "another phase or plan"),
         ([row(1), row(2, phase="recovery")], "another phase or plan"),
-        ([row(1), row(2, phase="lunch")], "'lunch' is not a valid Phase"),
-        ([row(1), row(2, outcome="fine")], "'fine' is not a valid Outcome"),
-        ([row(1), row(2, started=True)], "started must be a finite number"),
-        ([row(1), row(2, conn=2.0)], "conn must be an integer"),
-        ([row(1), row(2, status="503")], "status must be an integer"),
-        ([row(1), row(2, detail=None)], "detail must be a string"),
-        ([row(1), [2]], "a list of 12 fields"),
+        ([row(1), row(2, phase="lunch")], r"attempts\[1\]\.phase: Input should be 'baseline'"),
+        ([row(1), row(2, outcome="fine")], r"attempts\[1\]\.outcome: Input .* got 'fine'"),
+        ([row(1), row(2, started=True)], r"attempts\[1\]\.started: .* valid number, got True"),
+        ([row(1), row(2, ended=1e999)], r"attempts\[1\]\.ended: Input should be a finite number"),
+        ([row(1), row(2, conn=2.0)], r"attempts\[1\]\.conn: .* valid integer, got 2\.0"),
+        ([row(1), row(2, status="503")], r"attempts\[1\]\.status: .* valid integer, got '503'"),
+        ([row(1), row(2, detail=None)], r"attempts\[1\]\.detail: Input should be a valid string"),
+        ([row(1), [*row(2), None]], r"attempts\[1\]: Tuple should have at most 12 items"),
+        ([row(1), [2]], r"attempts\[1\]\.conn: Field required"),
     ],
 )
 def test_a_bad_share_changes_nothing(rows: list[object], problem: str) -> None:
     """A report that is not exactly the share is refused as a whole."""
     share = spike_share()
     with pytest.raises(WireError, match=problem):
-        apply_share(share, rows)
+        merge(share, {"type": "attempts", "run": "r", "attempts": rows})
     assert all(a.outcome is None for a in share.values())
+
+
+def merge(share: dict[int, Attempt], message: dict[str, Any]) -> None:
+    """Read a share's report as the daemon does and merge it."""
+    report = as_a_rogue_sends(message)
+    assert isinstance(report, Attempts)
+    apply_share(share, report.attempts)
+
+
+def test_a_row_is_an_attempts_fields_in_order() -> None:
+    """The row's order is Attempt's own, so a row builds the attempt it came from."""
+    assert tuple(f.name for f in dataclasses.fields(Attempt)) == ATTEMPT_FIELDS
+
+
+EVERY_MESSAGE: list[WireMessage] = [
+    Prepare(run="r", target={"name": "t"}, address="::1", lag_interval=0.02),
+    Spike(run="r", groups=[(1.5, [1, 2])], progress=True, slots=2, full="full"),
+    Abort(run="r", reason="abort.error_ratio=0.5 reached"),
+    Close(run="r"),
+    Finish(run="r"),
+    Prepared(run="r"),
+    Failed(run="r", error="no"),
+    Progress(run="r", finished=3, failed=1),
+    Attempts(run="r", attempts=[attempt_to_wire(Attempt(Phase.SPIKE, 1, planned=0.1))]),
+    Closed(run="r"),
+    Health(
+        run="r", loop_lag_p99=0.1, loop_lag_max=None, cpu_percent=3.0, cpu_window=1.0, rss_bytes=9
+    ),
+]
+
+
+@pytest.mark.parametrize("message", EVERY_MESSAGE, ids=lambda m: type(m).__name__)
+def test_every_message_survives_the_pipe(message: WireMessage) -> None:
+    """Each message of the conversation reads back equal to what was sent."""
+    assert through_the_pipe(message) == message
 
 
 async def test_read_message_frames_and_refusals() -> None:
@@ -177,10 +242,10 @@ async def test_read_message_frames_and_refusals() -> None:
         reader = asyncio.StreamReader()
         reader.feed_data(data)
         reader.feed_eof()
-        return await read_message(reader)
+        return await read_message(reader, WORKER_MESSAGES)
 
-    one = encode_message({"type": "closed", "run": "r"})
-    assert await read(one) == {"type": "closed", "run": "r"}
+    one = encode_message(Closed(run="r"))
+    assert await read(one) == Closed(run="r")
     assert await read(b"") is None
     with pytest.raises(WireError, match="inside a message header"):
         await read(one[:2])
@@ -189,9 +254,35 @@ async def test_read_message_frames_and_refusals() -> None:
     with pytest.raises(WireError, match="exceeds"):
         await read(struct.pack(">I", MAX_MESSAGE_BYTES + 1))
     with pytest.raises(WireError, match="not JSON"):
-        decode_body(b"{")
+        decode_message(b"{", WORKER_MESSAGES)
     with pytest.raises(WireError, match="not a message"):
-        decode_body(b"[1]")
+        decode_message(b"[1]", WORKER_MESSAGES)
+    with pytest.raises(WireError, match="not a message") as refused:
+        decode_message(b'{"type": "closed", "run": 7}', WORKER_MESSAGES)
+    assert refused.value.run is None, "no run to blame: the stream is garbled"
+    with pytest.raises(WireError, match="exceeds"):
+        encode_message(Failed(run="r", error="x" * MAX_MESSAGE_BYTES))
+
+
+@pytest.mark.parametrize(
+    ("message", "problem"),
+    [
+        ({"type": "launch", "run": "r"}, "unknown message type 'launch'"),
+        (
+            {"type": "closed", "run": "r", "x": 1},
+            "closed message: x: Extra inputs are not permitted",
+        ),
+        ({"type": "failed", "run": "r"}, "failed message: error: Field required"),
+        ({"type": "prepared", "run": "r", "type2": 1}, "prepared message: type2"),
+    ],
+)
+def test_a_message_outside_the_protocol_names_its_run(
+    message: dict[str, Any], problem: str
+) -> None:
+    """A well-framed message that is not in the protocol is refused, naming run and type."""
+    with pytest.raises(WireError, match=problem) as refused:
+        as_a_rogue_sends(message)
+    assert (refused.value.run, refused.value.kind) == ("r", message["type"])
 
 
 def test_target_travels_with_its_jwt_key_inline(tmp_path: Path) -> None:
@@ -232,9 +323,13 @@ def test_health_round_trip_and_refusal() -> None:
     """A worker's health survives the wire; a report without its memory is refused."""
     window = WindowReport(0.01, 0.02, 55.0, 123, cpu_window=1.5)
     health = WorkerHealth.from_window(window)
-    assert WorkerHealth.from_wire(json.loads(json.dumps(health.to_wire()))) == health
-    with pytest.raises(WireError, match="rss_bytes"):
-        WorkerHealth.from_wire({"cpu_window": 1.0})
+    message = through_the_pipe(Health.of("r", health))
+    assert isinstance(message, Health)
+    assert message.worker_health() == health
+    without_memory = {"type": "health", "run": "r", "cpu_window": 1.0, "loop_lag_p99": None}
+    without_memory |= {"loop_lag_max": None, "cpu_percent": None}
+    with pytest.raises(WireError, match=r"^health message: rss_bytes: Field required$"):
+        as_a_rogue_sends(without_memory)
 
 
 @pytest.mark.parametrize(

@@ -8,22 +8,7 @@ import pytest
 
 from spikewatch.target.behaviour import TargetBehaviour
 from spikewatch.target.degrade import TargetState
-
-EPOCH = 1_700_000_000.0
-
-
-class FakeClock:
-    """A monotonic clock that moves only when told to."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def wall(self) -> float:
-        return EPOCH + self.now
-
+from tests.builders import EPOCH, FakeClock
 
 BURSTY = TargetBehaviour(
     burst_threshold=3, burst_window=1.0, recovery_delay=5.0, slow_delay=0.25, handshake_delay=0.1

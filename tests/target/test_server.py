@@ -17,6 +17,7 @@ import trustme
 from spikewatch.target.behaviour import InvalidKnobError, TargetBehaviour
 from spikewatch.target.degrade import TargetStats
 from spikewatch.target.server import RunningTarget, start_reference_target
+from tests.builders import EPOCH, FakeClock
 from tests.conftest import scaled
 from tests.hostile import INVALID_UTF8, Opcode, encode_frame, read_frame
 
@@ -32,10 +33,13 @@ async def start() -> AsyncIterator[StartTarget]:
     started: list[RunningTarget] = []
 
     async def start_target(
-        behaviour: TargetBehaviour | None = None, ssl_context: ssl.SSLContext | None = None
+        behaviour: TargetBehaviour | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        clock: FakeClock | None = None,
     ) -> RunningTarget:
+        clocks = {} if clock is None else {"clock": clock, "wall_clock": clock.wall}
         target = await start_reference_target(
-            behaviour or TargetBehaviour(), ssl_context=ssl_context
+            behaviour or TargetBehaviour(), ssl_context=ssl_context, **clocks
         )
         started.append(target)
         return target
@@ -156,11 +160,13 @@ async def test_burst_degrades_until_recovery_delay_after_last_burst_upgrade(
     start: StartTarget, session: aiohttp.ClientSession
 ) -> None:
     """A burst slows upgrades and keeps the target degraded for recovery_delay after it."""
-    recovery = scaled(0.3)
+    recovery = 0.3
+    clock = FakeClock()  # the burst rules' clock; the slow delay itself is real time
     target = await start(
         TargetBehaviour(
             burst_threshold=5, burst_window=0.5, recovery_delay=recovery, slow_delay=0.1
-        )
+        ),
+        clock=clock,
     )
     sockets = await asyncio.gather(*(session.ws_connect(target.url) for _ in range(5)))
     stats = target.stats()
@@ -176,12 +182,12 @@ async def test_burst_degrades_until_recovery_delay_after_last_burst_upgrade(
     stats = target.stats()
     assert stats.bursts == 1
     assert stats.degraded_until_epoch is not None
-    # Sleeping creates the condition under test here: the recovery delay running out.
-    await asyncio.sleep(max(0.0, stats.degraded_until_epoch - time.time()) + 0.05)
+    # The recovery delay runs out.
+    clock.now = stats.degraded_until_epoch - EPOCH + 0.05
     assert target.stats().degraded is False
     # Once the burst has also left the window, a new upgrade is no part of it.
     assert stats.last_burst_epoch is not None
-    await asyncio.sleep(max(0.0, stats.last_burst_epoch + 0.5 - time.time()) + 0.05)
+    clock.now = stats.last_burst_epoch + 0.5 - EPOCH + 0.05
     async with session.ws_connect(target.url):
         pass
     after = target.stats()
