@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import binascii
 import hashlib
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import quote
@@ -22,6 +23,22 @@ _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MAX_HEAD_BYTES = 16 * 1024
 
 _HTTP_PREFIX = b"HTTP/"
+
+#: RFC 9110 §5.6.2: tchar, the characters of a token. A field name is a token (§5.1).
+_FIELD_NAME = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+#: RFC 9110 §5.5 and RFC 9112 §4: a field value and a reason phrase hold HTAB, SP, VCHAR
+#: and obs-text (0x80-0xFF) only; NUL, CR, LF, the other C0 controls and DEL are refused.
+_TEXT = r"[\t\x20-\x7e\x80-\xff]*"
+#: The whole head, checked in one pass (it runs once per connection, on the hot path).
+#: RFC 9112 §4: ``HTTP-version SP status-code SP [ reason-phrase ]``, with HTTP-version
+#: 1.1 or 1.0 (§2.3; 1.0 only for a non-101 status, checked after the match). The last SP
+#: may be missing when there is no reason: §4 lets a recipient ignore trailing
+#: whitespace, and an answer like "HTTP/1.1 503" is then still classified by its status.
+#: RFC 9112 §5: then field lines, each ``field-name ":" OWS field-value OWS``; a line that
+#: starts with whitespace (obs-fold, §5.2) is refused, as its name is not a token.
+_HEAD = re.compile(rf"HTTP/1\.([01]) ([0-9]{{3}})(?: ({_TEXT}))?((?:\r\n{_FIELD_NAME}:{_TEXT})*)")
+_FIELD_NAME_ONLY = re.compile(_FIELD_NAME)
+_TEXT_ONLY = re.compile(_TEXT)
 
 
 def new_key() -> bytes:
@@ -133,10 +150,62 @@ def check_response_prefix(data: bytes | bytearray) -> None:
         raise ProtocolError(f"the upgrade answer is not HTTP: starts with {bytes(data[:24])!r}")
 
 
+def _head_problem(text: str) -> str:
+    """Say what is wrong with a head that :data:`_HEAD` refused."""
+    status_line, _, fields = text.partition("\r\n")
+    if _HEAD.fullmatch(status_line) is None:
+        return _status_line_problem(status_line)
+    return _field_lines_problem(fields)
+
+
+def _status_line_problem(line: str) -> str:
+    """Say what is wrong with a status line that :data:`_HEAD` refused."""
+    shown = repr(line[:80])
+    version, _, rest = line.partition(" ")
+    if version not in ("HTTP/1.1", "HTTP/1.0"):
+        return (
+            f"malformed status line {shown}: the version must be HTTP/1.1 "
+            "(or HTTP/1.0 for an answer other than 101), then one space (RFC 9112 §4)"
+        )
+    code = rest.partition(" ")[0]
+    if len(code) != 3 or not code.isascii() or not code.isdigit():
+        return (
+            f"malformed status code in {shown}: three digits after one space, then a space "
+            "or the end of the line (RFC 9112 §4)"
+        )
+    return (
+        f"malformed status line {shown}: the reason phrase holds a control character "
+        "(RFC 9112 §4 allows tab, space and visible characters)"
+    )
+
+
+def _field_lines_problem(lines: str) -> str:
+    """Say what is wrong with the first bad field line."""
+    for line in lines.split("\r\n"):  # pragma: no branch - one line is bad
+        shown = repr(line[:80])
+        name, colon, value = line.partition(":")
+        if line[:1] in (" ", "\t"):
+            return f"folded header line {shown}: obs-fold is not allowed (RFC 9112 §5.2)"
+        if not colon:
+            return f"malformed header line {shown}: no colon (RFC 9112 §5)"
+        if _FIELD_NAME_ONLY.fullmatch(name) is None:
+            return (
+                f"malformed header name in {shown}: a name is a token, without spaces, "
+                "controls or separators, right before the colon (RFC 9110 §5.1, §5.6.2)"
+            )
+        if _TEXT_ONLY.fullmatch(value) is None:
+            return (
+                f"malformed header value in {shown}: it holds a control character "
+                "(RFC 9110 §5.5 allows tab, space and visible characters)"
+            )
+    raise AssertionError("no bad field line")  # pragma: no cover - _HEAD refused one
+
+
 def parse_response_head(data: bytes | bytearray) -> tuple[UpgradeResponse, int] | None:
     """Parse the answer head once complete; return it with its length, or None for more.
 
-    Raise :class:`ProtocolError` for anything RFC 9112 §4 and §5 do not allow.
+    Raise :class:`ProtocolError` for anything RFC 9112 §4 and §5 do not allow; the
+    accepted versions are ``HTTP/1.1``, and ``HTTP/1.0`` for any status but 101.
     """
     check_response_prefix(data)
     end = data.find(b"\r\n\r\n")
@@ -146,25 +215,28 @@ def parse_response_head(data: bytes | bytearray) -> tuple[UpgradeResponse, int] 
         return None
     if end > MAX_HEAD_BYTES:
         raise ProtocolError(f"the upgrade answer head exceeds {MAX_HEAD_BYTES} bytes")
-    try:
-        text = bytes(data[:end]).decode("latin-1")
-    except UnicodeDecodeError as exc:  # pragma: no cover - latin-1 decodes every byte
-        raise ProtocolError("the upgrade answer head is not text") from exc
-    status_line, *lines = text.split("\r\n")
-    parts = status_line.split(" ", 2)
-    if len(parts) < 2 or parts[0] not in ("HTTP/1.1", "HTTP/1.0"):
-        raise ProtocolError(f"malformed status line {status_line[:80]!r}")
-    code = parts[1]
-    if len(code) != 3 or not code.isdigit():
-        raise ProtocolError(f"malformed status code in {status_line[:80]!r}")
+    # latin-1 maps each byte to one character, so the patterns can speak of bytes
+    # (obs-text is 0x80-0xFF) and the head is decoded once, never per line.
+    text = data[:end].decode("latin-1")
+    head = _HEAD.fullmatch(text)
+    if head is None:
+        raise ProtocolError(_head_problem(text))
+    minor, code, reason, fields = head.groups()
+    if minor == "0" and code == "101":
+        # RFC 9110 §15.2: HTTP/1.0 has no 1xx status; §7.8: an HTTP/1.0 peer ignores
+        # Upgrade. RFC 6455 §4.1: the WebSocket handshake is HTTP/1.1.
+        raise ProtocolError(
+            "the upgrade was answered '101' over HTTP/1.0, which cannot switch protocols "
+            "(RFC 9110 §15.2, RFC 6455 §4.1): is an HTTP/1.0 proxy in the way?"
+        )
     headers: list[tuple[str, str]] = []
-    for line in lines:
-        name, sep, value = line.partition(":")
-        if not sep or not name or name != name.strip() or line[0] in " \t":
-            raise ProtocolError(f"malformed header line {line[:80]!r}")
-        headers.append((name.lower(), value.strip(" \t")))
-    reason = parts[2] if len(parts) == 3 else ""
-    return UpgradeResponse(int(code), reason, tuple(headers)), end + 4
+    if fields:
+        append = headers.append  # a plain loop: faster here than a regex findall
+        for line in fields[2:].split("\r\n"):
+            name, _, value = line.partition(":")
+            # RFC 9112 §5.1: the whitespace around a field value is not part of it.
+            append((name.lower(), value.strip(" \t")))
+    return UpgradeResponse(int(code), reason or "", tuple(headers)), end + 4
 
 
 def check_upgrade(response: UpgradeResponse, key: bytes, offered: Sequence[str]) -> str | None:

@@ -139,6 +139,124 @@ def test_malformed_answers_are_protocol_errors(data: bytes) -> None:
         parse_response_head(data)
 
 
+@pytest.mark.parametrize(
+    ("data", "status", "reason"),
+    [
+        (b"HTTP/1.0 503 Service Unavailable\r\n\r\n", 503, "Service Unavailable"),
+        (b"HTTP/1.0 200 OK\r\nServer: old-proxy\r\n\r\n", 200, "OK"),
+        (b"HTTP/1.1 503 \r\n\r\n", 503, ""),
+        (
+            b"HTTP/1.1 101 Switching  Protocols\t(really)\r\n\r\n",
+            101,
+            "Switching  Protocols\t(really)",
+        ),
+        (b"HTTP/1.1 404 Nicht gefunden \xe4\r\n\r\n", 404, "Nicht gefunden \xe4"),
+        (b"HTTP/1.1 600 Odd\r\n\r\n", 600, "Odd"),
+    ],
+)
+def test_status_lines_rfc_9112_allows(data: bytes, status: int, reason: str) -> None:
+    """HTTP/1.0 for a non-101 status, an empty reason, tabs and obs-text in it parse."""
+    parsed = parse_response_head(data)
+    assert parsed is not None
+    assert (parsed[0].status, parsed[0].reason) == (status, reason)
+
+
+def test_http_1_0_cannot_switch_protocols() -> None:
+    """A 101 over HTTP/1.0 is refused, naming the likely HTTP/1.0 proxy (RFC 9110 §15.2)."""
+    with pytest.raises(ProtocolError, match=r"'101' over HTTP/1\.0.*proxy"):
+        parse_response_head(b"HTTP/1.0 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n")
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"HTTP/1.2 101 OK\r\n\r\n", "version must be HTTP/1.1"),
+        (b"HTTP/2.0 101 OK\r\n\r\n", "version must be HTTP/1.1"),
+        (b"HTTP/1.1\t101 OK\r\n\r\n", "version must be HTTP/1.1"),
+        (b"HTTP/1.1  101 OK\r\n\r\n", "status code"),
+        (b"HTTP/1.1 10 OK\r\n\r\n", "status code"),
+        (b"HTTP/1.1 1011 OK\r\n\r\n", "status code"),
+        (b"HTTP/1.1 101\tOK\r\n\r\n", "status code"),
+        (b"HTTP/1.1 1\xb21 OK\r\n\r\n", "status code"),  # latin-1 superscript two
+        (b"HTTP/1.1 101 O\x00K\r\n\r\n", "reason phrase holds a control"),
+        (b"HTTP/1.1 101 OK\r\r\n\r\n", "reason phrase holds a control"),
+        (b"HTTP/1.1 101 OK\nUpgrade: websocket\r\n\r\n", "reason phrase holds a control"),
+        (b"HTTP/1.1 101 OK\x7f\r\n\r\n", "reason phrase holds a control"),
+    ],
+)
+def test_status_line_violations(data: bytes, message: str) -> None:
+    """A status line off RFC 9112 §4 (version, separators, 3 digits, reason) is refused."""
+    with pytest.raises(ProtocolError, match=message):
+        parse_response_head(data)
+
+
+@pytest.mark.parametrize("name", ["X-A", "x_a", "!#$%&'*+-.^_`|~", "Sec-WebSocket-Accept", "0"])
+def test_token_header_names_are_accepted(name: str) -> None:
+    """Every tchar of RFC 9110 §5.6.2 may appear in a header name."""
+    parsed = parse_response_head(answer(f"{name}: v"))
+    assert parsed is not None
+    assert parsed[0].headers == ((name.lower(), "v"),)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [b"Bad Name", b"X-A ", b"", b"(x)", b"a/b", b"a@b", b"x\x00y", b"caf\xe9", b'"q"', b"a\x7f"],
+)
+def test_header_names_that_are_not_tokens_are_refused(name: bytes) -> None:
+    """A header name with a space, a separator, a control or non-ASCII is refused (§5.1)."""
+    data = b"HTTP/1.1 101 OK\r\nUpgrade: websocket\r\n" + name + b": v\r\n\r\n"
+    with pytest.raises(ProtocolError, match="malformed header name"):
+        parse_response_head(data)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (b"plain", "plain"),
+        (b" \t spaced out \t ", "spaced out"),
+        (b"inner\ttab", "inner\ttab"),
+        (b"", ""),
+        (b"a:b:c", "a:b:c"),
+        (b"caf\xe9 \xff", "caf\xe9 \xff"),  # obs-text, read as latin-1
+        (b'~!"#()<>@[]{}', '~!"#()<>@[]{}'),
+    ],
+)
+def test_header_values_rfc_9110_allows(value: bytes, expected: str) -> None:
+    """Values of VCHAR, SP, HTAB and obs-text parse, without the whitespace around them."""
+    parsed = parse_response_head(b"HTTP/1.1 101 OK\r\nX-V:" + value + b"\r\n\r\n")
+    assert parsed is not None
+    assert parsed[0].header("x-v") == expected
+
+
+@pytest.mark.parametrize("control", [0x00, 0x01, 0x08, 0x0A, 0x0B, 0x0C, 0x0D, 0x1B, 0x1F, 0x7F])
+def test_control_characters_in_header_values_are_refused(control: int) -> None:
+    """NUL, a bare CR or LF, the other C0 controls and DEL in a value are refused (§5.5)."""
+    data = b"HTTP/1.1 101 OK\r\nX-V: a" + bytes((control,)) + b"b\r\nUpgrade: websocket\r\n\r\n"
+    with pytest.raises(ProtocolError, match="holds a control character"):
+        parse_response_head(data)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (b" folded: value", "obs-fold"),
+        (b"\tfolded", "obs-fold"),
+        (b"no colon here", "no colon"),
+        (b"Name : value", "malformed header name"),
+    ],
+)
+def test_malformed_header_lines_name_their_fault(line: bytes, message: str) -> None:
+    """The error says whether a header line is folded, has no colon or a bad name."""
+    data = b"HTTP/1.1 101 OK\r\nUpgrade: websocket\r\n" + line + b"\r\n\r\n"
+    with pytest.raises(ProtocolError, match=message):
+        parse_response_head(data)
+
+
+def test_a_bytearray_head_parses_like_bytes() -> None:
+    """The engine's growing bytearray buffer parses like the same bytes."""
+    assert parse_response_head(bytearray(GOOD)) == parse_response_head(GOOD)
+
+
 def test_garbage_is_rejected_from_its_first_bytes() -> None:
     """Non-HTTP bytes fail at once, without waiting for a blank line that never comes."""
     with pytest.raises(ProtocolError, match="not HTTP"):
