@@ -10,11 +10,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spikewatch.core.attempt import Attempt
 from spikewatch.core.outcomes import Phase
 from spikewatch.engine.clock import now as _now
+
+if TYPE_CHECKING:
+    from spikewatch.engine.connection import ClientConnection
 
 ProgressFn = Callable[[str], None]
 
@@ -30,6 +33,8 @@ class RunInFlight:
         self.timeline: dict[str, float] = {}
         self.start = 0.0
         self._conn_ids = itertools.count()
+        #: Probe connections that may still be closing; the run's end closes them.
+        self.owned: list[ClientConnection] = []
 
     def begin(self) -> float:
         """Start the run's clock now; return the instant (loop time)."""
@@ -42,6 +47,10 @@ class RunInFlight:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         return task
+
+    def own(self, conn: ClientConnection) -> None:
+        """Keep ``conn`` to be closed, at the latest, when the run ends."""
+        self.owned.append(conn)
 
     def mark(self, name: str, at: float | None = None) -> float:
         """Note ``name`` in the timeline at ``at`` (loop time, default now); return it."""

@@ -32,17 +32,24 @@ from spikewatch.engine.spec import ConnectionSpec
 
 
 async def probe(
+    run: RunInFlight,
     spec: ConnectionSpec,
     registry: ConnectionRegistry,
     attempt: Attempt,
     *,
     until_closed: bool = False,
 ) -> Attempt:
-    """Open one probe connection (it closes itself once its steps are done)."""
+    """Open one probe connection (it closes itself once its steps are done).
+
+    The connection stays the run's until it is gone, so that the run's end closes it
+    whatever state its closing handshake is in (issue 12).
+    """
     conn = await open_connection(spec, attempt, registry)
-    if until_closed and conn is not None:
-        # Bounded by the connection's own close timeout, which aborts it.
-        await conn.wait_closed()
+    if conn is not None:
+        run.own(conn)
+        if until_closed:
+            # Bounded by the connection's own close timeout, which aborts it.
+            await conn.wait_closed()
     return attempt
 
 
@@ -83,7 +90,7 @@ class BaselineProbes:
             self.attempts.append(attempt)
             # Baseline probes finish closing before the spike, so that none of them holds
             # a slot (or the target's attention) when the spike starts.
-            tasks.append(run.spawn(probe(spec, registry, attempt, until_closed=True)))
+            tasks.append(run.spawn(probe(run, spec, registry, attempt, until_closed=True)))
         await asyncio.gather(*tasks)
         ok = [a.latency for a in self.attempts if a.outcome == Outcome.OK]
         baseline = decide_baseline(cfg.probes, [x for x in ok if x is not None])
@@ -128,7 +135,7 @@ class RecoveryProbes:
         tracker = RecoveryTracker(t0, cfg.consecutive, cfg.timeout)
 
         async def one(probe_id: int, attempt: Attempt) -> None:
-            await probe(spec, registry, attempt)
+            await probe(self.run, spec, registry, attempt)
             ok = attempt.outcome == Outcome.OK
             tracker.probe_finished(probe_id, is_good_probe(ok, attempt.latency, limit))
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from spikewatch.core.attempt import Attempt
-from spikewatch.core.outcomes import Outcome, Phase
+from spikewatch.core.outcomes import Outcome, Phase, RunResultKind
 from spikewatch.engine.connection import MAX_CONTROL_FRAMES_PER_SECOND, open_connection
 from spikewatch.engine.registry import ConnectionRegistry
+from spikewatch.engine.runner import execute_run
 from spikewatch.engine.spec import ConnectionSpec
 from spikewatch.protocol.frames import MAX_FRAGMENTS, Opcode
 from tests import hostile
+from tests.builders import RunConfigs, make_prober
 from tests.conftest import scaled
 from tests.engine.support import make_spec
 
@@ -118,3 +121,48 @@ async def test_unfinished_messages_past_the_receive_budget_are_the_probers_limit
     assert 540_000 <= budget.peak <= budget.limit
     assert budget.held == 0, "every connection gave its bytes back"
     assert registry.open == 0
+
+
+def slow_ping_server() -> hostile.HostileServer:
+    """Answer 101, then ping within the budget (500 a second) and never read a byte."""
+    ping = hostile.encode_frame(Opcode.PING, b"p" * 125)
+
+    async def handle(connection: hostile.HostileConnection) -> None:
+        await connection.accept_upgrade()
+        for _ in range(FLOOD_FRAMES // 50):
+            if connection.writer.is_closing() or connection.reader.at_eof():
+                return
+            connection.writer.write(ping * 5)
+            await asyncio.sleep(0.01)
+
+    return hostile.HostileServer(handle)
+
+
+write_config = RunConfigs(
+    target={"welcome": {"match": WELCOME, "timeout": "1s"}, "close_timeout": "1s"},
+    scenario={
+        "baseline": {"probes": 3, "interval": "50ms"},
+        "spike": {"connections": 5},
+        "timeout": "60s",
+    },
+)
+
+
+async def test_a_whole_run_against_a_deaf_pinging_target_ends_target_down_promptly(
+    tmp_path: Path,
+) -> None:
+    """Baseline probes against a peer that pings and never reads end in their timeouts:
+    the run is target_down within seconds, not at its deadline, and nothing stays open."""
+    prober = make_prober()
+    async with slow_ping_server() as server:
+        config = write_config(tmp_path, server.url, {})
+        report = await asyncio.wait_for(
+            execute_run(config.targets[0], config.scenarios[0], prober), scaled(15)
+        )
+        await asyncio.wait_for(server.wait_for(lambda s: s.open == 0), scaled(5))
+    r = report.result
+    assert r.result == RunResultKind.TARGET_DOWN, r.message
+    assert r.baseline.outcomes == {"timeout": 3}
+    assert r.duration < 3 * (1 + 1) + scaled(2)
+    assert prober.registry.open == 0
+    assert prober.registry.abort_all() == 0
