@@ -60,15 +60,26 @@ class RecoveryPhase:
 
 
 @dataclass(frozen=True, slots=True)
+class PhaseLag:
+    """The prober's event-loop lag p99 over one phase that measured the target."""
+
+    phase: str
+    loop_lag_p99: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class ProberHealth:
     """The prober's own figures: over the spike when one was fired, else memory now.
 
     ``workers`` is None when the spike was fired from the daemon's own event loop.
+    ``phases`` holds the loop lag over the other phases that produce a figure (the
+    baseline, recovery): a stall there fakes B or the recovery time (issue 12).
     """
 
     daemon: ProcessHealth
     over_spike: bool
     workers: tuple[WorkerShare, ...] | None = None
+    phases: tuple[PhaseLag, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 
 from spikewatch.core.outcomes import Outcome, RunResultKind
-from spikewatch.core.phases import RecoveryPhase, RunRecord, SpikePhase, StablePhase
+from spikewatch.core.phases import (
+    ProberHealth,
+    RecoveryPhase,
+    RunRecord,
+    SpikePhase,
+    StablePhase,
+)
 from spikewatch.core.result import (
     BaselineSummary,
     ProberReport,
@@ -135,10 +142,25 @@ def prober_report(
     else:
         lateness = spike.start_lateness if spike is not None else None
         report = judge_one_process(limits, health.daemon, lateness.p99 if lateness else None)
+    reasons = list(stalled_phases(health, limits))
     starved = descriptor_starvation(record.attempts())
-    if starved is None:
+    if starved is not None:
+        reasons.append(starved)
+    if not reasons:
         return report
-    return dataclasses.replace(report, saturated=True, reasons=(*report.reasons, starved))
+    return dataclasses.replace(report, saturated=True, reasons=(*report.reasons, *reasons))
+
+
+def stalled_phases(health: ProberHealth, limits: ProberLimits) -> Iterator[str]:
+    """Say which phases besides the spike were measured while the prober's loop stalled."""
+    limit = limits.max_loop_lag_p99
+    for phase in health.phases:
+        lag = phase.loop_lag_p99
+        if lag is not None and lag > limit:
+            yield (
+                f"{phase.phase}: event-loop lag p99 {lag * 1000:.1f}ms > {limit * 1000:g}ms "
+                "while it measured the target"
+            )
 
 
 def _measurements(

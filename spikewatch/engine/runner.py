@@ -26,6 +26,7 @@ from spikewatch.core.classify import descriptor_error
 from spikewatch.core.outcomes import Outcome
 from spikewatch.core.phases import (
     BaselinePhase,
+    PhaseLag,
     ProberHealth,
     RecoveryPhase,
     RunRecord,
@@ -162,6 +163,8 @@ class ScenarioRun:
         self.baseline: BaselinePhase | None = None
         self.spike: SpikePhase | None = None
         self.recovery: RecoveryPhase | None = None
+        #: The monitor's marks around the phases besides the spike that measure the target.
+        self._windows: list[tuple[str, Mark, Mark]] = []
 
     @property
     def spike_marks(self) -> tuple[Mark, Mark] | None:
@@ -245,10 +248,12 @@ class ScenarioRun:
     async def _run_baseline(self) -> Baseline:
         assert self.spec is not None
         probes = BaselineProbes(self.run, self.scenario.baseline)
+        since = self.prober.monitor.mark()
         try:
             return await probes.run_probes(self.spec, self.prober.registry)
         finally:
             self.baseline = probes.record()
+            self._windows.append(("baseline", since, self.prober.monitor.mark()))
 
     async def _run_spike(self) -> float:
         assert self.spec is not None
@@ -285,10 +290,12 @@ class ScenarioRun:
         assert baseline.latency is not None
         probes = RecoveryProbes(self.run, self.scenario.recovery, t0, baseline.latency)
         hold = self.run.spawn(self._hold_then_close(t0 + self.scenario.hold))
+        since = self.prober.monitor.mark()
         try:
             await probes.run_probes(self.spec, self.prober.registry)
         finally:
             self.recovery = probes.record()
+            self._windows.append(("recovery", since, self.prober.monitor.mark()))
         await hold
 
     async def _hold_then_close(self, until: float) -> None:
@@ -304,7 +311,8 @@ class ScenarioRun:
             task.cancel()
         if self.run.tasks:
             await asyncio.gather(*self.run.tasks, return_exceptions=True)
-        conns = (self.stable.conns if self.stable else []) + self.spike_conns
+        # Every connection the run opened, probes still closing included (issue 12).
+        conns = (self.stable.conns if self.stable else []) + self.spike_conns + self.run.owned
         for conn in conns:
             conn.close()
         if conns:
@@ -354,14 +362,20 @@ class ScenarioRun:
     def _prober_health(self) -> ProberHealth:
         """Return the prober's figures over the spike (its memory only, when none was fired)."""
         monitor = self.prober.monitor
+        phases = tuple(
+            PhaseLag(name, monitor.report(since, until).loop_lag_p99)
+            for name, since, until in self._windows
+        )
         if self.spike_marks is None:
             now = monitor.mark()
-            return ProberHealth(monitor.report(now, now), over_spike=False)
+            return ProberHealth(monitor.report(now, now), over_spike=False, phases=phases)
         workers = None
         if self.workers is not None:
             shares = zip(self.workers.health, self.workers.shares, strict=True)
             workers = tuple(WorkerShare(health, tuple(share)) for health, share in shares)
-        return ProberHealth(monitor.report(*self.spike_marks), over_spike=True, workers=workers)
+        return ProberHealth(
+            monitor.report(*self.spike_marks), over_spike=True, workers=workers, phases=phases
+        )
 
     def _report(self, record: RunRecord) -> RunReport:
         result = build_run_result(record, threshold_limits(self.scenario), self.prober.limits)

@@ -13,6 +13,7 @@ from spikewatch.core.classify import descriptor_error
 from spikewatch.core.outcomes import Outcome, Phase, RunResultKind
 from spikewatch.core.phases import (
     BaselinePhase,
+    PhaseLag,
     ProberHealth,
     RecoveryPhase,
     RunRecord,
@@ -396,3 +397,40 @@ def test_each_result_explains_itself(
     checks = tuple(ThresholdCheck(name, 1.0, 2.0, passed=False) for name in failed_checks)
     prober = ProberReport(True, None, None, 1, reasons=("lag", "CPU"))
     assert explain(kind, (ThresholdCheck("ok", 1.0, 1.0, passed=True), *checks), prober) == message
+
+
+def test_a_baseline_measured_while_the_loop_stalled_makes_the_run_invalid() -> None:
+    """Loop lag past the limit over the baseline fakes B: the run is invalid, naming it."""
+    stalled = ProberHealth(
+        CALM,
+        over_spike=True,
+        phases=(PhaseLag("baseline", 1.644), PhaseLag("recovery", 0.002)),
+    )
+    result = build(record(prober=stalled))
+    assert result.result == RunResultKind.INVALID
+    assert result.prober.saturated
+    assert result.prober.reasons == (
+        "baseline: event-loop lag p99 1644.0ms > 100ms while it measured the target",
+    )
+
+
+def test_a_stalled_recovery_or_a_stalled_baseline_of_a_down_target_is_invalid() -> None:
+    """Recovery is judged too; a stall outranks target_down (no spike was fired)."""
+    result = build(record(prober=ProberHealth(CALM, True, phases=(PhaseLag("recovery", 0.5),))))
+    assert result.result == RunResultKind.INVALID
+    assert result.prober.reasons[0].startswith("recovery: event-loop lag p99 500.0ms")
+    down = record(
+        baseline=baseline(good=0),
+        spike=None,
+        recovery=None,
+        prober=ProberHealth(CALM, over_spike=False, phases=(PhaseLag("baseline", 0.3),)),
+    )
+    assert build(down).result == RunResultKind.INVALID
+
+
+def test_calm_phases_and_phases_without_samples_judge_nothing() -> None:
+    """Lag within the limit, or no sample at all, leaves the run as it was."""
+    calm = ProberHealth(
+        CALM, over_spike=True, phases=(PhaseLag("baseline", 0.05), PhaseLag("recovery", None))
+    )
+    assert build(record(prober=calm)).result == RunResultKind.PASSED

@@ -457,3 +457,24 @@ async def test_a_resolver_failing_otherwise_is_an_error_with_its_cause(
     assert (
         "cannot resolve localhost: OSError: [Errno 16] Device or resource busy" in group["example"]
     )
+
+
+async def test_a_baseline_measured_while_the_loop_stalled_is_invalid(
+    tmp_path: Path, reference: RunningTarget
+) -> None:
+    """Stalls of the prober's own loop during the baseline make the run invalid, naming
+    the baseline: B measured then describes the prober, not the target (issue 12)."""
+    config = write_config(
+        tmp_path,
+        reference.url,
+        {"baseline": {"probes": 5, "interval": "200ms"}, "spike": {"connections": 3}},
+    )
+    loop = asyncio.get_running_loop()
+    stalls = [loop.call_later(0.05 + 0.1 * i, time.sleep, 0.15) for i in range(8)]
+    try:
+        r = (await run(config, make_prober(lag=0.1))).result
+    finally:
+        for handle in stalls:
+            handle.cancel()
+    assert r.result == RunResultKind.INVALID, r.message
+    assert any(reason.startswith("baseline: event-loop lag p99") for reason in r.prober.reasons)
