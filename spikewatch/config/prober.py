@@ -24,6 +24,9 @@ class LimitsConfig(ConfigSection):
 
     max_connections: int = Field(default=2000, ge=1)
     max_concurrent_runs: int = Field(default=1, ge=1)
+    #: The bytes all connections together may hold in messages not yet complete; past it
+    #: an attempt is the prober's ``error`` and the run ``invalid`` (issue 12).
+    max_receive_buffer_bytes: int = Field(default=64 * 1024 * 1024, ge=65536)
 
 
 class ProberConfig(ConfigSection):

@@ -61,6 +61,16 @@ def classify_connect_error(exc: BaseException, *, tls: bool) -> tuple[Outcome, s
     return Outcome.ERROR, f"{type(exc).__name__}: {exc}"
 
 
+#: How the detail of an attempt refused for want of receive buffer begins (the shared
+#: budget of ``protocol/budget.py``): the prober's own limit, never the target's.
+RECEIVE_BUFFERS_FULL = "the prober's receive buffers are full"
+
+
+def out_of_receive_buffer(outcome: Outcome | None, detail: str) -> bool:
+    """Whether an attempt failed because the prober's receive budget was spent."""
+    return outcome == Outcome.ERROR and detail.startswith(RECEIVE_BUFFERS_FULL)
+
+
 def out_of_descriptors(outcome: Outcome | None, detail: str) -> bool:
     """Whether an attempt failed for want of a file descriptor: the prober's fault."""
     return outcome == Outcome.ERROR and detail in _FD_EXHAUSTED.values()

@@ -29,6 +29,7 @@ from spikewatch.core.saturation import (
     descriptor_starvation,
     judge_one_process,
     judge_prober,
+    receive_starvation,
 )
 from spikewatch.core.stats import summarize
 from spikewatch.core.verdict import (
@@ -143,9 +144,9 @@ def prober_report(
         lateness = spike.start_lateness if spike is not None else None
         report = judge_one_process(limits, health.daemon, lateness.p99 if lateness else None)
     reasons = list(stalled_phases(health, limits))
-    starved = descriptor_starvation(record.attempts())
-    if starved is not None:
-        reasons.append(starved)
+    attempts = record.attempts()
+    starved = (descriptor_starvation(attempts), receive_starvation(attempts))
+    reasons.extend(reason for reason in starved if reason is not None)
     if not reasons:
         return report
     return dataclasses.replace(report, saturated=True, reasons=(*report.reasons, *reasons))

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from spikewatch.core.attempt import Attempt
-from spikewatch.core.classify import out_of_descriptors
+from spikewatch.core.classify import out_of_descriptors, out_of_receive_buffer
 from spikewatch.core.result import ProberReport
 from spikewatch.core.stats import percentile
 
@@ -108,6 +108,17 @@ def descriptor_starvation(attempts: Iterable[Attempt]) -> str | None:
     return (
         f"{starved} attempt(s) found no file descriptor (EMFILE/ENFILE): the prober's "
         "own limit, not the target's; raise ulimit -n or lower the spike"
+    )
+
+
+def receive_starvation(attempts: Iterable[Attempt]) -> str | None:
+    """Return why attempts refused by the prober's receive budget make the run invalid."""
+    starved = sum(1 for a in attempts if out_of_receive_buffer(a.outcome, a.detail))
+    if not starved:
+        return None
+    return (
+        f"{starved} attempt(s) found the prober's receive buffers full: its own limit "
+        "(limits.max_receive_buffer_bytes), not the target's"
     )
 
 

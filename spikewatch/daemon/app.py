@@ -41,8 +41,12 @@ from spikewatch.daemon.state import (
     UnknownPairError,
 )
 from spikewatch.engine.eventloop import loop_name
-from spikewatch.engine.from_config import make_prober, prober_monitor, worker_pool
-from spikewatch.engine.registry import ConnectionRegistry
+from spikewatch.engine.from_config import (
+    connection_registry,
+    make_prober,
+    prober_monitor,
+    worker_pool,
+)
 from spikewatch.engine.runner import Prober, execute_run
 from spikewatch.engine.workers import WorkerPool
 from spikewatch.errors import ConfigError, ConfigProblem
@@ -76,7 +80,7 @@ class Daemon:
         # The *_created series would double the exposition for no dashboard's benefit.
         prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
         self.metrics = SpikewatchMetrics(version=__version__)
-        self.registry = ConnectionRegistry(config.limits.max_connections)
+        self.registry = connection_registry(config)
         self.monitor = prober_monitor(config.prober, on_lag=self.metrics.observe_loop_lag)
         #: prober.workers > 1: worker processes that fire the spikes (fixed until restart).
         self.pool: WorkerPool | None = worker_pool(config.prober)
@@ -243,6 +247,7 @@ class Daemon:
         pairs = config.pairs()
         self.metrics.sync_pairs(SpikewatchMetrics.config_pairs(config))
         self.registry.limit = config.limits.max_connections
+        self.registry.receive_budget.limit = config.limits.max_receive_buffer_bytes
         self.dispatcher.max_concurrent = config.limits.max_concurrent_runs
         self.dispatcher.max_queued = self._max_queued(config)
         self.monitor.set_intervals(

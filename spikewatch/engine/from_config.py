@@ -57,7 +57,15 @@ def make_prober(
     everything afresh.
     """
     if registry is None:
-        registry = ConnectionRegistry(config.limits.max_connections)
+        registry = connection_registry(config)
     if monitor is None:
         monitor = prober_monitor(config.prober)
     return Prober(registry, monitor, config.prober.limits(), pool=pool)
+
+
+def connection_registry(config: SpikewatchConfig) -> ConnectionRegistry:
+    """Return the registry that enforces ``limits``: connections, and receive buffers."""
+    limits = config.limits
+    return ConnectionRegistry(
+        limits.max_connections, receive_budget_bytes=limits.max_receive_buffer_bytes
+    )

@@ -9,6 +9,7 @@ failed, and that failure is the prober's limit, never the target's.
 
 from __future__ import annotations
 
+from spikewatch.core.classify import RECEIVE_BUFFERS_FULL
 from spikewatch.errors import SpikewatchError
 
 #: The default budget: a few hundred partial messages of the default 1 MiB limit, or
@@ -49,7 +50,7 @@ class ReceiveBudget:
 def explain(limit: int) -> str:
     """The detail of an attempt failed for want of receive buffer: the prober's limit."""
     return (
-        f"the prober's receive buffers are full (limits.max_receive_buffer_bytes={limit}): "
+        f"{RECEIVE_BUFFERS_FULL} (limits.max_receive_buffer_bytes={limit}): "
         "partial messages of other connections hold them; raise the limit or lower "
         "max_message_bytes"
     )

@@ -66,7 +66,11 @@ def test_render_shows_file_paths_defaults_and_seconds(tmp_path: Path) -> None:
     assert data["targets"][0]["auth"]["jwt"]["secret_file"] == str(tmp_path / "jwt.key")
     assert data["targets"][0]["auth"]["jwt"]["ttl"] == 300.0
     assert data["targets"][1]["auth"]["jwt"]["secret"] is None
-    assert data["limits"] == {"max_connections": 2000, "max_concurrent_runs": 1}
+    assert data["limits"] == {
+        "max_connections": 2000,
+        "max_concurrent_runs": 1,
+        "max_receive_buffer_bytes": 64 * 1024 * 1024,
+    }
     scenario = data["scenarios"][0]
     assert scenario["hold"] == 90.0
     assert scenario["schedule"] == {"every": 900.0, "jitter": 0.0, "cron": None, "timezone": "UTC"}

@@ -25,6 +25,7 @@ from spikewatch.core.report import build_run_result, explain
 from spikewatch.core.result import ProberReport, RunResult
 from spikewatch.core.saturation import ProberLimits, WorkerShare
 from spikewatch.core.verdict import ThresholdCheck, ThresholdLimits
+from spikewatch.protocol.budget import explain as explain_budget
 from tests.core.fakes import Health
 
 LIMITS = ProberLimits(max_loop_lag_p99=0.1, max_start_lateness_p99=0.25, max_cpu_percent=95.0)
@@ -434,3 +435,15 @@ def test_calm_phases_and_phases_without_samples_judge_nothing() -> None:
         CALM, over_spike=True, phases=(PhaseLag("baseline", 0.05), PhaseLag("recovery", None))
     )
     assert build(record(prober=calm)).result == RunResultKind.PASSED
+
+
+def test_attempts_refused_by_the_receive_budget_make_the_run_invalid() -> None:
+    """Out of receive buffer is the prober's limit: invalid, with how many it refused."""
+    detail = explain_budget(1024 * 1024)
+    refused = tuple(failed(Phase.SPIKE, 500 + n, Outcome.ERROR, detail) for n in range(4))
+    result = build(record(spike=SpikePhase((*spike().attempts, *refused), aborted=False)))
+    assert result.result == RunResultKind.INVALID
+    assert result.prober.reasons == (
+        "4 attempt(s) found the prober's receive buffers full: its own limit "
+        "(limits.max_receive_buffer_bytes), not the target's",
+    )
