@@ -9,7 +9,9 @@ to keep this tree whole)::
     ├── UsageError             the command line names something that does not exist
     ├── AuthError              a JWT could not be minted (missing or unreadable key)
     ├── ProtocolError          the peer broke RFC 6455 or RFC 9112 (``protocol_error``)
-    │   └── MessageTooBigError     a frame or message exceeds ``max_message_bytes``
+    │   ├── MessageTooBigError     a frame or message exceeds ``max_message_bytes``
+    │   └── InvalidUtf8Error       text that is not UTF-8 (close 1007)  protocol.frames
+    ├── ReceiveBudgetError     the prober's receive buffers are full  protocol.budget
     ├── WireError              a worker message outside the protocol   engine.worker_protocol
     ├── WorkerLostError        a worker exited or stopped answering    engine.workers
     ├── RunRequestError        a run cannot be requested now (400)     daemon.state
