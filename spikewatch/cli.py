@@ -24,7 +24,7 @@ from spikewatch.config import (
     load_config,
 )
 from spikewatch.config.render import render_effective_config
-from spikewatch.daemon.app import Daemon, serve
+from spikewatch.daemon.lifecycle import Daemon, serve
 from spikewatch.daemon.logs import configure_logging
 from spikewatch.demo import DEFAULT_LISTEN, run_demo
 from spikewatch.engine import eventloop

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from spikewatch.config import SpikewatchConfig, parse_config
-from spikewatch.daemon.app import Daemon, serve
+from spikewatch.daemon.lifecycle import Daemon, serve
 from spikewatch.target import RunningTarget, TargetBehaviour, start_reference_target
 
 log = logging.getLogger(__name__)

@@ -11,9 +11,9 @@ to keep this tree whole)::
     ├── ProtocolError          the peer broke RFC 6455 or RFC 9112 (``protocol_error``)
     │   ├── MessageTooBigError     a frame or message exceeds ``max_message_bytes``
     │   └── InvalidUtf8Error       text that is not UTF-8 (close 1007)  protocol.frames
-    ├── ReceiveBudgetError     the prober's receive buffers are full  protocol.budget
-    ├── WireError              a worker message outside the protocol   engine.worker_protocol
-    ├── WorkerLostError        a worker exited or stopped answering    engine.workers
+    ├── ReceiveBudgetError     the prober's receive buffers are full  protocol.receive_budget
+    ├── WireError              a worker message outside the protocol   engine.worker_messages
+    ├── WorkerLostError        a worker exited or stopped answering    engine.worker_pool
     ├── RunRequestError        a run cannot be requested now (400)     daemon.state
     │   ├── UnknownPairError       no such target/scenario pair (404)  daemon.state
     │   ├── AlreadyQueuedError     already running or queued (409)     daemon.state

@@ -11,10 +11,10 @@ import yaml
 
 from spikewatch.config import SpikewatchConfig, load_config
 from spikewatch.core.saturation import ProberLimits
+from spikewatch.engine.prober_monitor import ProberMonitor
 from spikewatch.engine.registry import ConnectionRegistry
 from spikewatch.engine.runner import Prober
-from spikewatch.engine.selfcheck import ProberMonitor
-from spikewatch.engine.workers import WorkerPool
+from spikewatch.engine.worker_pool import WorkerPool
 
 #: What the reference target's welcome message matches.
 WELCOME = r'"type":\s*"welcome"'

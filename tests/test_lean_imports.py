@@ -23,7 +23,7 @@ def test_the_daemon_and_its_commands_do_not_load_pyjwt() -> None:
     PyJWT's import loads cryptography, about 9 MB of an idle daemon's RSS.
     """
     code = """
-import spikewatch.cli, spikewatch.daemon.app, spikewatch.engine.worker, spikewatch.demo
+import spikewatch.cli, spikewatch.daemon.lifecycle, spikewatch.engine.worker_main, spikewatch.demo
 from spikewatch.config import parse_config
 from spikewatch.engine.spec import build_connection_spec
 config = parse_config({"targets": [{"name": "t", "url": "ws://127.0.0.1:9/"}],

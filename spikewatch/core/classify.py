@@ -62,7 +62,7 @@ def classify_connect_error(exc: BaseException, *, tls: bool) -> tuple[Outcome, s
 
 
 #: How the detail of an attempt refused for want of receive buffer begins (the shared
-#: budget of ``protocol/budget.py``): the prober's own limit, never the target's.
+#: budget of ``protocol/receive_budget.py``): the prober's own limit, never the target's.
 RECEIVE_BUFFERS_FULL = "the prober's receive buffers are full"
 
 

@@ -1,4 +1,10 @@
-"""The Prometheus metrics of the contract (``spec.md``, "Metrics"), in a registry the app owns."""
+"""The Prometheus metrics of the contract (``spec.md``, "Metrics"), in a registry the app owns.
+
+Over 500 lines on purpose: every metric family is defined in one ``__init__`` so that the
+contract's table maps onto one place, and the pairs' series, their pre-creation, their
+removal on reload and their cached rendering share that one registry's locking; split,
+each part would reach into the others' families.
+"""
 
 from __future__ import annotations
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from spikewatch.engine.prober_monitor import ProberMonitor
 from spikewatch.engine.registry import ConnectionRegistry
 from spikewatch.engine.runner import Prober
-from spikewatch.engine.selfcheck import ProberMonitor
-from spikewatch.engine.workers import WorkerPool
+from spikewatch.engine.worker_pool import WorkerPool
 
 if TYPE_CHECKING:
     from spikewatch.config import ProberConfig, SpikewatchConfig

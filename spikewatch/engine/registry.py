@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from spikewatch.core.budget import PROBE_RESERVE
-from spikewatch.protocol.budget import DEFAULT_RECEIVE_BUDGET_BYTES, ReceiveBudget
+from spikewatch.protocol.receive_budget import DEFAULT_RECEIVE_BUDGET_BYTES, ReceiveBudget
 
 __all__ = ["PROBE_RESERVE", "Closable", "ConnectionRegistry"]
 

@@ -47,13 +47,14 @@ from spikewatch.engine.clock import now as _now
 from spikewatch.engine.clock import sleep_until
 from spikewatch.engine.connection import ClientConnection
 from spikewatch.engine.inflight import ProgressFn, RunInFlight
+from spikewatch.engine.prober_monitor import Mark, ProberMonitor
 from spikewatch.engine.probes import BaselineProbes, RecoveryProbes
 from spikewatch.engine.registry import PROBE_RESERVE, ConnectionRegistry
-from spikewatch.engine.selfcheck import Mark, ProberMonitor
 from spikewatch.engine.spec import ConnectionSpec, build_connection_spec, resolve
 from spikewatch.engine.spike import SpikeFiring, spike_plan
+from spikewatch.engine.spike_on_workers import SpikeOnWorkers
 from spikewatch.engine.stable import StableConnections
-from spikewatch.engine.workers import SpikeOnWorkers, WorkerPool
+from spikewatch.engine.worker_pool import WorkerPool
 from spikewatch.errors import SpikewatchError
 
 __all__ = [

@@ -29,10 +29,11 @@ from spikewatch.engine.clock import sleep_until
 from spikewatch.engine.connection import ClientConnection, open_connection
 from spikewatch.engine.inflight import RunInFlight
 from spikewatch.engine.launch import launch
+from spikewatch.engine.prober_monitor import Mark, ProberMonitor
 from spikewatch.engine.registry import PROBE_RESERVE, ConnectionRegistry
-from spikewatch.engine.selfcheck import Mark, ProberMonitor
 from spikewatch.engine.spec import ConnectionSpec
-from spikewatch.engine.workers import ANSWER_MARGIN, SpikeOnWorkers
+from spikewatch.engine.spike_on_workers import SpikeOnWorkers
+from spikewatch.engine.worker_pool import ANSWER_MARGIN
 
 #: A sharded replica that reaches its spike later than this after the shared instant
 #: fires at once instead (and says so in the run's timeline).

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from spikewatch.errors import MessageTooBigError, ProtocolError
-from spikewatch.protocol.budget import ReceiveBudget, ReceiveBudgetError
 from spikewatch.protocol.entropy import random_bytes
+from spikewatch.protocol.receive_budget import ReceiveBudget, ReceiveBudgetError
 
 
 class Opcode(IntEnum):

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from spikewatch.errors import MessageTooBigError, ProtocolError
-from spikewatch.protocol.budget import ReceiveBudget, ReceiveBudgetError
 from spikewatch.protocol.frames import (
     Close,
     FrameParser,
@@ -37,6 +36,7 @@ from spikewatch.protocol.frames import (
     encode_frame,
 )
 from spikewatch.protocol.handshake import UpgradeResponse, check_upgrade, parse_response_head
+from spikewatch.protocol.receive_budget import ReceiveBudget, ReceiveBudgetError
 
 #: Close codes this side sends when the peer breaks the protocol (RFC 6455 §7.4.1).
 PROTOCOL_ERROR_CODE = 1002

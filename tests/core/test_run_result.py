@@ -25,7 +25,7 @@ from spikewatch.core.report import build_run_result, explain
 from spikewatch.core.result import ProberReport, RunResult
 from spikewatch.core.saturation import ProberLimits, WorkerShare
 from spikewatch.core.verdict import ThresholdCheck, ThresholdLimits
-from spikewatch.protocol.budget import explain as explain_budget
+from spikewatch.protocol.receive_budget import explain as explain_budget
 from tests.core.fakes import Health
 
 LIMITS = ProberLimits(max_loop_lag_p99=0.1, max_start_lateness_p99=0.25, max_cpu_percent=95.0)

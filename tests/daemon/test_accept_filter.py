@@ -9,7 +9,7 @@ from typing import Any, cast
 
 import pytest
 
-from spikewatch.daemon.app import AcceptErrorFilter, Daemon
+from spikewatch.daemon.lifecycle import AcceptErrorFilter, Daemon
 
 EMFILE = OSError(24, "Too many open files")
 

@@ -199,7 +199,7 @@ async def test_loop_lag_is_sampled_fast_only_during_runs(
         assert during > 0
         # Kept: what is checked is an absence over time in another process (no sample
         # for 15 of the run's 20 ms intervals), and nothing signals an absence. The
-        # cadence switch itself is tested without sleeping in tests/engine/test_selfcheck.
+        # cadence switch itself is tested without sleeping in tests/engine/test_prober_monitor.
         await asyncio.sleep(0.3)
         _, _, body = await proc.request("GET", "/metrics")
         assert lag_samples(body) <= during + 1  # at most the one the run had scheduled

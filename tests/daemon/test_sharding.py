@@ -15,9 +15,9 @@ from spikewatch.core.outcomes import Phase
 from spikewatch.core.saturation import ProberLimits
 from spikewatch.daemon.schedule import build_trigger
 from spikewatch.daemon.sharding import Shard, aligned_slot, resolve_shard, spike_delay
+from spikewatch.engine.prober_monitor import ProberMonitor
 from spikewatch.engine.registry import ConnectionRegistry
 from spikewatch.engine.runner import Prober, execute_run, spike_plan
-from spikewatch.engine.selfcheck import ProberMonitor
 from spikewatch.errors import ConfigError
 from spikewatch.target import TargetBehaviour, start_reference_target
 

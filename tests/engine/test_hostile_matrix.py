@@ -19,9 +19,9 @@ from spikewatch.core.attempt import Attempt
 from spikewatch.core.outcomes import Outcome, Phase, RunResultKind
 from spikewatch.core.saturation import ProberLimits
 from spikewatch.engine.connection import MAX_CONTROL_FRAMES_PER_SECOND, open_connection
+from spikewatch.engine.prober_monitor import ProberMonitor
 from spikewatch.engine.registry import ConnectionRegistry
 from spikewatch.engine.runner import Prober, execute_run
-from spikewatch.engine.selfcheck import ProberMonitor
 from spikewatch.engine.spec import ConnectionSpec
 from spikewatch.protocol.handshake import UpgradeRequest
 from spikewatch.target.behaviour import TargetBehaviour

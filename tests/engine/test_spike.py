@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from spikewatch.engine.clock import now
 from spikewatch.engine.inflight import RunInFlight
-from spikewatch.engine.selfcheck import ProberMonitor
+from spikewatch.engine.prober_monitor import ProberMonitor
 from spikewatch.engine.spike import SHARED_INSTANT_TOLERANCE, WORKER_LEAD, SpikeFiring
 
 SPIKE_AT = 1_700_000_000.0

@@ -34,7 +34,7 @@ def worker_children(pid: int) -> list[psutil.Process]:
     return [
         p
         for p in psutil.Process(pid).children()
-        if "spikewatch.engine.worker" in " ".join(p.cmdline())
+        if "spikewatch.engine.worker_main" in " ".join(p.cmdline())
     ]
 
 

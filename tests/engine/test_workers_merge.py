@@ -23,9 +23,9 @@ from spikewatch.core.result import (
     count_upgrade_statuses,
     group_errors,
 )
-from spikewatch.engine.selfcheck import WindowReport
+from spikewatch.engine.prober_monitor import WindowReport
 from spikewatch.engine.spec import build_connection_spec
-from spikewatch.engine.worker_protocol import (
+from spikewatch.engine.worker_messages import (
     ATTEMPT_FIELDS,
     DAEMON_MESSAGES,
     MAX_MESSAGE_BYTES,

@@ -23,7 +23,8 @@ from spikewatch.core.attempt import Attempt
 from spikewatch.core.outcomes import Outcome, Phase, RunResultKind
 from spikewatch.engine.registry import PROBE_RESERVE, ConnectionRegistry
 from spikewatch.engine.runner import Prober, RunReport, execute_run
-from spikewatch.engine.worker_protocol import (
+from spikewatch.engine.spike_on_workers import SpikeOnWorkers
+from spikewatch.engine.worker_messages import (
     Attempts,
     Close,
     Failed,
@@ -33,8 +34,7 @@ from spikewatch.engine.worker_protocol import (
     WireMessage,
     target_to_wire,
 )
-from spikewatch.engine.workers import (
-    SpikeOnWorkers,
+from spikewatch.engine.worker_pool import (
     WorkerLostError,
     WorkerPool,
     WorkerProcess,

@@ -48,7 +48,7 @@ from spikewatch.engine.from_config import (
     worker_pool,
 )
 from spikewatch.engine.runner import Prober, execute_run
-from spikewatch.engine.workers import WorkerPool
+from spikewatch.engine.worker_pool import WorkerPool
 from spikewatch.errors import ConfigError, ConfigProblem
 from spikewatch.heap import freeze_long_lived
 

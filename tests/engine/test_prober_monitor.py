@@ -1,4 +1,4 @@
-"""Tests for spikewatch.engine.selfcheck."""
+"""Tests for spikewatch.engine.prober_monitor."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import time
 import pytest
 
 from spikewatch.engine.clock import now as _now
-from spikewatch.engine.selfcheck import (
+from spikewatch.engine.prober_monitor import (
     MIN_CPU_WINDOW,
     Mark,
     ProberMonitor,
@@ -381,7 +381,7 @@ def test_psutil_sampler_reports_sane_numbers() -> None:
 #: Run in a child process: it takes every file descriptor its lowered limit allows.
 _EXHAUSTED_FDS_CHILD = """
 import resource, socket, sys
-from spikewatch.engine.selfcheck import PsutilSampler
+from spikewatch.engine.prober_monitor import PsutilSampler
 sampler = PsutilSampler()
 before = sampler.rss_bytes()
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

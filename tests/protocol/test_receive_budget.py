@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from spikewatch.protocol.budget import ReceiveBudget, ReceiveBudgetError
 from spikewatch.protocol.frames import FrameParser, Message, Opcode, Ping
 from spikewatch.protocol.handshake import accept_for
+from spikewatch.protocol.receive_budget import ReceiveBudget, ReceiveBudgetError
 from spikewatch.protocol.session import ClientSession, Failed, State, Upgraded
 
 

@@ -1,7 +1,7 @@
 """A worker process: fire the share of a spike the daemon hands it, report what happened.
 
-Started by the daemon as ``python -m spikewatch.engine.worker``; the conversation is in
-:mod:`spikewatch.engine.worker_protocol`. A worker decides nothing about a run: it opens
+Started by the daemon as ``python -m spikewatch.engine.worker_main``; the conversation is in
+:mod:`spikewatch.engine.worker_messages`. A worker decides nothing about a run: it opens
 its connections at the instants it is given, holds them until told to close, and sends
 back every attempt and its own loop lag, CPU and memory. It exits when its stdin ends
 (the daemon is gone) and, on SIGTERM, after closing its connections. SIGINT is ignored:
@@ -28,10 +28,10 @@ from spikewatch.engine.clock import now as _now
 from spikewatch.engine.clock import sleep_until
 from spikewatch.engine.connection import ClientConnection, open_connection
 from spikewatch.engine.launch import launch
+from spikewatch.engine.prober_monitor import Mark, ProberMonitor
 from spikewatch.engine.registry import ConnectionRegistry
-from spikewatch.engine.selfcheck import Mark, ProberMonitor
 from spikewatch.engine.spec import ConnectionSpec, build_connection_spec
-from spikewatch.engine.worker_protocol import (
+from spikewatch.engine.worker_messages import (
     DAEMON_MESSAGES,
     Abort,
     Attempts,
@@ -266,7 +266,7 @@ async def _main() -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run a worker on this process's stdin and stdout."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    parser = argparse.ArgumentParser(prog="python -m spikewatch.engine.worker")
+    parser = argparse.ArgumentParser(prog="python -m spikewatch.engine.worker_main")
     parser.add_argument("--event-loop", default="auto", choices=["auto", "asyncio", "uvloop"])
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

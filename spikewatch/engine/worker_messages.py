@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from spikewatch.config import TargetConfig
 from spikewatch.core.attempt import Attempt
 from spikewatch.core.outcomes import Outcome, Phase
-from spikewatch.engine.selfcheck import WindowReport
+from spikewatch.engine.prober_monitor import WindowReport
 from spikewatch.errors import SpikewatchError
 
 _HEADER = struct.Struct(">I")
