@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from spikewatch.core.attempt import Attempt
 from spikewatch.core.classify import out_of_descriptors, out_of_receive_buffer
+from spikewatch.core.outcomes import Outcome
 from spikewatch.core.result import ProberReport
 from spikewatch.core.stats import percentile
 
@@ -102,24 +103,29 @@ def descriptor_starvation(attempts: Iterable[Attempt]) -> str | None:
     Failures for want of a descriptor are the prober's, whatever phase they hit: the run
     is invalid rather than blaming the target (target_down, no recovery).
     """
-    starved = sum(1 for a in attempts if out_of_descriptors(a.outcome, a.detail))
-    if not starved:
-        return None
-    return (
-        f"{starved} attempt(s) found no file descriptor (EMFILE/ENFILE): the prober's "
-        "own limit, not the target's; raise ulimit -n or lower the spike"
+    return _starvation(
+        attempts,
+        out_of_descriptors,
+        "found no file descriptor (EMFILE/ENFILE): the prober's own limit, not the "
+        "target's; raise ulimit -n or lower the spike",
     )
 
 
 def receive_starvation(attempts: Iterable[Attempt]) -> str | None:
     """Return why attempts refused by the prober's receive budget make the run invalid."""
-    starved = sum(1 for a in attempts if out_of_receive_buffer(a.outcome, a.detail))
-    if not starved:
-        return None
-    return (
-        f"{starved} attempt(s) found the prober's receive buffers full: its own limit "
-        "(limits.max_receive_buffer_bytes), not the target's"
+    return _starvation(
+        attempts,
+        out_of_receive_buffer,
+        "found the prober's receive buffers full: its own limit "
+        "(limits.max_receive_buffer_bytes), not the target's",
     )
+
+
+def _starvation(
+    attempts: Iterable[Attempt], starved_by: Callable[[Outcome | None, str], bool], why: str
+) -> str | None:
+    starved = sum(1 for a in attempts if starved_by(a.outcome, a.detail))
+    return f"{starved} attempt(s) {why}" if starved else None
 
 
 def _lateness_p99(attempts: Sequence[Attempt]) -> float | None:

@@ -42,7 +42,6 @@ from spikewatch.core.recovery import (
 from spikewatch.core.report import build_run_result
 from spikewatch.core.result import RunResult
 from spikewatch.core.saturation import ProberLimits, WorkerShare
-from spikewatch.core.verdict import ThresholdLimits
 from spikewatch.engine.clock import now as _now
 from spikewatch.engine.clock import sleep_until
 from spikewatch.engine.connection import ClientConnection
@@ -66,7 +65,6 @@ __all__ = [
     "execute_run",
     "run_deadline",
     "spike_plan",
-    "threshold_limits",
 ]
 
 log = logging.getLogger(__name__)
@@ -379,25 +377,12 @@ class ScenarioRun:
         )
 
     def _report(self, record: RunRecord) -> RunReport:
-        result = build_run_result(record, threshold_limits(self.scenario), self.prober.limits)
+        result = build_run_result(record, self.scenario.thresholds.limits(), self.prober.limits)
         message = result.message
         self.progress(f"verdict: {result.result.value}{': ' + message if message else ''}")
         dropped = record.stable.dropped if record.stable is not None else 0
         rtts = list(self.stable.rtts) if self.stable else []
         return RunReport(result, list(record.attempts()), rtts, dropped)
-
-
-def threshold_limits(scenario: ScenarioConfig) -> ThresholdLimits:
-    """Return the scenario's thresholds as the core checks them."""
-    t = scenario.thresholds
-    return ThresholdLimits(
-        success_ratio=t.success_ratio,
-        handshake_p95=t.handshake_p95,
-        first_message_p95=t.first_message_p95,
-        message_rtt_p95=t.message_rtt_p95,
-        recovery=t.recovery,
-        dropped_stable=t.dropped_stable,
-    )
 
 
 async def execute_run(
