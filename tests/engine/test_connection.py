@@ -241,15 +241,11 @@ async def test_cancellation_closes_the_connection(registry: ConnectionRegistry) 
     async with hostile.silent_server() as server:
         attempt = Attempt(Phase.SPIKE, 1)
         task = asyncio.create_task(open_connection(make_spec(server.url), attempt, registry))
-        async with asyncio.timeout(scaled(5)):
-            while server.open == 0:
-                await asyncio.sleep(0.01)
+        await asyncio.wait_for(server.wait_for(lambda s: s.open > 0), scaled(5))
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        async with asyncio.timeout(scaled(5)):
-            while server.open:
-                await asyncio.sleep(0.01)
+        await asyncio.wait_for(server.wait_for(lambda s: s.open == 0), scaled(5))
     assert registry.open == 0
 
 
@@ -275,15 +271,20 @@ async def test_keepalive_measures_rtt_and_detects_a_drop(
 ) -> None:
     """A stable connection answers pings (or echoes) and a dropped one is counted lost."""
     rtts: list[float] = []
-    keepalive = Keepalive(0.05, 1.0, mode, rtts.append)  # type: ignore[arg-type]
+    three = asyncio.Event()
+
+    def on_rtt(rtt: float) -> None:
+        rtts.append(rtt)
+        if len(rtts) >= 3:
+            three.set()
+
+    keepalive = Keepalive(0.05, 1.0, mode, on_rtt)  # type: ignore[arg-type]
     async with hostile.echo_server() as server:
         spec = make_spec(server.url, echo=ECHO)
         conn = await open_connection(spec, Attempt(Phase.STABLE, 1), registry, keepalive=keepalive)
         assert isinstance(conn, ClientConnection)
         assert conn.is_open
-        async with asyncio.timeout(scaled(5)):
-            while len(rtts) < 3:
-                await asyncio.sleep(0.02)
+        await asyncio.wait_for(three.wait(), scaled(5))
         assert conn.lost_at is None
         server.drop_all()
         await asyncio.wait_for(conn.wait_closed(), scaled(5))
