@@ -28,8 +28,11 @@ class Attempt:
     first_message: float | None = None
     rtt: float | None = None
     latency: float | None = None
+    #: The step a failed attempt was in: connect, upgrade, welcome or echo (None when
+    #: it succeeded or was never made), so that a timeout says what it timed out on.
+    step: str | None = None
 
-    def decide(self, outcome: Outcome, detail: str, now: float) -> bool:
+    def decide(self, outcome: Outcome, detail: str, now: float, step: str | None = None) -> bool:
         """Record how the attempt ended; the first decision stands, later ones are ignored.
 
         Every writer of an outcome goes through here, so an attempt ends in exactly one
@@ -41,7 +44,17 @@ class Attempt:
         self.outcome = outcome
         self.detail = detail
         self.ended = now
+        if outcome != Outcome.OK:
+            self.step = step
         return True
+
+    def void(self, detail: str, now: float) -> None:
+        """Replace whatever was recorded by an ``error``: the measurements were lost (a
+        worker that died before it reported its share), so none of them stands."""
+        self.outcome = None
+        self.started = self.handshake = self.first_message = None
+        self.rtt = self.latency = self.status = None
+        self.decide(Outcome.ERROR, detail, now)
 
     def abort(self, now: float, detail: str) -> None:
         """Record that this attempt was not made because a safety limit stopped it."""

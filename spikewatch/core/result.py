@@ -34,12 +34,14 @@ def count_upgrade_statuses(attempts: Iterable[Attempt]) -> dict[str, int]:
 
 @dataclass(frozen=True, slots=True)
 class ErrorGroup:
-    """The failed attempts of one outcome across every phase, with one real example."""
+    """The failed attempts of one outcome in one step across every phase, with one real
+    example (a timeout of the upgrade and one of the echo are two groups)."""
 
     outcome: Outcome
     count: int
     example: str
     phase: Phase
+    step: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Return the JSON form."""
@@ -48,21 +50,32 @@ class ErrorGroup:
             "count": self.count,
             "example": self.example,
             "phase": self.phase.value,
+            "step": self.step,
         }
 
 
+#: Steps in the order a connection passes through them; None (aborted, never made) last.
+_STEP_ORDER = {"connect": 0, "upgrade": 1, "welcome": 2, "echo": 3}
+
+
 def group_errors(attempts: Iterable[Attempt]) -> tuple[ErrorGroup, ...]:
-    """Group every failed attempt by outcome, keeping the first one's message as example."""
-    counts: Counter[Outcome] = Counter()
-    examples: dict[Outcome, Attempt] = {}
+    """Group every failed attempt by outcome and step, keeping the first one's message."""
+    counts: Counter[tuple[Outcome, str | None]] = Counter()
+    examples: dict[tuple[Outcome, str | None], Attempt] = {}
     for a in attempts:
         if a.outcome is None or a.outcome == Outcome.OK:
             continue
-        counts[a.outcome] += 1
-        examples.setdefault(a.outcome, a)
+        key = (a.outcome, a.step)
+        counts[key] += 1
+        examples.setdefault(key, a)
+    order = sorted(
+        counts, key=lambda k: (_OUTCOME_ORDER[k[0]], _STEP_ORDER.get(k[1] or "", len(_STEP_ORDER)))
+    )
     return tuple(
-        ErrorGroup(o, counts[o], examples[o].detail, examples[o].phase)
-        for o in sorted(counts, key=_OUTCOME_ORDER.__getitem__)
+        ErrorGroup(
+            o, counts[(o, step)], examples[(o, step)].detail, examples[(o, step)].phase, step
+        )
+        for o, step in order
     )
 
 

@@ -199,7 +199,7 @@ class ClientConnection(asyncio.Protocol):
         """Record a failure of the TCP connect or TLS handshake (no transport exists)."""
         self._cancel_timer()
         self._connecting = None
-        self._exchange.ended(outcome, detail, _now())
+        self._exchange.ended(outcome, detail, _now(), step="connect")
         self._settle()
         self._let_go()
 
@@ -382,7 +382,7 @@ async def open_connection(
         registry.release()
         now = _now()
         attempt.started = now
-        attempt.decide(Outcome.ERROR, f"cannot prepare the request: {exc}", now)
+        attempt.decide(Outcome.ERROR, f"cannot prepare the request: {exc}", now, "connect")
         return None
     task = asyncio.current_task()
     assert task is not None

@@ -72,9 +72,8 @@ class BaselineProbes:
         now = _now()
         for _ in range(self.config.probes):
             attempt = self.run.new_attempt(Phase.BASELINE)
-            attempt.started = attempt.ended = now
-            attempt.outcome = outcome
-            attempt.detail = detail
+            attempt.started = now
+            attempt.decide(outcome, detail, now, "connect")
             self.attempts.append(attempt)
         self.run.progress(f"baseline: {detail}; target down, no spike fired")
 

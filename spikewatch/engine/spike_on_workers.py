@@ -232,11 +232,7 @@ class SpikeOnWorkers:
     @staticmethod
     def _fail_share(number: int, share: list[Attempt], cause: str, now: float) -> None:
         for attempt in share:
-            attempt.outcome = Outcome.ERROR
-            attempt.detail = f"{cause}; the attempts of worker {number}'s share are lost"
-            attempt.ended = now
-            attempt.started = attempt.handshake = attempt.first_message = None
-            attempt.rtt = attempt.latency = attempt.status = None
+            attempt.void(f"{cause}; the attempts of worker {number}'s share are lost", now)
 
     async def _ask(
         self,

@@ -80,6 +80,7 @@ ATTEMPT_FIELDS = (
     "first_message",
     "rtt",
     "latency",
+    "step",
 )
 #: One attempt as it travels: a row of :data:`ATTEMPT_FIELDS`, not an object per attempt
 #: (a share is thousands of them; the names would be most of its bytes).
@@ -96,6 +97,7 @@ AttemptRow: TypeAlias = tuple[
     Finite | None,
     Finite | None,
     Finite | None,
+    str | None,
 ]
 
 
@@ -327,6 +329,7 @@ def attempt_to_wire(attempt: Attempt) -> AttemptRow:
         attempt.first_message,
         attempt.rtt,
         attempt.latency,
+        attempt.step,
     )
 
 
@@ -353,7 +356,7 @@ def apply_share(attempts: Mapping[int, Attempt], rows: Sequence[AttemptRow]) -> 
         mine.started, mine.ended = m.started, m.ended
         mine.outcome, mine.detail, mine.status = m.outcome, m.detail, m.status
         mine.handshake, mine.first_message = m.handshake, m.first_message
-        mine.rtt, mine.latency = m.rtt, m.latency
+        mine.rtt, mine.latency, mine.step = m.rtt, m.latency, m.step
 
 
 def split_round_robin(items: Sequence[Any], shares: int) -> list[list[Any]]:

@@ -50,6 +50,8 @@ class Step(IntEnum):
 
 
 _STEP_NAMES = {Step.UPGRADE: "the upgrade", Step.WELCOME: "the welcome", Step.ECHO: "the echo"}
+#: The step an attempt failed in, as the run's ``errors`` name it.
+_STEP_LABELS = {Step.UPGRADE: "upgrade", Step.WELCOME: "welcome", Step.ECHO: "echo"}
 #: Steps that await a message the probe expects; a failure there sends a close frame.
 _EXPECTING = frozenset((Step.WELCOME, Step.ECHO))
 #: Steps in which an echo may be outstanding (the probe's, or an echo keepalive's).
@@ -145,9 +147,12 @@ class ProbeExchange:
         self.attempt.started = now
         self.deadline = now + self._expect.handshake_timeout
 
-    def ended(self, outcome: Outcome, detail: str, now: float) -> None:
-        """The engine ended the attempt (a failed connect, a cancel): it is over."""
-        self.attempt.decide(outcome, detail, now)
+    def ended(self, outcome: Outcome, detail: str, now: float, *, step: str | None = None) -> None:
+        """The engine ended the attempt (a failed connect, a cancel): it is over.
+
+        ``step`` names where it ended when the exchange cannot know (the TCP connect).
+        """
+        self.attempt.decide(outcome, detail, now, step or _STEP_LABELS.get(self.step))
         self._over()
 
     def connection_lost(self, cause: str, now: float) -> None:
@@ -155,9 +160,8 @@ class ProbeExchange:
         step = self.step
         if self.attempt.outcome is None:
             name = _STEP_NAMES.get(step, "the exchange")
-            self.attempt.decide(
-                Outcome.CLOSED, f"the peer closed the connection during {name}{cause}", now
-            )
+            detail = f"the peer closed the connection during {name}{cause}"
+            self.attempt.decide(Outcome.CLOSED, detail, now, _STEP_LABELS.get(step))
         elif step == Step.HELD:
             self._lose(f"connection lost{cause}", now)
         self._over()
@@ -324,7 +328,7 @@ class ProbeExchange:
             self._start_close(1000)
 
     def _fail(self, outcome: Outcome, detail: str, now: float) -> None:
-        self.attempt.decide(outcome, detail, now)
+        self.attempt.decide(outcome, detail, now, _STEP_LABELS.get(self.step))
         if self.step in _EXPECTING and outcome != Outcome.CLOSED:
             self.session.send_close(1008 if outcome == Outcome.UNEXPECTED_MESSAGE else 1001)
         self._over()

@@ -251,6 +251,7 @@ def test_baseline_probes_without_a_descriptor_make_the_run_invalid_not_target_do
         "count": 3,
         "example": EMFILE,
         "phase": "baseline",
+        "step": None,
     }
 
 
@@ -366,8 +367,14 @@ def test_errors_and_upgrade_statuses_are_gathered_across_phases() -> None:
     run = dataclasses.replace(run, baseline=baseline(good=2))
     result = build(run)
     assert [e.as_dict() for e in result.errors] == [
-        {"outcome": "refused", "count": 1, "example": "refused", "phase": "baseline"},
-        {"outcome": "http_status", "count": 2, "example": "HTTP 503", "phase": "spike"},
+        {"outcome": "refused", "count": 1, "example": "refused", "phase": "baseline", "step": None},
+        {
+            "outcome": "http_status",
+            "count": 2,
+            "example": "HTTP 503",
+            "phase": "spike",
+            "step": None,
+        },
     ]
     assert result.upgrade_statuses == {"503": 1, "other": 1}
 
@@ -447,3 +454,19 @@ def test_attempts_refused_by_the_receive_budget_make_the_run_invalid() -> None:
         "4 attempt(s) found the prober's receive buffers full: its own limit "
         "(limits.max_receive_buffer_bytes), not the target's",
     )
+
+
+def test_timeouts_of_different_steps_are_separate_error_groups() -> None:
+    """Timeouts before and after the upgrade are two groups, in step order, each with
+    its own example: the JSON says which step timed out."""
+    late_upgrade = failed(Phase.SPIKE, 400, Outcome.TIMEOUT, "no upgrade answer within 5s")
+    late_echo = failed(Phase.SPIKE, 401, Outcome.TIMEOUT, "no echo answer within 2s")
+    late_upgrade.step, late_echo.step = "upgrade", "echo"
+    attempts = (*spike(good=8).attempts, late_echo, late_upgrade, late_upgrade)
+    result = build(record(spike=SpikePhase(attempts, aborted=False)))
+    assert [(e.outcome, e.step, e.count, e.example) for e in result.errors] == [
+        (Outcome.TIMEOUT, "upgrade", 2, "no upgrade answer within 5s"),
+        (Outcome.TIMEOUT, "echo", 1, "no echo answer within 2s"),
+    ]
+    assert result.spike is not None
+    assert result.spike.outcomes == {"ok": 8, "timeout": 3}

@@ -74,6 +74,7 @@ async def test_refused(registry: ConnectionRegistry) -> None:
     """Nothing listening is 'refused'."""
     a = await attempt_once(f"ws://127.0.0.1:{hostile.unused_port()}/ws", registry)
     assert a.outcome == Outcome.REFUSED
+    assert a.step == "connect"
 
 
 async def test_accepts_and_never_answers(registry: ConnectionRegistry) -> None:
@@ -82,6 +83,7 @@ async def test_accepts_and_never_answers(registry: ConnectionRegistry) -> None:
         a = await attempt_once(server.url, registry, handshake_timeout=0.3)
     assert a.outcome == Outcome.TIMEOUT
     assert "no upgrade answer within 0.3s" in a.detail
+    assert a.step == "upgrade", "a timeout says which step it timed out on"
     assert a.started is not None
     assert a.ended is not None
     assert 0.3 - TIMER_GRAIN <= a.ended - a.started < 0.3 + scaled(0.5)
@@ -158,6 +160,7 @@ async def test_late_welcome(registry: ConnectionRegistry) -> None:
         a = await attempt_once(server.url, registry, welcome=WELCOME, welcome_timeout=0.2)
     assert a.outcome == Outcome.TIMEOUT
     assert "no welcome within 0.2s" in a.detail
+    assert a.step == "welcome"
 
 
 async def test_welcome_then_echo_from_raw_server(registry: ConnectionRegistry) -> None:
@@ -216,6 +219,7 @@ async def test_no_echo_answer_is_timeout(registry: ConnectionRegistry) -> None:
         a = await attempt_once(server.url, registry, welcome=WELCOME, echo=ECHO, echo_timeout=0.2)
     assert a.outcome == Outcome.TIMEOUT
     assert "no echo answer within 0.2s" in a.detail
+    assert a.step == "echo"
 
 
 async def test_dns_failure_is_classified(registry: ConnectionRegistry) -> None:

@@ -531,7 +531,7 @@ while header := sys.stdin.buffer.read(4):
     elif kind == "spike" and mode == "bad-progress":
         send({"type": "progress", "run": run, "finished": "many", "failed": 0})
     elif kind == "spike" and mode in ("bad-health", "chatty"):
-        rows = [["spike", c, at, at, at, "refused", "no", None, None, None, None, None]
+        rows = [["spike", c, at, at, at, "refused", "no", None, None, None, None, None, "connect"]
                 for at, conns in message["groups"] for c in conns]
         send({"type": "attempts", "run": run, "attempts": rows})
     elif kind == "close" and mode != "silent":

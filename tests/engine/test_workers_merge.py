@@ -188,7 +188,7 @@ def row(number: int, **change: object) -> list[object]:
         ([row(1), row(2, conn=2.0)], r"attempts\[1\]\.conn: .* valid integer, got 2\.0"),
         ([row(1), row(2, status="503")], r"attempts\[1\]\.status: .* valid integer, got '503'"),
         ([row(1), row(2, detail=None)], r"attempts\[1\]\.detail: Input should be a valid string"),
-        ([row(1), [*row(2), None]], r"attempts\[1\]: Tuple should have at most 12 items"),
+        ([row(1), [*row(2), None]], r"attempts\[1\]: Tuple should have at most 13 items"),
         ([row(1), [2]], r"attempts\[1\]\.conn: Field required"),
     ],
 )
