@@ -12,7 +12,14 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
-from tests.hostile import HostileConnection, HostileServer, Opcode, encode_frame, read_frame
+from tests.hostile import (
+    HostileConnection,
+    HostileServer,
+    Opcode,
+    close_payload,
+    encode_frame,
+    read_frame,
+)
 
 #: How many pings :func:`ping_flood_server` writes before it yields to the loop.
 PINGS_PER_BURST = 200
@@ -136,5 +143,24 @@ def deaf_after_welcome_server(welcome: str) -> HostileServer:
         await connection.accept_upgrade()
         await connection.send(encode_frame(Opcode.TEXT, welcome.encode()))
         await asyncio.Event().wait()
+
+    return HostileServer(handle)
+
+
+def idle_timeout_server(after: float) -> HostileServer:
+    """Like a proxy with a read timeout: welcome and echo, then close any connection that
+    is still open ``after`` seconds later (1001, "idle timeout"), as nginx did in issue 13."""
+    welcome = encode_frame(Opcode.TEXT, b'{"type":"welcome"}')
+    bye = encode_frame(Opcode.CLOSE, close_payload(1001, "idle timeout"))
+
+    async def handle(connection: HostileConnection) -> None:
+        await connection.accept_upgrade()
+        await connection.send(welcome)
+        serving = asyncio.create_task(connection.serve_frames(echo=True))
+        done, _ = await asyncio.wait({serving}, timeout=after)
+        if not done:
+            serving.cancel()
+            await connection.send(bye)
+            await connection.discard_until_eof()
 
     return HostileServer(handle)

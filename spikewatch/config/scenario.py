@@ -146,6 +146,8 @@ class ThresholdsConfig(ConfigSection):
     message_rtt_p95: Duration | None = None
     recovery: Duration | None = None
     dropped_stable: Annotated[int, Field(ge=0)] | None = None
+    #: Spike connections held through ``hold`` that the target may drop.
+    dropped_held: Annotated[int, Field(ge=0)] | None = None
 
     def limits(self) -> ThresholdLimits:
         """Return the thresholds as the verdict checks them."""
@@ -156,6 +158,7 @@ class ThresholdsConfig(ConfigSection):
             message_rtt_p95=self.message_rtt_p95,
             recovery=self.recovery,
             dropped_stable=self.dropped_stable,
+            dropped_held=self.dropped_held,
         )
 
 

@@ -40,10 +40,13 @@ class StablePhase:
 
 @dataclass(frozen=True, slots=True)
 class SpikePhase:
-    """The spike's attempts (in plan order), and whether the abort rule stopped it."""
+    """The spike's attempts (in plan order), whether the abort rule stopped it, and how
+    many of the connections held open through ``hold`` the target dropped (with why)."""
 
     attempts: tuple[Attempt, ...]
     aborted: bool = False
+    held_dropped: int = 0
+    held_drop_example: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -99,7 +99,12 @@ def spike_summary(spike: SpikePhase | None) -> SpikeSummary | None:
     """Summarize the spike; None when none was fired (or it was cut short before)."""
     if spike is None or not spike.attempts:
         return None
-    return SpikeSummary.from_attempts(spike.attempts, aborted=spike.aborted)
+    return SpikeSummary.from_attempts(
+        spike.attempts,
+        aborted=spike.aborted,
+        held_dropped=spike.held_dropped,
+        held_drop_example=spike.held_drop_example,
+    )
 
 
 def stable_summary(stable: StablePhase | None) -> StableSummary | None:
@@ -175,6 +180,7 @@ def _measurements(
         recovered=recovery is not None and recovery.recovered,
         recovery_seconds=recovery.seconds if recovery else None,
         dropped_stable=dropped,
+        dropped_held=spike.held_dropped,
     )
 
 

@@ -121,6 +121,9 @@ class SpikeSummary:
     message_rtt: LatencySummary | None
     start_lateness: LatencySummary | None
     aborted: bool = False
+    #: Spike connections held through ``hold`` that the target dropped, and why one was.
+    held_dropped: int = 0
+    held_drop_example: str | None = None
 
     @property
     def success_ratio(self) -> float | None:
@@ -130,7 +133,14 @@ class SpikeSummary:
         return self.outcomes.get(Outcome.OK.value, 0) / self.attempted
 
     @classmethod
-    def from_attempts(cls, attempts: Sequence[Attempt], *, aborted: bool) -> SpikeSummary:
+    def from_attempts(
+        cls,
+        attempts: Sequence[Attempt],
+        *,
+        aborted: bool,
+        held_dropped: int = 0,
+        held_drop_example: str | None = None,
+    ) -> SpikeSummary:
         """Summarize the spike's attempts."""
         ok = [a for a in attempts if a.outcome == Outcome.OK]
         return cls(
@@ -141,6 +151,8 @@ class SpikeSummary:
             message_rtt=_summary(a.rtt for a in ok),
             start_lateness=_summary(a.lateness for a in attempts),
             aborted=aborted,
+            held_dropped=held_dropped,
+            held_drop_example=held_drop_example,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -159,6 +171,8 @@ class SpikeSummary:
             "first_message_seconds": _summary_dict(self.first_message),
             "message_rtt_seconds": _summary_dict(self.message_rtt),
             "start_lateness_seconds": lateness,
+            "held_dropped": self.held_dropped,
+            "held_drop_example": self.held_drop_example,
         }
 
 

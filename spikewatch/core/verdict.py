@@ -18,6 +18,7 @@ class ThresholdLimits:
     message_rtt_p95: float | None = None
     recovery: float | None = None
     dropped_stable: int | None = None
+    dropped_held: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +32,8 @@ class Measurements:
     recovered: bool
     recovery_seconds: float | None
     dropped_stable: int
+    #: Spike connections held open through ``hold`` that the target dropped.
+    dropped_held: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,8 +54,8 @@ def evaluate_thresholds(limits: ThresholdLimits, m: Measurements) -> tuple[Thres
     """Check each configured threshold, then the implicit ``recovered`` check.
 
     Order: success_ratio, handshake_p95, first_message_p95, message_rtt_p95, recovery,
-    dropped_stable, recovered. ``success_ratio`` passes at or above its limit, the others
-    at or below theirs. A value that could not be measured fails. The last check,
+    dropped_stable, dropped_held, recovered. ``success_ratio`` passes at or above its
+    limit, the others at or below theirs. A value that could not be measured fails. The last check,
     ``recovered`` (limit 1, value 1 or 0), is always there: a run in which the target did
     not recover never passes, with or without a ``recovery`` threshold.
     """
@@ -63,6 +66,7 @@ def evaluate_thresholds(limits: ThresholdLimits, m: Measurements) -> tuple[Thres
         ("message_rtt_p95", limits.message_rtt_p95, m.message_rtt_p95),
         ("recovery", limits.recovery, recovery_seconds),
         ("dropped_stable", limits.dropped_stable, m.dropped_stable),
+        ("dropped_held", limits.dropped_held, m.dropped_held),
     )
     checks: list[ThresholdCheck] = []
     if limits.success_ratio is not None:

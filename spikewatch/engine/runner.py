@@ -11,6 +11,7 @@ or is cut short; the decisions (baseline, recovery, abort, and the result itself
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 import socket
@@ -299,10 +300,20 @@ class ScenarioRun:
 
     async def _hold_then_close(self, until: float) -> None:
         await sleep_until(until)
+        # Count what the target dropped during the hold before our own closes (issue 13:
+        # a proxy's idle timeout closing every held connection went unreported).
+        lost = [c.lost_reason for c in self.spike_conns if c.lost_at is not None]
         for conn in self.spike_conns:
             conn.close()
+        dropped, example = len(lost), lost[0] if lost else None
         if self.workers is not None:
-            await self.workers.close_held()
+            on_workers, their_example = await self.workers.close_held()
+            dropped += on_workers
+            example = example or their_example
+        if dropped and self.spike is not None:
+            self.spike = dataclasses.replace(
+                self.spike, held_dropped=dropped, held_drop_example=example
+            )
 
     async def _close_everything(self) -> None:
         """Close every connection of the run on every path, cancellation included."""

@@ -25,6 +25,7 @@ from spikewatch.engine.worker_messages import (
     Abort,
     Attempts,
     Close,
+    Closed,
     Failed,
     Finish,
     Health,
@@ -272,14 +273,23 @@ class SpikeOnWorkers:
 
         return list(await asyncio.gather(*(one(w) for w in self.pool.workers)))
 
-    async def close_held(self) -> None:
-        """Have every worker close the spike connections it holds, and wait until it has."""
+    async def close_held(self) -> tuple[int, str | None]:
+        """Have every worker close the spike connections it holds, and wait until it has.
+
+        Return how many of them the target had dropped before, and why one was.
+        """
         within = self._close_timeout + ANSWER_MARGIN
-        await self._ask(Close(run=self.run), ("closed", "failed"), within, self._ready)
+        answers = await self._ask(Close(run=self.run), ("closed", "failed"), within, self._ready)
+        dropped, example = 0, None
+        for answer in answers:
+            if isinstance(answer, Closed) and answer.dropped:
+                dropped += answer.dropped
+                example = example or answer.drop_example
         for number in range(self.pool.size):
             if self._ready[number]:
                 self._release(number, self._held[number])
                 self._held[number] = 0
+        return dropped, example
 
     async def finish(self) -> None:
         """End the run on every worker: it closes what is left and reports its health."""

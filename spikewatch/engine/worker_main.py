@@ -195,8 +195,10 @@ class Worker:
         self.send(Prepared(run=message.run))
 
     async def _close(self, run: ShareRun) -> None:
+        dropped = [c.lost_reason for c in run.conns if c.lost_at is not None]
         await run.close_held()
-        self.send(Closed(run=run.run))
+        example = dropped[0] if dropped else None
+        self.send(Closed(run=run.run, dropped=len(dropped), drop_example=example))
 
     async def _finish(self, run: ShareRun) -> None:
         health = await run.finish()

@@ -192,9 +192,11 @@ class Attempts(WireMessage):
 
 
 class Closed(WireMessage):
-    """The held spike connections are closed."""
+    """The held spike connections are closed; how many the target had dropped, and why one."""
 
     type: Literal["closed"] = "closed"
+    dropped: NonNegative = 0
+    drop_example: str | None = None
 
 
 class Health(WireMessage):

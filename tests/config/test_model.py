@@ -783,6 +783,7 @@ def test_threshold_limits_come_from_the_thresholds_section() -> None:
         "message_rtt_p95": 3,
         "recovery": 4,
         "dropped_stable": 5,
+        "dropped_held": 6,
     }
     cfg = build(config(scenarios=[scenario(thresholds=every, stable={"connections": 1})]))
     assert asdict(cfg.scenarios[0].thresholds.limits()) == every

@@ -132,6 +132,8 @@ def test_the_json_of_a_passed_run_is_the_contracts() -> None:
             "first_message_seconds": {"p50": 0.001, "p95": 0.001, "p99": 0.001, "max": 0.001},
             "message_rtt_seconds": {"p50": 0.003, "p95": 0.003, "p99": 0.003, "max": 0.003},
             "start_lateness_seconds": {"p50": 0.0005, "p99": 0.0005, "max": 0.0005},
+            "held_dropped": 0,
+            "held_drop_example": None,
         },
         "stable": None,
         "recovery": {
@@ -470,3 +472,26 @@ def test_timeouts_of_different_steps_are_separate_error_groups() -> None:
     ]
     assert result.spike is not None
     assert result.spike.outcomes == {"ok": 8, "timeout": 3}
+
+
+def test_held_connections_the_target_dropped_are_reported_and_can_fail_the_run() -> None:
+    """Drops of held spike connections are in the JSON; a dropped_held threshold judges them."""
+    dropped = SpikePhase(
+        spike().attempts, held_dropped=4, held_drop_example="the peer closed with code 1001"
+    )
+    result = build(record(spike=dropped))
+    assert result.result == RunResultKind.PASSED, "reported, not judged, without a threshold"
+    assert result.spike is not None
+    spike_json = result.as_dict()["spike"]
+    assert (spike_json["held_dropped"], spike_json["held_drop_example"]) == (
+        4,
+        "the peer closed with code 1001",
+    )
+    judged = build(record(spike=dropped), ThresholdLimits(dropped_held=0))
+    assert judged.result == RunResultKind.FAILED
+    assert judged.thresholds[0].as_dict() == {
+        "name": "dropped_held",
+        "limit": 0,
+        "value": 4,
+        "passed": False,
+    }

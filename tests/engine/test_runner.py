@@ -20,7 +20,7 @@ from spikewatch.engine.registry import PROBE_RESERVE
 from spikewatch.engine.runner import Prober, RunReport, execute_run
 from spikewatch.target.behaviour import TargetBehaviour
 from spikewatch.target.server import RunningTarget, start_reference_target
-from tests import hostile
+from tests import hostile, hostile_extra
 from tests.builders import WELCOME, RunConfigs, make_prober
 from tests.conftest import scaled
 
@@ -478,3 +478,21 @@ async def test_a_baseline_measured_while_the_loop_stalled_is_invalid(
             handle.cancel()
     assert r.result == RunResultKind.INVALID, r.message
     assert any(reason.startswith("baseline: event-loop lag p99") for reason in r.prober.reasons)
+
+
+async def test_held_spike_connections_the_target_drops_are_counted(tmp_path: Path) -> None:
+    """Held spike connections closed by the target during hold are reported with why, and
+    a dropped_held threshold fails the run."""
+    async with hostile_extra.idle_timeout_server(after=0.3) as server:
+        config = write_config(
+            tmp_path,
+            server.url,
+            {"spike": {"connections": 6}, "hold": "1s", "thresholds": {"dropped_held": 0}},
+        )
+        r = (await run(config)).result
+    assert r.spike is not None
+    assert r.spike.outcomes == {"ok": 6}
+    assert r.spike.held_dropped == 6
+    assert r.spike.held_drop_example == "the peer closed with code 1001 (idle timeout)"
+    assert r.result == RunResultKind.FAILED
+    assert "dropped_held" in r.message

@@ -40,6 +40,7 @@ from spikewatch.engine.worker_pool import (
     WorkerProcess,
     worker_command,
 )
+from tests import hostile_extra
 from tests.builders import RunConfigs, make_prober
 from tests.conftest import scaled
 from tests.hostile import (
@@ -670,3 +671,21 @@ def test_worker_refuses_to_run_on_anything_but_pipes() -> None:
     )
     assert done.returncode == 2
     assert "stdout must be a pipe from the daemon" in done.stderr
+
+
+async def test_held_connections_dropped_on_workers_are_counted(
+    tmp_path: Path, pool: WorkerPool
+) -> None:
+    """Held spike connections that the target drops are counted on the workers too."""
+    async with hostile_extra.idle_timeout_server(after=0.3) as server:
+        config = write_config(
+            tmp_path,
+            server.url,
+            {"spike": {"connections": 6}, "hold": "1s"},
+            welcome={"match": "welcome"},
+        )
+        r = (await run(config, lenient_prober(pool))).result
+    assert r.spike is not None
+    assert r.spike.outcomes == {"ok": 6}
+    assert r.spike.held_dropped == 6
+    assert r.spike.held_drop_example == "the peer closed with code 1001 (idle timeout)"
