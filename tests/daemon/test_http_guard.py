@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError, InvalidHeader
+from yarl import URL
 
 from spikewatch.daemon.api import create_app
 from spikewatch.daemon.http_guard import (
@@ -24,8 +27,11 @@ from spikewatch.daemon.http_guard import (
     error_kind,
     http_limits,
 )
+from spikewatch.target import RunningTarget
+from tests.builders import daemon_document, reference_target, write_config
 from tests.conftest import scaled
 from tests.daemon.fakes import API_TOKEN, FakeDaemonState
+from tests.daemon.proc import DaemonProcess
 
 #: The daemon runs on uvloop by default; transports differ between the loops.
 RUN_ON_EVERY_EVENT_LOOP = True
@@ -352,3 +358,28 @@ def test_the_default_limits_read_the_process_descriptor_limit() -> None:
     """Without an fd limit given, the bound follows this process's RLIMIT_NOFILE."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     assert http_limits() == http_limits(soft)
+
+
+async def test_the_daemon_logs_a_token_with_a_stray_cr_as_one_line_without_it(
+    tmp_path: Path, reference: RunningTarget
+) -> None:
+    """The real daemon: the issue's CRLF token and long header give one quiet line each."""
+    token_file = tmp_path / "token"
+    token_file.write_text(API_TOKEN + "\n")
+    document = daemon_document([reference_target(reference.url)], token_file=token_file, every="1h")
+    daemon = await DaemonProcess(write_config(tmp_path / "c.yaml", document)).start()
+    try:
+        port = URL(daemon.base).port
+        assert port is not None
+        for case in ("CR in Authorization", "8 KiB header line"):
+            answer = await exchange(port, MALFORMED[case] % API_TOKEN.encode())
+            assert_security_headers(head_of(answer))
+        await daemon.wait_for_line(lambda _: daemon.count("malformed HTTP request") == 2, 10)
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait(15) == 0
+    finally:
+        await daemon.stop()
+    text = "\n".join(daemon.lines)
+    assert API_TOKEN not in text
+    assert "Traceback" not in text
+    assert " ERROR " not in text
