@@ -3,11 +3,9 @@
 aiohttp serves the API, ``/metrics`` and the status page; this module is what sits
 between it and the socket:
 
-- **A request head within** :data:`HEAD_TIMEOUT` **of connecting.** aiohttp has no
-  header-read timeout: a client sending one header byte every few seconds held its
-  connection forever. Later requests on a kept-alive connection are bounded by the
-  keep-alive timeout, which aiohttp counts from the end of the previous answer to the
-  next complete head (bytes arriving do not reset it).
+- **A request head within** :data:`HEAD_TIMEOUT` **of connecting**, and a later one
+  within :data:`HEAD_TIMEOUT` of its first byte. aiohttp has no header-read timeout: a
+  client sending one header byte every few seconds held its connection forever.
 - **Idle keep-alive for** :data:`KEEPALIVE_TIMEOUT` (aiohttp's default is an hour).
 - **At most** :data:`MAX_CONNECTIONS` **connections at once** (and never more than a
   quarter of the process's descriptors): one past the bound is closed as soon as it is
@@ -56,8 +54,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Seconds from connecting to a complete first request head. A real client sends its
-#: head at once; a browser's speculative connection that sends nothing is closed too.
+#: Seconds from connecting, or from a later head's first byte, to the complete request
+#: head. A real client sends its head at once; a browser's speculative connection that
+#: sends nothing is closed too.
 HEAD_TIMEOUT: Final = 10.0
 #: Seconds a kept-alive connection may stay idle: longer than a 60 s scrape interval,
 #: so that a scraper reuses its connection instead of racing the close (nginx's 75 s).
@@ -169,7 +168,7 @@ class ConnectionGuard:
             )
 
     def head_timed_out(self, peer: str) -> None:
-        """Report a connection closed because its first request head did not arrive."""
+        """Report a connection closed because a request head did not arrive in time."""
         held = self._timed_out.take()
         if held is not None:
             log.info(
@@ -221,21 +220,35 @@ class GuardedRequestHandler(RequestHandler):
         guard.open += 1
         self._counted = True
         super().connection_made(transport)
-        self._head_timer = self._loop.call_later(guard.limits.head_timeout, self._head_late)
+        self._start_head_timer()
 
     def data_received(self, data: bytes) -> None:
-        """Parse as aiohttp does; the first complete head stops the head timer."""
+        """Parse as aiohttp does, timing each request head from its first byte."""
+        heads = self._request_count  # rises with every head parsed, malformed ones too
         super().data_received(data)
-        # The request count rises with every head parsed, malformed ones included.
-        if self._head_timer is not None and self._request_count > 0:
+        if self._request_count > heads:
+            self._stop_head_timer()
+        elif self._head_timer is None and data and self._idle():
+            # The first bytes of a later head on a kept-alive connection: the head
+            # timeout from now, not only the keep-alive timeout from the last answer.
+            self._start_head_timer()
+
+    def _idle(self) -> bool:
+        # aiohttp's request loop waits on _waiter between requests, and only then.
+        waiter = self._waiter
+        return waiter is not None and not waiter.done()
+
+    def _start_head_timer(self) -> None:
+        self._head_timer = self._loop.call_later(self._guard.limits.head_timeout, self._head_late)
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
 
     def connection_lost(self, exc: BaseException | None) -> None:
         """Release the connection's place under the bound."""
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+        self._stop_head_timer()
         if not self._counted:
             return  # refused: aiohttp never saw it
         self._counted = False

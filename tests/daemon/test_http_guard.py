@@ -191,6 +191,30 @@ async def test_a_head_sent_byte_by_byte_is_closed_at_the_head_timeout(serve: Ser
             writer.close()
 
 
+async def test_a_later_head_sent_byte_by_byte_is_closed_at_the_head_timeout(
+    serve: Serve,
+) -> None:
+    """On a kept-alive connection, a trickled second head is closed at the head timeout."""
+    async with serve(head_timeout=scaled(0.3), keepalive_timeout=scaled(60)) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(GET_HEALTHZ)
+        async with asyncio.timeout(scaled(5)):
+            await reader.readuntil(b'{"status": "ok"}')
+
+        async def trickle() -> None:
+            # The attack's own pace: a byte every tenth of the timeout, never the head's end.
+            for byte in b"GET /healthz HTTP/1.1\r\nX-Slow: " + b"a" * 1000:
+                writer.write(bytes([byte]))
+                await asyncio.sleep(scaled(0.03))
+
+        sender = asyncio.create_task(trickle())
+        try:
+            assert await until_closed(reader) == b""
+        finally:
+            sender.cancel()
+            writer.close()
+
+
 async def test_an_idle_kept_alive_connection_is_closed_at_the_keepalive_timeout(
     serve: Serve,
 ) -> None:
