@@ -213,9 +213,8 @@ class GuardedRequestHandler(RequestHandler):
         guard = self._guard
         if guard.open >= guard.limits.max_connections:
             guard.refused(_peer(transport.get_extra_info("peername")))
-            cast(
-                "asyncio.Transport", transport
-            ).abort()  # its descriptor is released now, not after a goodbye
+            # Aborted: its descriptor is released now, not after a goodbye.
+            cast("asyncio.Transport", transport).abort()
             return
         guard.open += 1
         self._counted = True
