@@ -27,6 +27,7 @@ from spikewatch import __version__
 from spikewatch.config import ScenarioConfig, SpikewatchConfig, TargetConfig
 from spikewatch.config.render import public_url
 from spikewatch.core.result import RunResult
+from spikewatch.daemon.http_guard import SECURITY_HEADERS
 from spikewatch.daemon.openapi import OPENAPI_PATH, openapi_document
 from spikewatch.daemon.state import DaemonState, RunRequestError, ScheduledPair
 from spikewatch.daemon.status_page import render_status_page
@@ -67,6 +68,9 @@ def create_app(state: DaemonState) -> web.Application:
     """Return the aiohttp application that serves every endpoint of the contract."""
     app = web.Application(middlewares=[_json_errors], client_max_size=_MAX_BODY_BYTES)
     app[STATE] = state
+    # A signal, not a middleware: /metrics prepares its answer itself, before any
+    # middleware could see it.
+    app.on_response_prepare.append(_security_headers)
     app.router.add_get("/", _status_page, name="status_page")
     app.router.add_get("/metrics", _metrics, name="metrics")
     app.router.add_get("/healthz", _healthz, name="healthz")
@@ -102,6 +106,12 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
         # The traceback may name files and values; it belongs in the log, not the answer.
         logger.exception("unexpected error answering %s %s", request.method, request.path)
         return _error(500, "internal error; the daemon's log has the details")
+
+
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Add the security headers to every answer, errors and /metrics included."""
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
 
 
 def _http_exception_message(request: web.Request, exc: web.HTTPException) -> str:

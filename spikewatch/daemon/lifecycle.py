@@ -30,6 +30,7 @@ from spikewatch.config.render import render_effective_config
 from spikewatch.daemon.api import create_app
 from spikewatch.daemon.dispatch import RunDispatcher
 from spikewatch.daemon.history import RunEntry, RunHistory
+from spikewatch.daemon.http_guard import GuardedAppRunner, http_limits
 from spikewatch.daemon.logs import log_run
 from spikewatch.daemon.metrics import SpikewatchMetrics
 from spikewatch.daemon.schedule import RunScheduler
@@ -283,10 +284,11 @@ class Daemon:
         self.metrics.set_reload(ok=True, timestamp=time.time())
         self._apply(self._config)
         server = self._config.server
-        runner = web.AppRunner(create_app(self), access_log=None, handle_signals=False)
+        # aiohttp wants the shutdown timeout on the runner; on the site it is deprecated.
+        runner = GuardedAppRunner(create_app(self), http_limits(), shutdown_timeout=1.0)
         await runner.setup()
         self._runner = runner
-        site = web.TCPSite(runner, server.host, server.port, shutdown_timeout=1.0)
+        site = web.TCPSite(runner, server.host, server.port)
         await site.start()
         port = int(runner.addresses[0][1]) if runner.addresses else server.port
         self.bound = (server.host, port)
