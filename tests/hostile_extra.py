@@ -164,3 +164,22 @@ def idle_timeout_server(after: float) -> HostileServer:
             await connection.discard_until_eof()
 
     return HostileServer(handle)
+
+
+def pong_less_server() -> HostileServer:
+    """Welcome and echo data frames, but never answer a ping (a server whose ping handling
+    is broken, or behind a proxy that eats control frames); close frames get their answer."""
+    welcome = encode_frame(Opcode.TEXT, b'{"type":"welcome"}')
+
+    async def handle(connection: HostileConnection) -> None:
+        await connection.accept_upgrade()
+        await connection.send(welcome)
+        while True:
+            frame = await read_frame(connection.reader)
+            if frame.opcode == Opcode.CLOSE:
+                await connection.send(encode_frame(Opcode.CLOSE, frame.payload[:2]))
+                return
+            if frame.opcode in (Opcode.TEXT, Opcode.BINARY):
+                await connection.send(encode_frame(frame.opcode, frame.payload))
+
+    return HostileServer(handle)

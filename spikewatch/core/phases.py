@@ -36,6 +36,9 @@ class StablePhase:
     rtts: tuple[float, ...]
     dropped: int
     drop_example: str | None = None
+    #: Connections whose last ping (or echo) was still unanswered when the run closed
+    #: them: not a drop (its timeout had not passed), but not an answer either.
+    unanswered: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -118,6 +118,7 @@ def stable_summary(stable: StablePhase | None) -> StableSummary | None:
         outcomes=count_outcomes(stable.attempts),
         message_rtt=summarize(stable.rtts),
         drop_example=stable.drop_example,
+        unanswered=stable.unanswered,
     )
 
 

@@ -186,6 +186,7 @@ class StableSummary:
     outcomes: dict[str, int]
     message_rtt: LatencySummary | None
     drop_example: str | None = None
+    unanswered: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """Return the JSON form."""
@@ -196,6 +197,7 @@ class StableSummary:
             "outcomes": self.outcomes,
             "message_rtt_seconds": _summary_dict(self.message_rtt),
             "drop_example": self.drop_example,
+            "unanswered_at_end": self.unanswered,
         }
 
 

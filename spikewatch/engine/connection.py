@@ -243,6 +243,11 @@ class ClientConnection(asyncio.Protocol):
         return self._exchange.lost_reason
 
     @property
+    def keepalive_unanswered(self) -> bool:
+        """Whether the last keepalive ping (or echo) of a held connection is unanswered."""
+        return self._exchange.awaiting_answer
+
+    @property
     def seq(self) -> int:
         """How many echoes or keepalive pings this connection has sent."""
         return self._exchange.seq

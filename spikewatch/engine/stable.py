@@ -70,4 +70,5 @@ class StableConnections:
             rtts=tuple(self.rtts),
             dropped=self.dropped(),
             drop_example=next((c.lost_reason for c in self.conns if c.lost_reason), None),
+            unanswered=sum(1 for c in self.conns if c.lost_at is None and c.keepalive_unanswered),
         )

@@ -166,6 +166,11 @@ class ProbeExchange:
             self._lose(f"connection lost{cause}", now)
         self._over()
 
+    @property
+    def awaiting_answer(self) -> bool:
+        """Whether a held connection's last keepalive ping (or echo) is unanswered."""
+        return self._awaiting
+
     def close(self, now: float) -> None:
         """Close a held connection with a closing handshake (RFC 6455 §7.1.2)."""
         if self.step == Step.HELD:

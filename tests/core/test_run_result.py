@@ -358,6 +358,7 @@ def test_stable_connections_are_summarized_and_their_drops_checked() -> None:
         "outcomes": {"ok": 3, "refused": 1},
         "message_rtt_seconds": {"p50": 0.0015, "p95": 0.00195, "p99": 0.00199, "max": 0.002},
         "drop_example": "peer closed",
+        "unanswered_at_end": 0,
     }
 
 

@@ -496,3 +496,23 @@ async def test_held_spike_connections_the_target_drops_are_counted(tmp_path: Pat
     assert r.spike.held_drop_example == "the peer closed with code 1001 (idle timeout)"
     assert r.result == RunResultKind.FAILED
     assert "dropped_held" in r.message
+
+
+async def test_keepalives_unanswered_when_the_run_ends_are_reported(tmp_path: Path) -> None:
+    """Stable pings that no pong answered by the run's end are neither a drop nor silence:
+    stable.unanswered_at_end counts them (issue 13)."""
+    async with hostile_extra.pong_less_server() as server:
+        config = write_config(
+            tmp_path,
+            server.url,
+            {
+                "spike": {"connections": 2},
+                "stable": {"connections": 3, "ping_interval": "50ms", "timeout": "60s"},
+            },
+            echo=None,
+        )
+        r = (await run(config)).result
+    assert r.stable is not None
+    assert (r.stable.opened, r.stable.dropped, r.stable.unanswered) == (3, 0, 3)
+    assert r.stable.message_rtt is None
+    assert r.as_dict()["stable"]["unanswered_at_end"] == 3
