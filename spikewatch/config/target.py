@@ -97,7 +97,6 @@ class TlsConfig(ConfigSection):
 
 # Set by the handshake itself (RFC 6455 §4.1) or meaningless on a GET without a body.
 _MANAGED_HEADERS: Final = {
-    "host": "is derived from url",
     "sec-websocket-protocol": "is derived from subprotocols",
     "upgrade": "is set by the WebSocket handshake",
     "connection": "is set by the WebSocket handshake",
@@ -129,6 +128,8 @@ def _url_problem(url: str) -> str | None:
         return "must not carry user:password@; use headers or auth"
     if "#" in url:
         return "must not have a #fragment"
+    if "{" in parts.netloc or "}" in parts.netloc:
+        return "may hold {conn} in its path and query only, not in its host or port"
     return None
 
 
@@ -230,7 +231,11 @@ class TargetConfig(ConfigSection):
 
     @property
     def host_header(self) -> str:
-        """Return the Host header: host, and the port when it is not the default."""
+        """Return the Host header: the one configured in ``headers`` (a virtual host behind
+        a proxy, say), else host and the port when it is not the default."""
+        for name, value in self.headers.items():
+            if name.lower() == "host":
+                return value
         host = f"[{self.host}]" if ":" in self.host else self.host
         default = 443 if self.secure else 80
         return host if self.port == default else f"{host}:{self.port}"

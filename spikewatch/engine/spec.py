@@ -89,15 +89,32 @@ class ConnectionSpec:
     minter: TokenMinter | None = None
     send_as: Literal["header", "query", "subprotocol"] = "header"
     query_param: str | None = None
+    #: The url's path and query and the header values, when any holds ``{conn}``: the
+    #: request is then composed per connection (a SockJS session id, say), else once.
+    per_connection: tuple[str, str, tuple[tuple[str, str], ...]] | None = None
+
+    def request_for(self, conn: int) -> UpgradeRequest:
+        """Return the upgrade request of connection ``conn`` (the shared one, unless the
+        target's url or headers hold ``{conn}``)."""
+        if self.per_connection is None:
+            return self.request
+        resource, host, headers = self.per_connection
+        number = str(conn)
+        return UpgradeRequest(
+            resource=resource.replace("{conn}", number),
+            host_header=host.replace("{conn}", number),
+            headers=[(n, v.replace("{conn}", number)) for n, v in headers],
+            subprotocols=self.request.subprotocols,
+        )
 
     def render_request(self, key: bytes, conn: int) -> tuple[bytes, tuple[str, ...]]:
         """Return connection ``conn``'s upgrade request and the subprotocols it offers."""
         if self.minter is None:
-            return self.request.render(key), self.request.subprotocols
+            return self.request_for(conn).render(key), self.request.subprotocols
         from spikewatch.auth.jwt import place_token  # noqa: PLC0415 - PyJWT loads cryptography (~9 MB RSS): only when JWTs are in use
 
         placement = place_token(self.send_as, self.minter.mint(conn), self.query_param)
-        request = self.request.render(
+        request = self.request_for(conn).render(
             key,
             headers=placement.headers,
             query=placement.query,
@@ -147,6 +164,12 @@ def build_connection_spec(
         )
         send_as = jwt.send_as_kind
         query_param = jwt.query_param
+    headers = tuple((n, v) for n, v in target.headers.items() if n.lower() != "host")
+    per_connection = None
+    if any(
+        "{conn}" in text for text in (target.resource, target.host_header, *target.headers.values())
+    ):
+        per_connection = (target.resource, target.host_header, headers)
     return ConnectionSpec(
         address=address,
         port=target.port,
@@ -155,9 +178,10 @@ def build_connection_spec(
         request=UpgradeRequest(
             resource=target.resource,
             host_header=target.host_header,
-            headers=list(target.headers.items()),
+            headers=headers,
             subprotocols=target.subprotocols,
         ),
+        per_connection=per_connection,
         handshake_timeout=target.handshake_timeout,
         close_timeout=target.close_timeout,
         welcome=welcome.pattern if welcome is not None else None,

@@ -279,12 +279,26 @@ def test_headers_must_be_valid_http_fields() -> None:
     assert problems(config(targets=[target(headers=headers)])) == [
         'targets[0].headers["Bad Name"]: is not a valid header name',
         "targets[0].headers.X-Split: value must be printable ASCII, without CR or LF",
-        "targets[0].headers.Host: is derived from url",
         "targets[0].headers.Sec-WebSocket-Protocol: is derived from subprotocols",
         "targets[0].headers.Upgrade: is set by the WebSocket handshake",
         "targets[0].headers.x-a: repeats X-A (names ignore case)",
         'targets[0].headers[""]: is not a valid header name',
     ]
+
+
+def test_a_configured_host_header_replaces_the_urls() -> None:
+    """Host may be set (a virtual host behind a proxy); the url still says where to connect."""
+    cfg = build(config(targets=[target(headers={"host": "chat.internal:8443"})]))
+    assert cfg.targets[0].host_header == "chat.internal:8443"
+    assert (cfg.targets[0].host, cfg.targets[0].port) == ("chat.test", 80)
+
+
+def test_conn_may_stand_in_the_path_and_query_only() -> None:
+    """{conn} in the url's host is refused at the field; in its path it is accepted."""
+    [problem] = problems(config(targets=[target(url="ws://h{conn}.test/ws")]))
+    assert problem.startswith("targets[0].url: may hold {conn} in its path and query only")
+    cfg = build(config(targets=[target(url="ws://127.0.0.1:9/echo/0/{conn}/websocket")]))
+    assert cfg.targets[0].resource == "/echo/0/{conn}/websocket"
 
 
 def test_header_problems_never_show_the_value() -> None:

@@ -516,3 +516,30 @@ async def test_keepalives_unanswered_when_the_run_ends_are_reported(tmp_path: Pa
     assert (r.stable.opened, r.stable.dropped, r.stable.unanswered) == (3, 0, 3)
     assert r.stable.message_rtt is None
     assert r.as_dict()["stable"]["unanswered_at_end"] == 3
+
+
+async def test_conn_in_the_url_and_headers_and_a_configured_host_reach_the_server(
+    tmp_path: Path,
+) -> None:
+    """{conn} in the url's path and in header values is filled per connection (a SockJS
+    session id), and a configured Host header replaces the url's (issue 13)."""
+    async with hostile.welcome_server('{"type":"welcome"}') as server:
+        url = server.url.replace("/ws", "/echo/000/s{conn}/websocket")
+        config = write_config(
+            tmp_path,
+            url,
+            {"spike": {"connections": 3}},
+            echo=None,
+            headers={"X-Session": "sess-{conn}", "Host": "chat.internal"},
+        )
+        r = (await run(config)).result
+    assert r.spike is not None
+    assert r.spike.outcomes == {"ok": 3}
+    heads = server.requests
+    targets = {h.target for h in heads}
+    assert len(targets) == len(heads), "every connection had its own session path"
+    for head in heads:
+        number = head.target.removeprefix("/echo/000/s").removesuffix("/websocket")
+        assert number.isdigit(), head.target
+        assert head.header("x-session") == f"sess-{number}"
+        assert head.header("host") == "chat.internal"
