@@ -12,6 +12,8 @@ from spikewatch.engine.registry import ConnectionRegistry
 from spikewatch.engine.runner import execute_run
 from spikewatch.engine.spec import ConnectionSpec
 from spikewatch.protocol.frames import MAX_FRAGMENTS, Opcode
+from spikewatch.target.behaviour import TargetBehaviour
+from spikewatch.target.server import start_reference_target
 from tests import hostile
 from tests.builders import RunConfigs, make_prober
 from tests.conftest import scaled
@@ -164,5 +166,29 @@ async def test_a_whole_run_against_a_deaf_pinging_target_ends_target_down_prompt
     assert r.result == RunResultKind.TARGET_DOWN, r.message
     assert r.baseline.outcomes == {"timeout": 3}
     assert r.duration < 3 * (1 + 1) + scaled(2)
+    assert prober.registry.open == 0
+    assert prober.registry.abort_all() == 0
+
+
+async def test_a_deadline_inside_a_batch_leaves_no_phantom_connection(tmp_path: Path) -> None:
+    """A run whose deadline falls while a batch waits on its upgrades ends with every slot
+    given back, on either loop (uvloop left 16-144 phantoms in issue 12)."""
+    prober = make_prober()
+    slow_after_burst = TargetBehaviour(burst_threshold=50, slow_delay=3.0, recovery_delay=5.0)
+    async with await start_reference_target(slow_after_burst) as target:
+        config = write_config(
+            tmp_path,
+            target.url,
+            {"spike": {"connections": 300}, "timeout": "600ms"},
+            close_timeout="200ms",
+        )
+        report = await asyncio.wait_for(
+            execute_run(config.targets[0], config.scenarios[0], prober), scaled(10)
+        )
+    assert report.result.result == RunResultKind.ERROR
+    assert "deadline" in report.result.message
+    spike = report.result.spike
+    assert spike is not None
+    assert spike.outcomes.get("error", 0) > 0, "the deadline cut attempts short"
     assert prober.registry.open == 0
     assert prober.registry.abort_all() == 0
