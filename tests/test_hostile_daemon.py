@@ -28,7 +28,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -135,7 +135,6 @@ class Switch:
     skip: int = 2
     accepted: int = 0
     armed_at: int | None = None
-    requests: list[hostile.RequestHead] = field(default_factory=list)
 
     def arm(self) -> None:
         self.armed_at = self.accepted
