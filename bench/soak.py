@@ -2,10 +2,14 @@
 
 ``python bench/soak.py [--runs 300] [--interval 1] [--warmup 200] [--json out.json]``
 
-It starts two reference targets (``spikewatch target``, one plain, one that wants a JWT)
-and the daemon (``spikewatch run``) as processes on 127.0.0.1, with five target-scenario
-pairs on a fast schedule: an avalanche and a ramp with stable connections, JWTs sent as
-a header and as a query parameter, and a target whose port refuses every connection.
+It starts two reference targets (``spikewatch target``, one plain, one that wants a JWT),
+a hostile target (``bench/hostile_target.py``: each connection meets the next of issue
+12's attacks in turn, a ping flood that never reads, endless empty fragments, an
+unfinished message near ``max_message_bytes``, a peer that never reads, a close frame
+with junk, with healthy answers between them) and the daemon (``spikewatch run``) as
+processes on 127.0.0.1, with six target-scenario pairs on a fast schedule: an avalanche
+and a ramp with stable connections, JWTs sent as a header and as a query parameter, a
+target whose port refuses every connection, and the hostile target.
 Meanwhile both targets are degraded in turn through their ``/degrade`` and ``/reset``
 endpoints (capacity limits, upgrades slower than the handshake timeout, bursts that drop
 stable connections, no welcome, a rotated JWT key), so that runs also fail, go
@@ -17,13 +21,15 @@ The measurement, so that both ends describe the same state:
    whose growth is bounded and by design);
 2. pause: the config is rewritten with a schedule that never fires soon and reloaded
    (SIGHUP); once every pair is idle and no connection is open, the daemon is sampled:
-   RSS and open fds (psutil, on the daemon's pid) and the tasks of its event loop
-   (``spikewatch_event_loop_tasks``);
+   RSS and open fds (psutil, on the daemon's pid), the tasks of its event loop
+   (``spikewatch_event_loop_tasks``) and its connection slots in use
+   (``spikewatch_open_connections``);
 3. ``--runs`` runs on the fast schedule again (reload), then pause and sample again;
 4. SIGTERM: the daemon must exit 0.
 
-Goals (from the issue): RSS growth below 10 MB, no more fds and no more tasks at the
-end than at the start, and a clean exit without a traceback. The exit status is 0 when
+Goals (from the issues): RSS growth below 10 MB, no more fds and no more tasks at the
+end than at the start, no slot in use at either sample (slots flat at 0), and a clean
+exit without a traceback. The exit status is 0 when
 every goal holds, 1 when one does not (each is named), 2 when the soak could not run.
 """
 
@@ -75,6 +81,9 @@ JWT_AUDIENCE = "soak"
 _LISTENING = re.compile(r"listening on (http://[^\s,\"]+)")
 _SERVING = re.compile(r"serving (ws://[^\s,\"]+)")
 LOOPBACK = "127.0.0.1"
+#: The hostile target, and the max_message_bytes its unfinished messages come close to.
+HOSTILE_TARGET = Path(__file__).resolve().parent / "hostile_target.py"
+HOSTILE_MESSAGE_BYTES = 256 * 1024
 
 
 class SoakError(Exception):
@@ -85,12 +94,14 @@ class SoakError(Exception):
 
 
 class Child:
-    """A spikewatch process whose stderr is drained by a thread, keeping the last lines."""
+    """A spikewatch process (or another Python script: ``script``) whose stderr is drained
+    by a thread, keeping the last lines."""
 
-    def __init__(self, name: str, args: list[str]) -> None:
+    def __init__(self, name: str, args: list[str], script: Path | None = None) -> None:
         self.name = name
+        program = ["-m", "spikewatch"] if script is None else [str(script)]
         self.proc = subprocess.Popen(  # noqa: S603 - our own command line, no shell
-            [sys.executable, "-m", "spikewatch", *args],
+            [sys.executable, *program, *args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -158,8 +169,8 @@ class Child:
 
 
 @contextmanager
-def child(name: str, args: list[str]) -> Iterator[Child]:
-    process = Child(name, args)
+def child(name: str, args: list[str], script: Path | None = None) -> Iterator[Child]:
+    process = Child(name, args, script)
     try:
         yield process
     finally:
@@ -177,6 +188,16 @@ def start_target(stack: ExitStack, name: str, *extra: str) -> tuple[str, str]:
     url = serving.group(1)
     http = url.replace("ws://", "http://", 1).removesuffix("/ws")
     return url, http
+
+
+def start_hostile_target(stack: ExitStack) -> tuple[str, Child]:
+    """Start the hostile target on a free loopback port; return its ws:// URL and process."""
+    args = ["--listen", f"{LOOPBACK}:0", "--message-bytes", str(HOSTILE_MESSAGE_BYTES)]
+    process = stack.enter_context(child("hostile target", args, HOSTILE_TARGET))
+    line = process.wait_for_line(lambda text: _SERVING.search(text) is not None, START_TIMEOUT)
+    serving = _SERVING.search(line)
+    assert serving is not None
+    return serving.group(1), process
 
 
 def refusing_url() -> str:
@@ -225,9 +246,15 @@ def single(samples: dict[str, list[tuple[dict[str, str], float]]], name: str) ->
 
 
 def soak_config(
-    plain: str, jwt: str, refused: str, secret_file: Path, schedule: dict[str, Any]
+    plain: str,
+    jwt: str,
+    refused: str,
+    hostile: str,
+    *,
+    secret_file: Path,
+    schedule: dict[str, Any],
 ) -> dict[str, Any]:
-    """Return the daemon's config: five pairs, fast timeouts, the given schedule."""
+    """Return the daemon's config: six pairs, fast timeouts, the given schedule."""
     welcome = {"match": r'"type":\s*"welcome"', "timeout": "500ms"}
     echo = {"payload": '{"type":"ping","seq":{seq}}', "match": '"seq":{seq}', "timeout": "500ms"}
 
@@ -261,11 +288,17 @@ def soak_config(
             target("jwt-header", jwt, auth=auth("header")),
             target("jwt-query", jwt, echo=echo, auth=auth("query:access_token")),
             target("refused", refused),
+            target(
+                "hostile",
+                hostile,
+                close_timeout="500ms",
+                max_message_bytes=HOSTILE_MESSAGE_BYTES,
+            ),
         ],
         "scenarios": [
             {
                 "name": "avalanche",
-                "targets": ["plain", "jwt-header", "refused"],
+                "targets": ["plain", "jwt-header", "refused", "hostile"],
                 "spike": {"connections": 6, "batches": 2, "batch_interval": "50ms"},
                 "thresholds": {"success_ratio": 0.9, "handshake_p95": "500ms"},
                 "abort": {"error_ratio": 0.5, "min_attempts": 3},
@@ -367,6 +400,8 @@ class Sample:
     rss_bytes: int
     open_fds: int
     event_loop_tasks: int
+    #: The most slots in use (``spikewatch_open_connections``) in any of the samples.
+    open_connections: int
     runs_total: int
 
 
@@ -382,8 +417,12 @@ class Soak:
         self.reloads = 0
         self.peak_rss = 0
 
-    def runs(self) -> dict[str, int]:
-        return by_label(scrape(self.base)["spikewatch_runs_total"], "result")
+    def runs(self, target: str | None = None) -> dict[str, int]:
+        """Return the runs so far by result, of every target or of ``target``."""
+        samples = scrape(self.base)["spikewatch_runs_total"]
+        if target is not None:
+            samples = [(labels, v) for labels, v in samples if labels["target"] == target]
+        return by_label(samples, "result")
 
     def total_runs(self) -> int:
         return sum(self.runs().values())
@@ -419,7 +458,11 @@ class Soak:
             time.sleep(0.25)
 
     def wait_idle(self) -> None:
-        """Wait until no pair is queued or running and no connection is open."""
+        """Wait until no pair is queued or running and no connection is open.
+
+        Connections still open with every pair idle past IDLE_TIMEOUT are leaked slots:
+        the samples then show them and :func:`judge` names them.
+        """
         deadline = time.monotonic() + IDLE_TIMEOUT
         calm = 0
         while calm < 2:  # twice in a row, so that a run about to be queued is not missed
@@ -429,7 +472,9 @@ class Soak:
             open_now = single(scrape(self.base), "spikewatch_open_connections")
             calm = calm + 1 if not busy and open_now == 0 else 0
             if time.monotonic() > deadline:
-                raise SoakError(f"runs still in flight after {IDLE_TIMEOUT:g}s: {busy}")
+                if busy:
+                    raise SoakError(f"runs still in flight after {IDLE_TIMEOUT:g}s: {busy}")
+                return
             time.sleep(0.2)
 
     def sample(self) -> Sample:
@@ -438,16 +483,19 @@ class Soak:
         A leak stays in every sample; the minimum drops what a scrape's own connection
         holds for a moment.
         """
-        rss, fds, tasks = [], [], []
+        rss, fds, tasks, slots = [], [], [], []
         for _ in range(REST_SAMPLES):
             rss.append(self.process.memory_info().rss)
             fds.append(self.process.num_fds())
-            tasks.append(int(single(scrape(self.base), "spikewatch_event_loop_tasks")))
+            samples = scrape(self.base)
+            tasks.append(int(single(samples, "spikewatch_event_loop_tasks")))
+            slots.append(int(single(samples, "spikewatch_open_connections")))
             time.sleep(0.1)
         return Sample(
             rss_bytes=int(statistics.median(rss)),
             open_fds=min(fds),
             event_loop_tasks=min(tasks),
+            open_connections=max(slots),
             runs_total=self.total_runs(),
         )
 
@@ -487,7 +535,15 @@ def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             JWT_AUDIENCE,
         )
         fast_schedule = {"every": args.interval}
-        fast = soak_config(plain_url, jwt_url, refusing_url(), secret_file, fast_schedule)
+        hostile_url, hostile = start_hostile_target(stack)
+        fast = soak_config(
+            plain_url,
+            jwt_url,
+            refusing_url(),
+            hostile_url,
+            secret_file=secret_file,
+            schedule=fast_schedule,
+        )
         config = workdir / "spikewatch.yaml"
         write_config(config, fast)
         daemon = stack.enter_context(child("daemon", ["run", "--config", str(config)]))
@@ -506,6 +562,7 @@ def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         run.wait_idle()
         start = run.sample()
         runs_before = run.runs()
+        hostile_before = run.runs("hostile")
         skipped_before = by_label(scrape(base)["spikewatch_runs_skipped_total"], "reason")
         print(f"== at rest: {start}", file=sys.stderr)
 
@@ -520,15 +577,17 @@ def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         end = run.sample()
         print(f"== at rest: {end}", file=sys.stderr)
         runs_after = run.runs()
+        hostile_after = run.runs("hostile")
         skipped_after = by_label(scrape(base)["spikewatch_runs_skipped_total"], "reason")
 
         exit_status = daemon.stop(15)
+        hostile.stop(10)
     results = {k: runs_after[k] - runs_before.get(k, 0) for k in runs_after}
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "parameters": {"runs": args.runs, "warmup": args.warmup, "interval": args.interval},
-        "pairs": 5,
+        "pairs": 6,
         "runs": {
             "done": end.runs_total - start.runs_total,
             "by_result": {k: v for k, v in sorted(results.items()) if v},
@@ -557,6 +616,12 @@ def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "stderr_tail": list(daemon.tail)[-10:],
             "first_traceback": daemon.traceback_lines,
         },
+        "hostile_target": list(hostile.tail)[-1:],
+        "hostile_runs": {
+            k: v - hostile_before.get(k, 0)
+            for k, v in sorted(hostile_after.items())
+            if v - hostile_before.get(k, 0)
+        },
         "seconds": round(time.monotonic() - started, 1),
     }
 
@@ -571,6 +636,12 @@ def judge(report: dict[str, Any]) -> list[str]:
         missed.append(f"open fds grew by {growth['open_fds']} (goal: no growth)")
     if growth["event_loop_tasks"] > 0:
         missed.append(f"event-loop tasks grew by {growth['event_loop_tasks']} (goal: no growth)")
+    slots = {report[when]["open_connections"] for when in ("start", "end")}
+    if slots != {0}:
+        missed.append(
+            f"slots in use at rest: {report['start']['open_connections']} at the start, "
+            f"{report['end']['open_connections']} at the end (goal: 0)"
+        )
     daemon = report["daemon"]
     if daemon["exit_status"] != 0:
         missed.append(f"the daemon exited with {daemon['exit_status']} on SIGTERM (goal: 0)")
@@ -593,12 +664,16 @@ def summary(report: dict[str, Any]) -> str:
     lines = [
         f"runs: {runs['done']} in {runs['seconds']}s over {report['pairs']} pairs ({by_result})",
         f"skipped: {skipped}; degradations: {report['degradations']}; reloads: {report['reloads']}",
+        "hostile pair: "
+        + (", ".join(f"{k} {v}" for k, v in report.get("hostile_runs", {}).items()) or "no run"),
         f"{'':<18}{'start':>10}{'end':>10}{'growth':>10}",
         f"{'RSS (MB)':<18}{start['rss_bytes'] / mb:>10.1f}{end['rss_bytes'] / mb:>10.1f}"
         f"{growth['rss_bytes'] / mb:>+10.1f}",
         f"{'open fds':<18}{start['open_fds']:>10}{end['open_fds']:>10}{growth['open_fds']:>+10}",
         f"{'event-loop tasks':<18}{start['event_loop_tasks']:>10}{end['event_loop_tasks']:>10}"
         f"{growth['event_loop_tasks']:>+10}",
+        f"{'slots in use':<18}{start['open_connections']:>10}{end['open_connections']:>10}"
+        f"{end['open_connections'] - start['open_connections']:>+10}",
         f"peak RSS: {report['peak_rss_bytes'] / mb:.1f} MB; daemon exit status "
         f"{report['daemon']['exit_status']}, {report['daemon']['error_lines']} ERROR line(s)",
     ]
@@ -622,7 +697,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.interval < MIN_INTERVAL:
         parser.error(f"--interval must be at least {MIN_INTERVAL}")
     if args.timeout is None:
-        # Five pairs due every interval, two at a time: about 3 runs per interval is
+        # Six pairs due every interval, two at a time: about 3 runs per interval is
         # normal; a third of that still finishes.
         args.timeout = 120 + (args.runs + args.warmup) * args.interval
     return args
@@ -645,7 +720,7 @@ def main(argv: list[str] | None = None) -> int:
     if missed:
         print("soak: goals NOT met:\n" + "\n".join(f"  - {m}" for m in missed), file=sys.stderr)
         return 1
-    print("soak: goals met (RSS growth < 10 MB, no fd or task growth, clean exit)")
+    print("soak: goals met (RSS growth < 10 MB, no fd or task growth, slots at 0, clean exit)")
     return 0
 
 

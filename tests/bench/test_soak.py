@@ -30,7 +30,8 @@ def load_soak() -> ModuleType:
 
 
 def test_short_soak_leaks_no_fd_task_or_memory(tmp_path: Path) -> None:
-    """25 scheduled runs (some failing): fds and tasks at rest unchanged, RSS grows < 10 MB."""
+    """25 scheduled runs (some failing, one pair hostile): fds and tasks at rest unchanged,
+    no slot in use at rest, RSS grows < 10 MB."""
     out = tmp_path / "soak.json"
     done = subprocess.run(
         [sys.executable, str(SOAK), *SHORT, "--json", str(out)],
@@ -45,12 +46,16 @@ def test_short_soak_leaks_no_fd_task_or_memory(tmp_path: Path) -> None:
     assert growth["open_fds"] <= 0, report
     assert growth["event_loop_tasks"] <= 0, report
     assert growth["rss_bytes"] < 10 * 2**20, report
+    assert report["start"]["open_connections"] == report["end"]["open_connections"] == 0, report
     runs = report["runs"]
     assert runs["done"] >= 25
     assert sum(runs["by_result"].values()) == runs["done"]
     # The refused target's runs alone make some of them target_down.
     assert runs["by_result"].get("target_down", 0) > 0, runs
     assert report["end"]["event_loop_tasks"] > 0  # the gauge was read inside the loop
+    # The hostile target was met, and said so on its way out.
+    [hostile] = report["hostile_target"]
+    assert "ping_flood" in hostile, hostile
     assert report["daemon"] == report["daemon"] | {"exit_status": 0, "tracebacks": 0}
     assert report["goals_met"] is True
     assert "goals met" in done.stdout
@@ -59,6 +64,8 @@ def test_short_soak_leaks_no_fd_task_or_memory(tmp_path: Path) -> None:
 def report_with(**changes: Any) -> dict[str, Any]:
     report: dict[str, Any] = {
         "growth": {"rss_bytes": 0, "open_fds": 0, "event_loop_tasks": 0},
+        "start": {"open_connections": 0},
+        "end": {"open_connections": 0},
         "daemon": {"exit_status": 0, "tracebacks": 0, "first_traceback": []},
         "degrade_failures": [],
     }
@@ -69,7 +76,8 @@ def report_with(**changes: Any) -> dict[str, Any]:
 
 
 def test_goals_name_every_growth_and_unclean_exit() -> None:
-    """judge() names each goal missed: RSS ≥ 10 MB, any fd or task growth, exit, traceback."""
+    """judge() names each goal missed: RSS ≥ 10 MB, any fd or task growth, a slot in use at
+    rest, exit, traceback."""
     soak = load_soak()
     assert soak.judge(report_with()) == []
     assert soak.judge(report_with(growth__rss_bytes=10 * 2**20 - 1)) == []
@@ -78,6 +86,7 @@ def test_goals_name_every_growth_and_unclean_exit() -> None:
             growth__rss_bytes=10 * 2**20,
             growth__open_fds=1,
             growth__event_loop_tasks=2,
+            end__open_connections=3,
             daemon__exit_status=None,
             daemon__tracebacks=1,
             daemon__first_traceback=["Traceback (most recent call last):", "ValueError: x"],
@@ -88,6 +97,7 @@ def test_goals_name_every_growth_and_unclean_exit() -> None:
         "RSS grew by 10.0 MB (goal: < 10 MB)",
         "open fds grew by 1 (goal: no growth)",
         "event-loop tasks grew by 2 (goal: no growth)",
+        "slots in use at rest: 0 at the start, 3 at the end (goal: 0)",
         "the daemon exited with None on SIGTERM (goal: 0)",
         "the daemon printed 1 traceback(s), the first:\n"
         "    Traceback (most recent call last):\n    ValueError: x",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -23,9 +24,11 @@ _LISTENING = re.compile(r"listening on (http://[^\s\",]+)")
 class DaemonProcess:
     """``spikewatch run`` in a subprocess; its stderr is read line by line as events."""
 
-    def __init__(self, config: Path, *extra: str) -> None:
+    def __init__(self, config: Path, *extra: str, stdout: Path | None = None) -> None:
         self.config = config
         self.extra = extra
+        #: Where the daemon's stdout goes (a file, for a test to read), else inherited.
+        self.stdout = stdout
         self.proc: asyncio.subprocess.Process | None = None
         self.base = ""
         self.lines: list[str] = []
@@ -33,17 +36,20 @@ class DaemonProcess:
         self._new_line = asyncio.Event()
 
     async def start(self) -> DaemonProcess:
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "spikewatch",
-            "run",
-            "--config",
-            str(self.config),
-            *self.extra,
-            stderr=asyncio.subprocess.PIPE,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+        with contextlib.ExitStack() as stack:
+            out = None if self.stdout is None else stack.enter_context(self.stdout.open("wb"))
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "spikewatch",
+                "run",
+                "--config",
+                str(self.config),
+                *self.extra,
+                stdout=out,
+                stderr=asyncio.subprocess.PIPE,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
         self._reader = asyncio.create_task(self._read())
         line = await self.wait_for_line(lambda text: _LISTENING.search(text) is not None, 20)
         match = _LISTENING.search(line)
