@@ -22,8 +22,9 @@ Values shorter than :data:`MIN_SECRET_CHARS` are not masked: they would mask ord
 words and numbers in the text ("json", "true", a port), and a credential that short is
 not one a mask protects.
 
-A secret cut by a detail's truncation (a quote of the first 80 or 200 characters) is
-masked only when the cut leaves the whole value in.
+A secret cut short by a detail's truncation (a quote of the first 80 or 120
+characters) is masked too: a start of one of its forms, at least
+:data:`MIN_SECRET_CHARS` long, that ends where the text, a quote or an ellipsis ends.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ class Redactor:
     values); :meth:`redact` is pure and cheap enough for every attempt's detail.
     """
 
-    __slots__ = ("_pattern",)
+    __slots__ = ("_forms", "_pattern")
 
     def __init__(self, secrets: Iterable[str] = (), *, jwt: bool = True) -> None:
         forms: set[str] = set()
@@ -87,16 +88,39 @@ class Redactor:
         if jwt:
             parts.insert(0, JWT_PATTERN)
         self._pattern = re.compile("|".join(parts)) if parts else None
+        self._forms = tuple(sorted(forms, key=lambda f: (-len(f), f)))
 
     def redact(self, text: str) -> str:
         """Return ``text`` with every secret and every JWT in it replaced by :data:`MASK`."""
         if self._pattern is None or not text:
             return text
-        return self._pattern.sub(MASK, text)
+        text = self._pattern.sub(MASK, text)
+        for form in self._forms:
+            text = _mask_cut(text, form)
+        return text
 
     def __call__(self, text: str) -> str:
         """Same as :meth:`redact`."""
         return self.redact(text)
+
+
+#: Where a truncated quote ends: the text's end, a closing quote, an ellipsis.
+_CUT_ENDS: Final = frozenset("'\"….")
+
+
+def _mask_cut(text: str, form: str) -> str:
+    """Mask each start of ``form`` (at least MIN_SECRET_CHARS long) that a cut ended."""
+    head = form[:MIN_SECRET_CHARS]
+    start = text.find(head)
+    while start >= 0:
+        end = start + MIN_SECRET_CHARS
+        while end < len(text) and end - start < len(form) and text[end] == form[end - start]:
+            end += 1
+        if end == len(text) or text[end] in _CUT_ENDS:
+            text = text[:start] + MASK + text[end:]
+            end = start + len(MASK)
+        start = text.find(head, end)
+    return text
 
 
 #: A redactor that masks nothing (a prober built by hand, in tests).

@@ -91,3 +91,14 @@ def test_printable_escapes_controls_and_bounds_the_line() -> None:
     assert len(long) == LINE_LIMIT
     assert long.endswith("…")
     assert printable("z" * LINE_LIMIT) == "z" * LINE_LIMIT
+
+
+@pytest.mark.parametrize("cut", [MIN_SECRET_CHARS, 12])
+def test_a_secret_cut_by_a_quote_limit_is_masked(cut: int) -> None:
+    """A detail that quotes only the start of a secret (text[:120]!r) masks that start."""
+    redact = Redactor([SECRET])
+    assert redact(f"welcome did not match: {SECRET[:cut]!r}") == f"welcome did not match: '{MASK}'"
+    assert redact(f"tail {SECRET[:cut]}") == f"tail {MASK}"
+    # A start of the secret that goes on with other text is ordinary text, left alone.
+    assert redact(f"{SECRET[:cut]}zz and more") == f"{SECRET[:cut]}zz and more"
+    assert redact(f"{SECRET[: MIN_SECRET_CHARS - 1]}'") == f"{SECRET[: MIN_SECRET_CHARS - 1]}'"
