@@ -124,12 +124,16 @@ def controls_server() -> hostile.HostileServer:
 
 
 async def test_once_summary_lines_are_printable_and_bounded(tmp_path: Path) -> None:
-    """Control characters a target sends are shown escaped, and a 10 KB reason is cut."""
+    """Target control characters are escaped (summary, --json); a 10 KB reason is cut."""
     async with controls_server() as server:
         target = {"name": "ctl", "url": server.url, "welcome": {"match": "hello"}}
         path = write_config(tmp_path / "c.yaml", daemon_document([target]))
         args = ("once", "--config", str(path), "--target", "ctl", "--scenario", "quick")
         _, out, err = await spikewatch(*args)
+        _, out_json, _ = await spikewatch(*args, "--json")
+    # --json escapes them itself (json.dumps: \uXXXX for C0, DEL and every non-ASCII).
+    assert "\\u001b]0;owned\\u0007" in out_json, out_json
+    assert all(c == "\n" or " " <= c <= "~" for c in out_json)
     assert "\\x1b]0;owned\\x07" in out, out  # the close reason is there, escaped
     assert "xxxxxxxxxx" in out, out  # so is the long reason phrase, cut
     for line in (out + err).splitlines():
