@@ -24,6 +24,7 @@ from spikewatch.config import (
     load_config,
 )
 from spikewatch.config.render import render_effective_config
+from spikewatch.core.redact import printable
 from spikewatch.daemon.lifecycle import Daemon, serve
 from spikewatch.daemon.logs import configure_logging
 from spikewatch.demo import DEFAULT_LISTEN, run_demo
@@ -69,7 +70,8 @@ def stderr_progress() -> ProgressFn:
     start = time.monotonic()
 
     def progress(message: str) -> None:
-        print(f"[{time.monotonic() - start:7.3f}s] {message}", file=sys.stderr, flush=True)
+        line = printable(f"[{time.monotonic() - start:7.3f}s] {message}")
+        print(line, file=sys.stderr, flush=True)
 
     return progress
 

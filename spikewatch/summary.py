@@ -1,7 +1,13 @@
-"""A run result as a person reads it on a terminal."""
+"""A run result as a person reads it on a terminal.
+
+Every line is passed through :func:`~spikewatch.core.redact.printable`: the details
+quote the target's own text, which must neither drive the terminal nor forge a line,
+and a line is at most :data:`~spikewatch.core.redact.LINE_LIMIT` characters.
+"""
 
 from __future__ import annotations
 
+from spikewatch.core.redact import printable
 from spikewatch.core.result import RunResult
 from spikewatch.core.stats import LatencySummary
 
@@ -75,4 +81,4 @@ def format_summary(result: RunResult) -> str:
         f"  {'error':<11} {g.outcome.value} x{g.count} (first in {g.phase.value}): {g.example}"
         for g in result.errors
     )
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)

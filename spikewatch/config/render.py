@@ -11,7 +11,7 @@ from pydantic import BaseModel, SecretStr
 
 from spikewatch.config.model import SpikewatchConfig
 
-__all__ = ["MASK", "public_url", "render_effective_config"]
+__all__ = ["MASK", "public_url", "render_effective_config", "secret_values"]
 
 #: What a secret is shown as.
 MASK: Final = "***"
@@ -33,6 +33,38 @@ def public_url(url: str) -> str:
         pairs = parse_qsl(query, keep_blank_values=True)
         query = urlencode([(name, MASK) for name, _ in pairs], safe="*")
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def secret_values(cfg: SpikewatchConfig) -> list[str]:
+    """Return every value in ``cfg`` that ``check-config`` masks: the values to redact.
+
+    Every ``SecretStr`` (by type, as :func:`_plain` masks them), every header value,
+    every URL's query values (a URL cannot carry a password: the config refuses one).
+    """
+    found: list[str] = []
+    _collect(cfg, found)
+    return found
+
+
+def _collect(value: Any, found: list[str]) -> None:
+    if isinstance(value, SecretStr):
+        found.append(value.get_secret_value())
+    elif isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            item = getattr(value, name)
+            if name == "headers" and isinstance(item, dict):
+                found.extend(str(v) for v in item.values())
+            elif name == "url" and isinstance(item, str):
+                parts = urlsplit(item)
+                found.extend(v for _, v in parse_qsl(parts.query, keep_blank_values=True))
+            else:
+                _collect(item, found)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _collect(item, found)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _collect(item, found)
 
 
 def _plain(value: Any) -> Any:

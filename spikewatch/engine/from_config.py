@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from spikewatch.config.render import secret_values
+from spikewatch.core.redact import Redactor
 from spikewatch.engine.prober_monitor import ProberMonitor
 from spikewatch.engine.registry import ConnectionRegistry
 from spikewatch.engine.runner import Prober
@@ -54,13 +56,15 @@ def make_prober(
 
     The daemon hands in its long-lived registry, monitor and pool, and builds a new
     prober on each reload (the limits may have changed); ``spikewatch once`` builds
-    everything afresh.
+    everything afresh. Its redactor masks the config's secrets, and every JWT, in what
+    the targets say (:mod:`spikewatch.core.redact`).
     """
     if registry is None:
         registry = connection_registry(config)
     if monitor is None:
         monitor = prober_monitor(config.prober)
-    return Prober(registry, monitor, config.prober.limits(), pool=pool)
+    redact = Redactor(secret_values(config))
+    return Prober(registry, monitor, config.prober.limits(), pool=pool, redact=redact)
 
 
 def connection_registry(config: SpikewatchConfig) -> ConnectionRegistry:

@@ -18,7 +18,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from spikewatch.config import ScenarioConfig, TargetConfig
 from spikewatch.core.abort import AbortRule
@@ -40,6 +40,7 @@ from spikewatch.core.recovery import (
     Baseline,
     decide_baseline,
 )
+from spikewatch.core.redact import NO_REDACTION, Redactor
 from spikewatch.core.report import build_run_result
 from spikewatch.core.result import RunResult
 from spikewatch.core.saturation import ProberLimits, WorkerShare
@@ -64,6 +65,7 @@ __all__ = [
     "ScenarioRun",
     "attempt_bound",
     "execute_run",
+    "redact_record",
     "run_deadline",
     "spike_plan",
 ]
@@ -83,6 +85,7 @@ class Prober:
     """What every run shares: the connection registry, the health monitor, the limits.
 
     With a ``pool`` (``prober.workers`` > 1) every spike is spread over its processes.
+    ``redact`` masks secrets in the target's text before a result is built from it.
     """
 
     registry: ConnectionRegistry
@@ -90,6 +93,7 @@ class Prober:
     limits: ProberLimits
     wall_clock: Callable[[], float] = time.time
     pool: WorkerPool | None = None
+    redact: Redactor = NO_REDACTION
 
 
 @dataclass(slots=True)
@@ -388,12 +392,31 @@ class ScenarioRun:
         )
 
     def _report(self, record: RunRecord) -> RunReport:
+        record = redact_record(record, self.prober.redact)
         result = build_run_result(record, self.scenario.thresholds.limits(), self.prober.limits)
         message = result.message
         self.progress(f"verdict: {result.result.value}{': ' + message if message else ''}")
         dropped = record.stable.dropped if record.stable is not None else 0
         rtts = list(self.stable.rtts) if self.stable else []
         return RunReport(result, list(record.attempts()), rtts, dropped)
+
+
+def redact_record(record: RunRecord, redact: Redactor) -> RunRecord:
+    """Return ``record`` with secrets masked in every text that came from the target.
+
+    The attempts' details are masked in place (the metrics read the same objects); the
+    stable connections' lost reason and the run's error are replaced.
+    """
+    for attempt in record.attempts():
+        attempt.detail = redact(attempt.detail)
+    stable = record.stable
+    if stable is not None and stable.drop_example is not None:
+        stable = replace(stable, drop_example=redact(stable.drop_example))
+    spike = record.spike
+    if spike is not None and spike.held_drop_example is not None:
+        spike = replace(spike, held_drop_example=redact(spike.held_drop_example))
+    error = redact(record.error) if record.error is not None else None
+    return replace(record, stable=stable, spike=spike, error=error)
 
 
 async def execute_run(

@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from spikewatch.config import parse_config, render_effective_config
+from spikewatch.config.render import secret_values
 
 PEM = "-----BEGIN PRIVATE KEY-----\npem-hunter2\n-----END PRIVATE KEY-----\n"
 
@@ -76,3 +77,23 @@ def test_render_shows_file_paths_defaults_and_seconds(tmp_path: Path) -> None:
     assert scenario["schedule"] == {"every": 900.0, "jitter": 0.0, "cron": None, "timezone": "UTC"}
     assert scenario["recovery"]["slack"] == 0.005
     assert list(data) == ["server", "limits", "prober", "log", "sharding", "targets", "scenarios"]
+
+
+def test_secret_values_lists_what_check_config_masks() -> None:
+    """secret_values: every SecretStr, header value and URL query value of the config."""
+    cfg = parse_config(
+        {
+            "server": {"api_token": "api-token-value"},
+            "targets": [
+                {
+                    "name": "t",
+                    "url": "ws://127.0.0.1:1/ws?token=query-value&v=2",
+                    "headers": {"X-Api-Key": "header-value"},
+                    "auth": {"jwt": {"algorithm": "HS256", "secret": "jwt-secret-value"}},
+                }
+            ],
+            "scenarios": [{"name": "s", "spike": {"connections": 1}}],
+        }
+    )
+    found = set(secret_values(cfg))
+    assert {"api-token-value", "query-value", "2", "header-value", "jwt-secret-value"} <= found
