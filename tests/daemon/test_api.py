@@ -257,7 +257,7 @@ async def test_runs_filters_by_target_and_scenario(client: Client, state: FakeDa
     empty_filter = await json_of(await client.get("/api/v1/runs?target=&scenario="), 200)
     assert len(empty_filter["runs"]) == 3
     unknown = await json_of(await client.get("/api/v1/runs?target=nope"), 200)
-    assert unknown == {"runs": []}
+    assert unknown == {"runs": [], "next_cursor": None}
 
 
 async def test_runs_limit_defaults_to_50_and_caps_at_capacity(state: FakeDaemonState) -> None:
