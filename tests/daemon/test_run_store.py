@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from spikewatch.config import StorageConfig
+from spikewatch.daemon.history import RunHistory
 from spikewatch.daemon.lifecycle import STOPPED_REASON, open_run_store
 from spikewatch.daemon.run_store import (
     DB_NAME,
@@ -23,6 +24,7 @@ from spikewatch.daemon.run_store import (
     encode_cursor,
 )
 from spikewatch.errors import ConfigError
+from tests.daemon.fakes import finished_result, finished_run
 
 DAY = 86400.0
 
@@ -196,3 +198,22 @@ async def test_the_async_store_runs_calls_in_order_off_the_loop(tmp_path: Path) 
     again = store_in(tmp_path)
     assert again.get("b") == doc("b")
     again.close()
+
+
+async def test_a_full_disk_is_logged_and_the_run_still_reported(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A write that fails mid-run (the disk is full) is logged; the run answers from memory."""
+    store = store_in(tmp_path)
+    # A database capped at the pages it has now: a run that needs a new page (any run with
+    # a long message) fails with SQLITE_FULL.
+    pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+    store._db.execute(f"PRAGMA max_page_count = {pages}")
+    history = RunHistory(10, AsyncRunStore(store))
+    entry = finished_run(finished_result(run_id="x", message="refused " * 2000))
+    history.add(entry)
+    assert await history.save(entry) is False
+    assert await history.find("x") == entry.as_dict(detail=True)
+    failures = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert failures == ["run x not written to the run history: database or disk is full"] * 2
+    history.close()
