@@ -297,6 +297,14 @@ class Daemon:
         self.scheduler.aligned = config.sharding.enabled
         self.scheduler.apply((t.name, s.name, s.schedule) for t, s in pairs)
 
+    async def _restore_last_runs(self) -> None:
+        # The last-run gauges of each pair from the history a previous daemon left.
+        store = self._history.store
+        for t, s in self._config.pairs():
+            doc = await store.call(store.store.last_finished, t.name, s.name)
+            if doc is not None:
+                self.metrics.restore_last_run(doc)
+
     def _make_prober(self, config: SpikewatchConfig) -> Prober:
         return make_prober(config, registry=self.registry, monitor=self.monitor, pool=self.pool)
 
@@ -320,6 +328,7 @@ class Daemon:
         self.metrics.set_open_connections_source(lambda: float(self.registry.open))
         self.metrics.set_reload(ok=True, timestamp=time.time())
         self._apply(self._config)
+        await self._restore_last_runs()
         server = self._config.server
         # aiohttp wants the shutdown timeout on the runner; on the site it is deprecated.
         runner = GuardedAppRunner(create_app(self), http_limits(), shutdown_timeout=1.0)

@@ -234,6 +234,15 @@ class RunStore:
             [_doc(text) for _, text in rows], encode_cursor(rows[-1][0]) if more else None
         )
 
+    def last_finished(self, target: str, scenario: str) -> dict[str, Any] | None:
+        """Return the newest run of a pair that has a result, if one is stored."""
+        row = self._db.execute(
+            "SELECT doc FROM runs WHERE target = ? AND scenario = ? AND result IS NOT NULL"
+            " ORDER BY seq DESC LIMIT 1",
+            (target, scenario),
+        ).fetchone()
+        return None if row is None else _doc(row[0])
+
     def cancel_unfinished(self, reason: str) -> list[dict[str, Any]]:
         """Mark the runs still queued or running (a daemon stopped) cancelled; return them."""
         with self._db:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,9 @@ from spikewatch.daemon.lifecycle import STOPPED_REASON
 from spikewatch.target import RunningTarget, TargetBehaviour, start_reference_target
 from tests.builders import daemon_document, reference_target, write_config
 from tests.conftest import scaled
-from tests.daemon.proc import DaemonProcess
+from tests.daemon.proc import DaemonProcess, metric_sum
+
+TOKEN = "history-test-token-0123456789"
 
 
 async def get_json(proc: DaemonProcess, path: str) -> tuple[int, Any]:
@@ -32,30 +35,38 @@ async def stop(proc: DaemonProcess, signum: signal.Signals = signal.SIGTERM) -> 
 async def test_a_finished_run_answers_after_a_restart(
     tmp_path: Path, reference: RunningTarget
 ) -> None:
-    """A run finished before SIGTERM answers 200, with the same result, after a restart."""
-    doc = daemon_document([reference_target(reference.url)], every="1h")
+    """A run finished before SIGTERM answers 200, with the same result, after a restart,
+    and the restarted daemon's last-run gauges come from it (its counters from zero)."""
+    token = tmp_path / "token"
+    token.write_text(TOKEN)
+    # Never due while the test runs: the only run is the one asked for.
+    never = {"cron": "0 0 1 1 *"}
+    doc = daemon_document([reference_target(reference.url)], token_file=token, schedule=never)
     doc["storage"] = {"path": str(tmp_path / "state")}
     config = write_config(tmp_path / "c.yaml", doc)
     first = await DaemonProcess(config).start()
     try:
-        await first.wait_for_line(lambda line: "run finished" in line, 30)
-        status, listing = await get_json(first, "/api/v1/runs")
-        assert status == 200
-        (run,) = listing["runs"]
-        status, before = await get_json(first, f"/api/v1/runs/{run['id']}")
-        assert status == 200
+        run_id = await first.run_now("ref", "quick", TOKEN)
+        before = await first.run_result(run_id, 30)
         assert before["state"] == "done"
+        assert before["result"] == "passed"
         await stop(first)
     finally:
         await first.stop()
     second = await DaemonProcess(config).start()
     try:
-        status, after = await get_json(second, f"/api/v1/runs/{run['id']}")
+        status, after = await get_json(second, f"/api/v1/runs/{run_id}")
         assert status == 200
         assert after == before
-        status, listing = await get_json(second, "/api/v1/runs?target=ref&limit=5")
+        status, listing = await get_json(second, "/api/v1/runs?target=ref&result=passed")
         assert status == 200
-        assert run["id"] in [r["id"] for r in listing["runs"]]
+        assert [r["id"] for r in listing["runs"]] == [run_id]
+        values = await second.metric_values()
+        ended = datetime.fromisoformat(before["started_at"]).timestamp()
+        ended += before["duration_seconds"]
+        assert metric_sum(values, "spikewatch_last_run_timestamp_seconds") == ended
+        assert metric_sum(values, "spikewatch_last_run_success") == 1.0
+        assert metric_sum(values, "spikewatch_runs_total") == 0.0
         await stop(second)
     finally:
         await second.stop()
