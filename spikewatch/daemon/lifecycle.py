@@ -387,7 +387,6 @@ class Daemon:
                     "run %s of %s/%s: %s", entry.id, entry.target, entry.scenario, entry.reason
                 )
             await self._history.save(entry)
-        self._history.close()
         aborted = self.registry.abort_all()
         if not clean or aborted:
             log.warning("shutdown: %d connection(s) aborted", aborted)
@@ -400,6 +399,8 @@ class Daemon:
                 await self._watch
         if self._runner is not None:
             await self._runner.cleanup()
+        # After the HTTP server: a request still being answered may read the history.
+        self._history.close()
         self.metrics.close()
         self.monitor.stop(background=True)
         log.info("spikewatch stopped")
