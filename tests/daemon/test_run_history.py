@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 
 from spikewatch.daemon.lifecycle import STOPPED_REASON
+from spikewatch.daemon.run_store import DB_NAME
 from spikewatch.target import RunningTarget, TargetBehaviour, start_reference_target
 from tests.builders import daemon_document, reference_target, write_config
 from tests.conftest import scaled
@@ -102,3 +104,24 @@ async def test_a_run_cut_short_is_recorded_cancelled(
             await stop(second)
         finally:
             await second.stop()
+
+
+async def test_a_corrupt_database_stops_the_start_with_exit_2_naming_it(
+    tmp_path: Path, reference: RunningTarget
+) -> None:
+    """`spikewatch run` on a corrupt runs.sqlite3 exits 2 at once, naming the file."""
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / DB_NAME).write_bytes(b"\x00garbage, not SQLite\xff" * 300)
+    doc = daemon_document([reference_target(reference.url)])
+    doc["storage"] = {"path": str(state)}
+    config = write_config(tmp_path / "c.yaml", doc)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "spikewatch", "run", "--config", str(config),
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, stderr = await asyncio.wait_for(proc.communicate(), scaled(20))
+    assert proc.returncode == 2
+    text = stderr.decode()
+    assert f"storage.path: run history {state / DB_NAME}: not a usable database" in text
+    assert "Traceback" not in text
