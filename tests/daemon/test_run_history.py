@@ -125,3 +125,24 @@ async def test_a_corrupt_database_stops_the_start_with_exit_2_naming_it(
     text = stderr.decode()
     assert f"storage.path: run history {state / DB_NAME}: not a usable database" in text
     assert "Traceback" not in text
+
+
+async def test_a_storage_change_waits_for_the_next_restart(
+    tmp_path: Path, reference: RunningTarget
+) -> None:
+    """A reload that moves storage.path says it takes effect at restart, and keeps the old one."""
+    doc = daemon_document([reference_target(reference.url)], schedule={"cron": "0 0 1 1 *"})
+    doc["storage"] = {"path": str(tmp_path / "old")}
+    config = write_config(tmp_path / "c.yaml", doc)
+    proc = await DaemonProcess(config).start()
+    try:
+        doc["storage"] = {"path": str(tmp_path / "new")}
+        write_config(config, doc)
+        proc.signal(signal.SIGHUP)
+        await proc.wait_for_line(lambda line: "config reloaded" in line, 10)
+        assert proc.count("storage changed; it takes effect at the next restart") == 1
+        assert (tmp_path / "old" / DB_NAME).is_file()
+        assert not (tmp_path / "new").exists()
+        await stop(proc)
+    finally:
+        await proc.stop()
