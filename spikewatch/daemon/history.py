@@ -93,6 +93,23 @@ class RunHistory:
             return False
         return True
 
+    async def cancel_unfinished(self, reason: str) -> list[RunEntry]:
+        """Record every run without a result as it ends (the daemon stops); return the cancelled.
+
+        A queued or running run becomes ``cancelled`` with ``reason`` (unless it has one);
+        one that crashed (done without a result) is written as it is.
+        """
+        cancelled = []
+        for entry in list(self._entries.values()):
+            if entry.result is not None:
+                continue
+            if entry.state != "done":
+                entry.state = "cancelled"
+                entry.reason = entry.reason or reason
+                cancelled.append(entry)
+            await self.save(entry)
+        return cancelled
+
     async def find(self, run_id: str) -> dict[str, Any] | None:
         """Return a run's document with its detail: live from memory, else from the store."""
         entry = self._entries.get(run_id)
@@ -112,10 +129,6 @@ class RunHistory:
     def close(self) -> None:
         """Finish the queued writes and close the store."""
         self.store.close()
-
-    def get(self, run_id: str) -> RunEntry | None:
-        """Return the run with this id, if it is still remembered."""
-        return self._entries.get(run_id)
 
     def recent(
         self, *, target: str | None = None, scenario: str | None = None, limit: int = 50

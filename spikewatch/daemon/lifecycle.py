@@ -377,16 +377,8 @@ class Daemon:
         self._ready = False
         self.scheduler.shutdown()
         clean = await self.dispatcher.cancel_all(grace=SHUTDOWN_GRACE)
-        for entry in self._history.recent(limit=self._history.capacity):
-            if entry.result is not None:
-                continue
-            if entry.state != "done":  # a run that crashed is done without a result
-                entry.state = "cancelled"
-                entry.reason = entry.reason or STOPPED_REASON
-                log.warning(
-                    "run %s of %s/%s: %s", entry.id, entry.target, entry.scenario, entry.reason
-                )
-            await self._history.save(entry)
+        for entry in await self._history.cancel_unfinished(STOPPED_REASON):
+            log.warning("run %s of %s/%s: %s", entry.id, entry.target, entry.scenario, entry.reason)
         aborted = self.registry.abort_all()
         if not clean or aborted:
             log.warning("shutdown: %d connection(s) aborted", aborted)

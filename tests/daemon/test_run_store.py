@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from spikewatch.config import StorageConfig
-from spikewatch.daemon.history import RunHistory
+from spikewatch.daemon.history import RunEntry, RunHistory
 from spikewatch.daemon.lifecycle import STOPPED_REASON, open_run_store
 from spikewatch.daemon.run_store import (
     DB_NAME,
@@ -217,3 +217,37 @@ async def test_a_full_disk_is_logged_and_the_run_still_reported(
     failures = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert failures == ["run x not written to the run history: database or disk is full"] * 2
     history.close()
+
+
+async def test_stopping_records_runs_without_a_result(tmp_path: Path) -> None:
+    """Queued and running runs are written cancelled with the reason; a crashed one as it is."""
+    history = RunHistory(10, AsyncRunStore(store_in(tmp_path)))
+    done = finished_run(finished_result(run_id="done"))
+    entries = [
+        done,
+        RunEntry("queued", "t", "s", "api", time.time()),
+        RunEntry("running", "t", "s", "schedule", time.time(), state="running"),
+        RunEntry("crashed", "t", "s", "schedule", time.time(), state="done"),
+        RunEntry("dropped", "t", "s", "schedule", time.time(), "cancelled", reason="left"),
+    ]
+    for entry in entries:
+        history.add(entry)
+    cancelled = await history.cancel_unfinished(STOPPED_REASON)
+    assert [e.id for e in cancelled] == ["queued", "running", "dropped"]
+    history.close()
+    stored = store_in(tmp_path)
+    states = {e.id: stored.get(e.id) for e in entries}
+    assert states["done"] == done.as_dict(detail=True)
+    for run_id, reason in (
+        ("queued", STOPPED_REASON),
+        ("running", STOPPED_REASON),
+        ("dropped", "left"),
+    ):
+        row = states[run_id]
+        assert row is not None
+        assert (row["state"], row["reason"], row["result"]) == ("cancelled", reason, None)
+    crashed = states["crashed"]
+    assert crashed is not None
+    assert (crashed["state"], crashed["result"]) == ("done", None)
+    assert "reason" not in crashed
+    stored.close()
