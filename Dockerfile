@@ -11,6 +11,10 @@
 #   SIGTERM (a PID 1 without a handler ignores it).
 # - It writes nothing to the root filesystem: run it with --read-only. `spikewatch demo`
 #   writes its API token in the temp dir, so give it `--tmpfs /tmp`.
+# - The run history (SQLite, storage.path) is in /var/lib/spikewatch, a VOLUME owned by the
+#   image's user: SPIKEWATCH_STORAGE__PATH points there. Mount a named volume on it
+#   (`-v spikewatch-runs:/var/lib/spikewatch`) to keep the runs across containers (without
+#   one, the runtime makes an anonymous volume, writable even with --read-only).
 # - The health check asks http://127.0.0.1:9878/healthz; when server.listen is another
 #   port or address, set SPIKEWATCH_HEALTHCHECK_URL (not a config override: spikewatch
 #   reads only SPIKEWATCH_<section>__... variables).
@@ -64,7 +68,13 @@ RUN groupadd --gid 10001 spikewatch \
 # Owned by root: the user can read and run the code, never change it.
 COPY --from=builder /opt/spikewatch /opt/spikewatch
 
+# The run history's directory: the user's, and a volume (declared after it is made, so the
+# volume starts with this owner and mode).
+RUN install -d -o 10001 -g 10001 -m 0750 /var/lib/spikewatch
+VOLUME ["/var/lib/spikewatch"]
+
 ENV PATH=/opt/spikewatch/bin:$PATH \
+    SPIKEWATCH_STORAGE__PATH=/var/lib/spikewatch \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 

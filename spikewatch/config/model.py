@@ -35,6 +35,7 @@ from spikewatch.config.scenario import (
     ThresholdsConfig,
 )
 from spikewatch.config.server import LogConfig, ServerConfig
+from spikewatch.config.storage import RetentionConfig, StorageConfig
 from spikewatch.config.target import EchoConfig, TargetConfig, TlsConfig, WelcomeConfig
 from spikewatch.core.budget import PROBE_RESERVE
 
@@ -55,6 +56,7 @@ __all__ = [
     "ProberConfig",
     "RampConfig",
     "RecoveryConfig",
+    "RetentionConfig",
     "ScenarioConfig",
     "ScheduleConfig",
     "ServerConfig",
@@ -62,6 +64,7 @@ __all__ = [
     "SpikeConfig",
     "SpikewatchConfig",
     "StableConfig",
+    "StorageConfig",
     "TargetConfig",
     "ThresholdsConfig",
     "TlsConfig",
@@ -96,6 +99,7 @@ class SpikewatchConfig(BaseSettings):
     prober: ProberConfig = Field(default_factory=ProberConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     sharding: ShardingConfig = Field(default_factory=ShardingConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
     targets: tuple[TargetConfig, ...] = Field(min_length=1)
     scenarios: tuple[ScenarioConfig, ...] = Field(min_length=1)
 

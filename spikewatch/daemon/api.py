@@ -26,9 +26,11 @@ from aiohttp.typedefs import Handler
 from spikewatch import __version__
 from spikewatch.config import ScenarioConfig, SpikewatchConfig, TargetConfig
 from spikewatch.config.render import public_url
+from spikewatch.core.outcomes import RunResultKind
 from spikewatch.core.result import RunResult
 from spikewatch.daemon.http_guard import SECURITY_HEADERS
 from spikewatch.daemon.openapi import OPENAPI_PATH, openapi_document
+from spikewatch.daemon.run_store import RunFilter
 from spikewatch.daemon.state import DaemonState, RunRequestError, ScheduledPair
 from spikewatch.daemon.status_page import render_status_page
 from spikewatch.errors import SpikewatchError
@@ -324,27 +326,53 @@ def _limit(text: str | None, capacity: int) -> int:
     return min(int(digits), capacity)
 
 
+def _instant(name: str, text: str | None) -> float | None:
+    if text is None or text == "":
+        return None
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise ApiError(
+            400, f"{name} must be an ISO 8601 date and time, like 2026-01-31T12:00:00Z"
+        ) from None
+    return (when if when.tzinfo is not None else when.replace(tzinfo=UTC)).timestamp()
+
+
+def _run_filter(query: Mapping[str, str]) -> RunFilter:
+    result = query.get("result") or None
+    if result is not None and result not in {k.value for k in RunResultKind}:
+        raise ApiError(400, f"result must be one of {', '.join(k.value for k in RunResultKind)}")
+    return RunFilter(
+        target=query.get("target") or None,
+        scenario=query.get("scenario") or None,
+        result=result,
+        since=_instant("since", query.get("since")),
+        until=_instant("until", query.get("until")),
+    )
+
+
 async def _list_runs(request: web.Request) -> web.Response:
-    """Answer recent runs, newest first, optionally of one target and/or scenario."""
+    """Answer a page of stored runs, newest first, filtered; ``next_cursor`` continues it."""
     history = request.app[STATE].history
     query = request.query
     limit = _limit(query.get("limit"), history.capacity)
-    entries = history.recent(
-        target=query.get("target") or None, scenario=query.get("scenario") or None, limit=limit
-    )
-    return web.json_response({"runs": [e.as_dict(detail=False) for e in entries]})
+    where = _run_filter(query)
+    try:
+        page = await history.page(where, limit=limit, cursor=query.get("cursor") or None)
+    except ValueError as exc:
+        raise ApiError(400, f"cursor: {exc}") from None
+    return web.json_response({"runs": page.runs, "next_cursor": page.next_cursor})
 
 
 async def _get_run(request: web.Request) -> web.Response:
     """Answer one run with its detail."""
     history = request.app[STATE].history
     run_id = request.match_info["id"]
-    entry = history.get(run_id)
-    if entry is None:
-        raise ApiError(
-            404, f"no run {run_id!r}: the history keeps only the last {history.capacity} runs"
-        )
-    return web.json_response(entry.as_dict(detail=True))
+    doc = await history.find(run_id)
+    if doc is None:
+        kept = history.store.store.max_runs
+        raise ApiError(404, f"no run {run_id!r}: the history keeps only the last {kept} runs")
+    return web.json_response(doc)
 
 
 async def _run_request(request: web.Request) -> tuple[str, str]:

@@ -25,7 +25,13 @@ import prometheus_client
 from aiohttp import web
 
 from spikewatch import __version__
-from spikewatch.config import ScenarioConfig, SpikewatchConfig, TargetConfig, load_config
+from spikewatch.config import (
+    ScenarioConfig,
+    SpikewatchConfig,
+    StorageConfig,
+    TargetConfig,
+    load_config,
+)
 from spikewatch.config.render import render_effective_config
 from spikewatch.daemon.api import create_app
 from spikewatch.daemon.dispatch import RunDispatcher
@@ -33,6 +39,7 @@ from spikewatch.daemon.history import RunEntry, RunHistory
 from spikewatch.daemon.http_guard import GuardedAppRunner, http_limits
 from spikewatch.daemon.logs import log_run
 from spikewatch.daemon.metrics import SpikewatchMetrics
+from spikewatch.daemon.run_store import AsyncRunStore, RunStore, StoreError
 from spikewatch.daemon.schedule import RunScheduler
 from spikewatch.daemon.sharding import aligned_slot, resolve_shard, spike_delay
 from spikewatch.daemon.state import (
@@ -60,8 +67,29 @@ SHUTDOWN_GRACE = 5.0
 #: How often, and over how long a window, the live prober_saturated gauge is judged.
 SATURATION_CHECK_EVERY = 1.0
 SATURATION_WINDOW = 5.0
-#: Runs remembered for the API and the status page.
+#: Runs remembered in memory for the status page (the store keeps more) and the most a
+#: page of ``GET /api/v1/runs`` holds.
 HISTORY_CAPACITY = 200
+#: Why a run accepted but not finished has no result.
+STOPPED_REASON = "the daemon stopped before the run finished"
+
+
+def open_run_store(storage: StorageConfig) -> RunStore:
+    """Open the run history; an unusable one is a config problem naming its file.
+
+    Runs that a previous daemon left queued or running (it stopped, or was killed, before
+    they finished) are marked cancelled, with the reason.
+    """
+    retention = storage.retention
+    try:
+        store = RunStore(storage.path, max_runs=retention.max_runs, max_age=retention.max_age)
+        for doc in store.cancel_unfinished(STOPPED_REASON):
+            log.warning(
+                "run %s of %s/%s: %s", doc["id"], doc["target"], doc["scenario"], doc["reason"]
+            )
+    except StoreError as exc:
+        raise ConfigError([ConfigProblem("storage.path", str(exc))]) from None
+    return store
 
 
 class Daemon:
@@ -86,7 +114,7 @@ class Daemon:
         #: prober.workers > 1: worker processes that fire the spikes (fixed until restart).
         self.pool: WorkerPool | None = worker_pool(config.prober)
         self._prober = self._make_prober(config)
-        self._history = RunHistory(HISTORY_CAPACITY)
+        self._history = RunHistory(HISTORY_CAPACITY, AsyncRunStore(open_run_store(config.storage)))
         self.dispatcher = RunDispatcher(
             self._execute,
             max_concurrent=config.limits.max_concurrent_runs,
@@ -156,6 +184,8 @@ class Daemon:
             log.warning("server.listen changed; it takes effect at the next restart")
         if new.prober.workers != self._config.prober.workers:
             log.warning("prober.workers changed; it takes effect at the next restart")
+        if new.storage != self._config.storage:
+            log.warning("storage changed; it takes effect at the next restart")
         self._config = new
         self._shard = shard
         self._apply(new)
@@ -217,7 +247,9 @@ class Daemon:
             target, scenario = self._lookup(entry.target, entry.scenario)
         except UnknownPairError:
             entry.state = "cancelled"
+            entry.reason = "its target or scenario left the config"
             log.info("queued run %s dropped: its pair left the config", entry.id)
+            await self._history.save(entry)
             return
         entry.started_at = time.time()
         shard = self._shard
@@ -232,6 +264,11 @@ class Daemon:
             share=(shard.index, shard.replicas),
             spike_at=spike_at,
         )
+        # Written before it is reported: the API, the log and the metrics see it after.
+        doc = report.result.as_dict()
+        doc["state"] = "done"
+        doc["trigger"] = entry.trigger
+        await self._history.save(entry, doc)
         entry.result = report.result
         entry.state = "done"
         log_run(report.result)
@@ -260,6 +297,14 @@ class Daemon:
         self.scheduler.aligned = config.sharding.enabled
         self.scheduler.apply((t.name, s.name, s.schedule) for t, s in pairs)
 
+    async def _restore_last_runs(self) -> None:
+        # The last-run gauges of each pair from the history a previous daemon left.
+        store = self._history.store
+        for t, s in self._config.pairs():
+            doc = await store.call(store.store.last_finished, t.name, s.name)
+            if doc is not None:
+                self.metrics.restore_last_run(doc)
+
     def _make_prober(self, config: SpikewatchConfig) -> Prober:
         return make_prober(config, registry=self.registry, monitor=self.monitor, pool=self.pool)
 
@@ -283,6 +328,7 @@ class Daemon:
         self.metrics.set_open_connections_source(lambda: float(self.registry.open))
         self.metrics.set_reload(ok=True, timestamp=time.time())
         self._apply(self._config)
+        await self._restore_last_runs()
         server = self._config.server
         # aiohttp wants the shutdown timeout on the runner; on the site it is deprecated.
         runner = GuardedAppRunner(create_app(self), http_limits(), shutdown_timeout=1.0)
@@ -331,6 +377,8 @@ class Daemon:
         self._ready = False
         self.scheduler.shutdown()
         clean = await self.dispatcher.cancel_all(grace=SHUTDOWN_GRACE)
+        for entry in await self._history.cancel_unfinished(STOPPED_REASON):
+            log.warning("run %s of %s/%s: %s", entry.id, entry.target, entry.scenario, entry.reason)
         aborted = self.registry.abort_all()
         if not clean or aborted:
             log.warning("shutdown: %d connection(s) aborted", aborted)
@@ -343,6 +391,8 @@ class Daemon:
                 await self._watch
         if self._runner is not None:
             await self._runner.cleanup()
+        # After the HTTP server: a request still being answered may read the history.
+        self._history.close()
         self.metrics.close()
         self.monitor.stop(background=True)
         log.info("spikewatch stopped")

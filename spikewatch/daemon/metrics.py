@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Literal, cast, get_args
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 
 from prometheus_client import (
     CollectorRegistry,
@@ -452,6 +453,34 @@ class SpikewatchMetrics:
             self.last_recovery.labels(*pair).set(_value(recovery.seconds))
             if recovery.seconds is not None:
                 self.recovery_duration.labels(*pair).observe(recovery.seconds)
+
+    def restore_last_run(self, doc: Mapping[str, Any]) -> None:
+        """Set a configured pair's last-run gauges from a stored run's JSON (at a restart).
+
+        The gauges :meth:`record_run` sets, by the same rules; counters and histograms are
+        not restored: they restart at zero, as Prometheus expects of a restarted process.
+        """
+        pair = (str(doc["target"]), str(doc["scenario"]))
+        if pair not in self._pairs or doc.get("result") is None:
+            return
+        self._pairs_version += 1
+        result = RunResultKind(doc["result"])
+        started = datetime.fromisoformat(doc["started_at"]).timestamp()
+        self.last_run_timestamp.labels(*pair).set(started + float(doc["duration_seconds"]))
+        self.last_run_success.labels(*pair).set(1 if result == RunResultKind.PASSED else 0)
+        if result not in DESCRIBES_TARGET:
+            return
+        self.baseline_latency.labels(*pair).set(_value(doc["baseline"]["latency_seconds"]))
+        spike = doc.get("spike")
+        ratio = spike.get("success_ratio") if spike else None
+        self.last_spike_success_ratio.labels(*pair).set(_value(ratio))
+        recovery = doc.get("recovery")
+        if recovery is None:
+            self.last_recovery.labels(*pair).set(_NAN)
+        elif not recovery["recovered"]:
+            self.last_recovery.labels(*pair).set(math.inf)
+        else:
+            self.last_recovery.labels(*pair).set(_value(recovery["seconds"]))
 
     # -- the daemon's state ---------------------------------------------------------------
 

@@ -84,8 +84,13 @@ _SCHEMAS: Final[dict[str, Any]] = {
         prober=_nullable({"type": "object"}),
         errors={"type": "array", "items": {"type": "object"}},
         detail={"type": "object"},
+        reason=_STRING,
     ),
-    "RunList": _object(["runs"], runs={"type": "array", "items": _ref("Run")}),
+    "RunList": _object(
+        ["runs", "next_cursor"],
+        runs={"type": "array", "items": _ref("Run")},
+        next_cursor=_nullable(_STRING),
+    ),
     "Targets": _object(
         ["targets", "scenarios", "pairs"],
         targets={
@@ -195,10 +200,32 @@ _PATHS: Final[dict[str, Any]] = {
     },
     "/api/v1/runs": {
         "get": {
-            "summary": "Recent runs, newest first",
+            "summary": "Stored runs, newest first, a page at a time",
             "parameters": [
                 _filter("target", "Only runs of this target"),
                 _filter("scenario", "Only runs of this scenario"),
+                {
+                    "name": "result",
+                    "in": "query",
+                    "required": False,
+                    "description": "Only runs with this result",
+                    "schema": {"type": "string", "enum": [k.value for k in RunResultKind]},
+                },
+                {
+                    "name": "since",
+                    "in": "query",
+                    "required": False,
+                    "description": "Only runs accepted at or after this instant (UTC if no offset)",
+                    "schema": {"type": "string", "format": "date-time"},
+                },
+                {
+                    "name": "until",
+                    "in": "query",
+                    "required": False,
+                    "description": "Only runs accepted before this instant (UTC if no offset)",
+                    "schema": {"type": "string", "format": "date-time"},
+                },
+                _filter("cursor", "The next_cursor of the previous page: the runs after it"),
                 {
                     "name": "limit",
                     "in": "query",
@@ -209,7 +236,7 @@ _PATHS: Final[dict[str, Any]] = {
             ],
             "responses": {
                 "200": _json("Runs", _ref("RunList")),
-                "400": _error("Invalid limit"),
+                "400": _error("Invalid limit, result, since, until or cursor"),
             },
         },
         "post": {

@@ -76,7 +76,9 @@ def test_render_shows_file_paths_defaults_and_seconds(tmp_path: Path) -> None:
     assert scenario["hold"] == 90.0
     assert scenario["schedule"] == {"every": 900.0, "jitter": 0.0, "cron": None, "timezone": "UTC"}
     assert scenario["recovery"]["slack"] == 0.005
-    assert list(data) == ["server", "limits", "prober", "log", "sharding", "targets", "scenarios"]
+    assert list(data) == [
+        "server", "limits", "prober", "log", "sharding", "storage", "targets", "scenarios"
+    ]  # fmt: skip
 
 
 def test_secret_values_lists_what_check_config_masks() -> None:

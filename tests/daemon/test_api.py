@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import jsonschema
@@ -257,7 +258,7 @@ async def test_runs_filters_by_target_and_scenario(client: Client, state: FakeDa
     empty_filter = await json_of(await client.get("/api/v1/runs?target=&scenario="), 200)
     assert len(empty_filter["runs"]) == 3
     unknown = await json_of(await client.get("/api/v1/runs?target=nope"), 200)
-    assert unknown == {"runs": []}
+    assert unknown == {"runs": [], "next_cursor": None}
 
 
 async def test_runs_limit_defaults_to_50_and_caps_at_capacity(state: FakeDaemonState) -> None:
@@ -294,6 +295,57 @@ async def test_runs_rejects_a_bad_limit(client: Client, limit: str) -> None:
     """GET /api/v1/runs with a limit that is not a whole number ≥ 1 answers 400."""
     body = await json_of(await client.get("/api/v1/runs", params={"limit": limit}), 400)
     assert "limit must be a whole number from 1 to 200" in body["error"]
+
+
+async def test_runs_pages_follow_next_cursor(client: Client, state: FakeDaemonState) -> None:
+    """GET /api/v1/runs pages with limit; next_cursor continues, null on the last page."""
+    for i in range(5):
+        add_finished(state, run_id=f"r{i}")
+    first = await json_of(await client.get("/api/v1/runs?limit=2"), 200)
+    assert [r["id"] for r in first["runs"]] == ["r4", "r3"]
+    second = await json_of(
+        await client.get("/api/v1/runs", params={"limit": "2", "cursor": first["next_cursor"]}),
+        200,
+    )
+    assert [r["id"] for r in second["runs"]] == ["r2", "r1"]
+    last = await json_of(
+        await client.get("/api/v1/runs", params={"limit": "2", "cursor": second["next_cursor"]}),
+        200,
+    )
+    assert last == {"runs": [last["runs"][0]], "next_cursor": None}
+    assert last["runs"][0]["id"] == "r0"
+
+
+async def test_runs_filter_by_result_and_time(client: Client, state: FakeDaemonState) -> None:
+    """GET /api/v1/runs?result=&since=&until= keeps runs of that result accepted in the range."""
+    add_finished(state, run_id="early", started_at=NOW - 3600)
+    add_finished(state, run_id="failed", result=RunResultKind.FAILED, started_at=NOW - 60)
+    add_finished(state, run_id="late", started_at=NOW - 30)
+    failed = await json_of(await client.get("/api/v1/runs?result=failed"), 200)
+    assert [r["id"] for r in failed["runs"]] == ["failed"]
+    since = datetime.fromtimestamp(NOW - 600, UTC).isoformat()
+    until = datetime.fromtimestamp(NOW - 30, UTC).replace(tzinfo=None).isoformat()
+    window = await json_of(
+        await client.get("/api/v1/runs", params={"since": since, "until": until}), 200
+    )
+    assert [r["id"] for r in window["runs"]] == ["failed"]
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ({"result": "great"}, "result must be one of passed, failed"),
+        ({"since": "yesterday"}, "since must be an ISO 8601 date and time"),
+        ({"until": "2026-13-01"}, "until must be an ISO 8601 date and time"),
+        ({"cursor": "not-ours"}, "cursor: not a cursor from this API"),
+    ],
+)
+async def test_runs_rejects_a_bad_filter_or_cursor(
+    client: Client, query: dict[str, str], message: str
+) -> None:
+    """GET /api/v1/runs with an unknown result, a bad instant or a foreign cursor answers 400."""
+    body = await json_of(await client.get("/api/v1/runs", params=query), 400)
+    assert message in body["error"]
 
 
 async def test_run_detail_includes_detail(client: Client, state: FakeDaemonState) -> None:

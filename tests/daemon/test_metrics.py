@@ -850,3 +850,38 @@ def test_promtool_helper_reports_what_promtool_finds() -> None:
     """The lint is not vacuous: a counter without _total is reported."""
     findings = check_metrics(b"# HELP bad_count Bad.\n# TYPE bad_count counter\nbad_count 1\n")
     assert "bad_count" in findings
+
+
+def last_run_gauges(metrics: SpikewatchMetrics) -> dict[str, float | None]:
+    names = ("last_run_success", "last_run_timestamp_seconds")
+    return {**target_gauges(metrics), **{name: pair_value(metrics, name) for name in names}}
+
+
+@pytest.mark.parametrize(
+    "run",
+    [
+        report(RunResultKind.PASSED, spike_run_attempts(), recovery=recovered(1.5)),
+        report(RunResultKind.FAILED, spike_run_attempts(), recovery=not_recovered()),
+        report(RunResultKind.ABORTED, [], baseline_latency=None),
+        report(RunResultKind.INVALID, spike_run_attempts(), recovery=recovered(2.0)),
+    ],
+    ids=["passed", "failed-not-recovered", "aborted-unmeasured", "invalid"],
+)
+def test_a_stored_run_restores_the_gauges_its_recording_set(run: RunReport) -> None:
+    """restore_last_run of a run's JSON sets the last-run gauges as record_run did; no counter."""
+    recorded = make_metrics()
+    recorded.record_run(run)
+    restored = make_metrics()
+    restored.restore_last_run(run.result.as_dict())
+    assert same(last_run_gauges(restored), last_run_gauges(recorded))
+    assert pair_value(restored, "runs_total", result=run.result.result.value) == 0.0
+
+
+def test_a_stored_run_without_a_result_or_pair_restores_nothing() -> None:
+    """A cancelled run (no result) or one of a pair no longer configured leaves the gauges."""
+    metrics = make_metrics()
+    before = last_run_gauges(metrics)
+    doc = report(RunResultKind.PASSED, [ok(Phase.SPIKE)]).result.as_dict()
+    metrics.restore_last_run({**doc, "result": None})
+    metrics.restore_last_run({**doc, "target": "gone"})
+    assert same(last_run_gauges(metrics), before)

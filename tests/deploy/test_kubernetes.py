@@ -124,14 +124,24 @@ def pod_of(objects: Objects) -> tuple[dict[str, Any], dict[str, Any], dict[str, 
     return statefulset, pod, container
 
 
+def volumes_of(statefulset: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Return the pod's volumes by name, its claim templates as persistentVolumeClaim ones."""
+    spec = statefulset["spec"]
+    volumes = {v["name"]: v for v in spec["template"]["spec"]["volumes"]}
+    for claim in spec.get("volumeClaimTemplates", []):
+        name = claim["metadata"]["name"]
+        volumes[name] = {"name": name, "persistentVolumeClaim": claim["spec"]}
+    return volumes
+
+
 def mounted_files(objects: Objects) -> dict[str, bytes]:
     """Return the files the container sees from its ConfigMap and Secret volumes.
 
     A Secret that the rendering does not hold is one the user creates: it gets fake
     values for the keys :data:`USER_SECRETS` documents.
     """
-    _, pod, container = pod_of(objects)
-    volumes = {v["name"]: v for v in pod["volumes"]}
+    statefulset, _, container = pod_of(objects)
+    volumes = volumes_of(statefulset)
     files: dict[str, bytes] = {}
     for mount in container["volumeMounts"]:
         volume = volumes[mount["name"]]
@@ -306,8 +316,9 @@ def test_generator_keeps_every_string_of_the_rules_exactly() -> None:
 
 
 def test_statefulset_probes_resources_and_lifecycle(rendered: Objects) -> None:
-    """Liveness on /healthz, readiness on /readyz, resources set, 15 s to stop, /tmp writable."""
-    _, pod, container = pod_of(rendered)
+    """Liveness on /healthz, readiness on /readyz, resources set, 15 s to stop, /tmp writable,
+    the run history on a volume claim of its own."""
+    statefulset, pod, container = pod_of(rendered)
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"http": 9878}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
@@ -317,10 +328,13 @@ def test_statefulset_probes_resources_and_lifecycle(rendered: Objects) -> None:
     assert resources["limits"] == {"cpu": "1", "memory": "512Mi"}
     assert pod["terminationGracePeriodSeconds"] == 15
     assert config_path(container) == "/etc/spikewatch/spikewatch.yaml"
-    volumes = {v["name"]: v for v in pod["volumes"]}
+    volumes = volumes_of(statefulset)
     mounts = {m["mountPath"]: volumes[m["name"]] for m in container["volumeMounts"]}
     assert "emptyDir" in mounts["/tmp"]  # noqa: S108 - the container's /tmp
     assert "configMap" in mounts["/etc/spikewatch"]
+    claim = mounts["/var/lib/spikewatch"]["persistentVolumeClaim"]
+    assert claim["accessModes"] == ["ReadWriteOnce"]
+    assert claim["resources"]["requests"]["storage"] == "1Gi"
 
 
 def test_statefulset_security_context_is_restrictive(rendered: Objects) -> None:
