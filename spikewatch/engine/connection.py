@@ -255,19 +255,25 @@ class ClientConnection(asyncio.Protocol):
     # -- doing what the exchange's step asks of the transport ----------------------------
 
     def _advance(self, now: float) -> None:
-        self._settle()
+        # Inlined _settle and _flush: this runs after every read, on the hot path.
+        if self.attempt.outcome is not None and not self.done.done():
+            self.done.set_result(None)
         step = self._exchange.step
         if step == _OVER:
             self._close_transport(now)
-        elif step == _CLOSING:
-            self._flush()
+            return
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            data = self._session.data_to_send()
+            if data:
+                transport.write(data)
+        if step == _CLOSING:
             if not self._abort_at:
                 # Wait for the server's close frame (it closes TCP first, RFC 6455 §7.1.1),
                 # but not forever.
                 self._abort_at = now + self._spec.close_timeout
                 self._rearm(self._abort_at, self._abort_transport)
         else:
-            self._flush()
             deadline = self._exchange.deadline
             if deadline:
                 self._rearm(deadline, self._on_step_deadline)

@@ -109,18 +109,19 @@ class ConnectionSpec:
 
     def render_request(self, key: bytes, conn: int) -> tuple[bytes, tuple[str, ...]]:
         """Return connection ``conn``'s upgrade request and the subprotocols it offers."""
+        request = self.request if self.per_connection is None else self.request_for(conn)
         if self.minter is None:
-            return self.request_for(conn).render(key), self.request.subprotocols
+            return request.render(key), self.request.subprotocols
         from spikewatch.auth.jwt import place_token  # noqa: PLC0415 - PyJWT loads cryptography (~9 MB RSS): only when JWTs are in use
 
         placement = place_token(self.send_as, self.minter.mint(conn), self.query_param)
-        request = self.request_for(conn).render(
+        rendered = request.render(
             key,
             headers=placement.headers,
             query=placement.query,
             subprotocols=placement.subprotocols,
         )
-        return request, (*self.request.subprotocols, *placement.subprotocols)
+        return rendered, (*self.request.subprotocols, *placement.subprotocols)
 
     def echo_for(self, conn: int, seq: int) -> tuple[str, re.Pattern[str]]:
         """Return the echo payload for message ``seq`` of ``conn`` and the pattern to match."""

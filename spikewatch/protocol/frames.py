@@ -13,7 +13,7 @@ from enum import IntEnum
 
 from spikewatch.errors import MessageTooBigError, ProtocolError
 from spikewatch.protocol.entropy import random_bytes
-from spikewatch.protocol.receive_budget import ReceiveBudget, ReceiveBudgetError
+from spikewatch.protocol.receive_budget import ReceiveBudget
 
 
 class Opcode(IntEnum):
@@ -165,38 +165,10 @@ class FrameParser:
             return []
         buf = self._buffer
         buf += data
+        # The events so far are kept in ``partial`` as they come, so a violation raised
+        # below leaves there what preceded it.
         events: list[Event] = []
-        try:
-            self._parse(buf, events)
-        except ProtocolError:
-            self.partial = events
-            raise
-        budget = self.budget
-        if budget is not None:
-            held = len(buf) + self._fragments_size
-            if held != self._held:
-                if held > self._held:
-                    try:
-                        budget.take(held - self._held)
-                    except ReceiveBudgetError:
-                        self.partial = events
-                        raise
-                else:
-                    budget.give(self._held - held)
-                self._held = held
-        return events
-
-    def release(self) -> None:
-        """Drop what is buffered and give its bytes back to the budget; parse no more."""
-        self._closed = True
-        self._buffer = bytearray()
-        self._fragments = []
-        self._fragments_size = 0
-        if self.budget is not None and self._held:
-            self.budget.give(self._held)
-        self._held = 0
-
-    def _parse(self, buf: bytearray, events: list[Event]) -> list[Event]:
+        self.partial = events
         pos = 0
         end = len(buf)
         while end - pos >= 2:
@@ -236,7 +208,33 @@ class FrameParser:
                     return events
         if pos:
             del buf[:pos]
+        if self.budget is not None:
+            held = len(buf) + self._fragments_size
+            if held != self._held:
+                self._account(held)
         return events
+
+    def _account(self, held: int) -> None:
+        """Charge the shared budget with what is held now (raise past it; ``partial``
+        then holds the events of this feed)."""
+        budget = self.budget
+        assert budget is not None
+        if held > self._held:
+            budget.take(held - self._held)
+        else:
+            budget.give(self._held - held)
+        self._held = held
+
+    def release(self) -> None:
+        """Drop what is buffered and give its bytes back to the budget; parse no more."""
+        self._closed = True
+        if self._held:
+            self._buffer = bytearray()
+            self._fragments = []
+            self._fragments_size = 0
+            if self.budget is not None:
+                self.budget.give(self._held)
+            self._held = 0
 
     def _check_header(self, opcode: int, fin: int, length: int) -> None:
         if opcode in _CONTROL_OPCODES:

@@ -158,13 +158,18 @@ class ClientSession:
 
     def receive_eof(self) -> None:
         """Take the end of the stream: the peer closed (or half-closed) TCP."""
-        self.state = State.CLOSED
         self.release()
 
     def release(self) -> None:
-        """Drop any partial message and give its bytes back to the shared budget."""
-        if self._parser is not None:
-            self._parser.release()
+        """Drop any partial message and give its bytes back to the shared budget.
+
+        Nothing more is read after it: the session is CLOSED.
+        """
+        self.state = State.CLOSED
+        parser = self._parser
+        if parser is not None:
+            self._parser = None
+            parser.release()
 
     # -- what the engine sends ----------------------------------------------------------
 
