@@ -19,6 +19,7 @@ to keep this tree whole)::
     │   ├── AlreadyQueuedError     already running or queued (409)     daemon.state
     │   └── QueueFullError         the run queue is full (429)         daemon.state
     ├── ApiError               an HTTP error answer, with its status   daemon.api
+    ├── StoreError             the run history cannot be opened/used   daemon.run_store
     └── InvalidKnobError       a knob the reference target lacks       target.behaviour
 
 ``WireError`` and ``InvalidKnobError`` also derive from ``ValueError``: they are bad

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
+from spikewatch.errors import SpikewatchError
+
 __all__ = [
     "DB_NAME",
     "SCHEMA_VERSION",
@@ -65,7 +67,7 @@ _MIGRATIONS: Final[Sequence[str]] = (
 )
 
 
-class StoreError(Exception):
+class StoreError(SpikewatchError):
     """The run history cannot be opened or used; the message names the file."""
 
 
