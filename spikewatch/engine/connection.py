@@ -12,7 +12,7 @@ handles (``loop.call_at``), not a task per connection.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import cast
 
 from spikewatch.core.attempt import Attempt
@@ -32,7 +32,13 @@ from spikewatch.protocol.frames import Close, Message, Ping, Pong
 from spikewatch.protocol.handshake import new_key
 from spikewatch.protocol.session import ClientSession, Failed, Rejected, Upgraded
 
-__all__ = ["MAX_CONTROL_FRAMES_PER_SECOND", "ClientConnection", "Keepalive", "open_connection"]
+__all__ = [
+    "MAX_CONTROL_FRAMES_PER_SECOND",
+    "ClientConnection",
+    "Keepalive",
+    "losses",
+    "open_connection",
+]
 
 #: The write buffer past which pongs stop (``pause_writing``). What a probe writes is a
 #: few hundred bytes; only a peer that reads nothing fills it, and then it is all the
@@ -365,6 +371,12 @@ class ClientConnection(asyncio.Protocol):
             self._session.release()
             self._registry.forget(self)
             self._registry.release()
+
+
+def losses(conns: Iterable[ClientConnection]) -> tuple[int, str | None]:
+    """Count the held connections that were lost, with why the first of them was."""
+    reasons = [c.lost_reason or "" for c in conns if c.lost_at is not None]
+    return len(reasons), (reasons[0] if reasons else None)
 
 
 async def open_connection(

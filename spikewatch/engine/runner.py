@@ -46,7 +46,7 @@ from spikewatch.core.result import RunResult
 from spikewatch.core.saturation import ProberLimits, WorkerShare
 from spikewatch.engine.clock import now as _now
 from spikewatch.engine.clock import sleep_until
-from spikewatch.engine.connection import ClientConnection
+from spikewatch.engine.connection import ClientConnection, losses
 from spikewatch.engine.inflight import ProgressFn, RunInFlight
 from spikewatch.engine.prober_monitor import Mark, ProberMonitor
 from spikewatch.engine.probes import BaselineProbes, RecoveryProbes
@@ -306,10 +306,9 @@ class ScenarioRun:
         await sleep_until(until)
         # Count what the target dropped during the hold before our own closes (issue 13:
         # a proxy's idle timeout closing every held connection went unreported).
-        lost = [c.lost_reason for c in self.spike_conns if c.lost_at is not None]
+        dropped, example = losses(self.spike_conns)
         for conn in self.spike_conns:
             conn.close()
-        dropped, example = len(lost), lost[0] if lost else None
         if self.workers is not None:
             on_workers, their_example = await self.workers.close_held()
             dropped += on_workers

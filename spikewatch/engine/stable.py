@@ -14,7 +14,7 @@ from spikewatch.config import StableConfig
 from spikewatch.core.attempt import Attempt
 from spikewatch.core.outcomes import Outcome, Phase
 from spikewatch.core.phases import StablePhase
-from spikewatch.engine.connection import ClientConnection, Keepalive, open_connection
+from spikewatch.engine.connection import ClientConnection, Keepalive, losses, open_connection
 from spikewatch.engine.inflight import RunInFlight
 from spikewatch.engine.registry import PROBE_RESERVE, ConnectionRegistry
 from spikewatch.engine.spec import ConnectionSpec
@@ -58,17 +58,14 @@ class StableConnections:
             f"{self.mode} every {cfg.ping_interval:g}s"
         )
 
-    def dropped(self) -> int:
-        """Return how many stable connections the target has dropped so far."""
-        return sum(1 for c in self.conns if c.lost_at is not None)
-
     def record(self) -> StablePhase:
         """Return the phase's record, once the run has closed its connections."""
+        dropped, example = losses(self.conns)
         return StablePhase(
             connections=self.config.connections,
             attempts=self.attempts,
             rtts=tuple(self.rtts),
-            dropped=self.dropped(),
-            drop_example=next((c.lost_reason for c in self.conns if c.lost_reason), None),
+            dropped=dropped,
+            drop_example=example,
             unanswered=sum(1 for c in self.conns if c.lost_at is None and c.keepalive_unanswered),
         )

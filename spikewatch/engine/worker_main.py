@@ -26,7 +26,7 @@ from spikewatch.core.outcomes import Outcome, Phase
 from spikewatch.engine import eventloop
 from spikewatch.engine.clock import now as _now
 from spikewatch.engine.clock import sleep_until
-from spikewatch.engine.connection import ClientConnection, open_connection
+from spikewatch.engine.connection import ClientConnection, losses, open_connection
 from spikewatch.engine.launch import launch
 from spikewatch.engine.prober_monitor import Mark, ProberMonitor
 from spikewatch.engine.registry import ConnectionRegistry
@@ -195,10 +195,9 @@ class Worker:
         self.send(Prepared(run=message.run))
 
     async def _close(self, run: ShareRun) -> None:
-        dropped = [c.lost_reason for c in run.conns if c.lost_at is not None]
+        dropped, example = losses(run.conns)
         await run.close_held()
-        example = dropped[0] if dropped else None
-        self.send(Closed(run=run.run, dropped=len(dropped), drop_example=example))
+        self.send(Closed(run=run.run, dropped=dropped, drop_example=example))
 
     async def _finish(self, run: ShareRun) -> None:
         health = await run.finish()

@@ -49,9 +49,9 @@ class Step(IntEnum):
     OVER = 5
 
 
-_STEP_NAMES = {Step.UPGRADE: "the upgrade", Step.WELCOME: "the welcome", Step.ECHO: "the echo"}
-#: The step an attempt failed in, as the run's ``errors`` name it.
+#: The step an attempt failed in, as the run's ``errors`` name it, and as details say it.
 _STEP_LABELS = {Step.UPGRADE: "upgrade", Step.WELCOME: "welcome", Step.ECHO: "echo"}
+_STEP_NAMES = {step: f"the {label}" for step, label in _STEP_LABELS.items()}
 #: Steps that await a message the probe expects; a failure there sends a close frame.
 _EXPECTING = frozenset((Step.WELCOME, Step.ECHO))
 #: Steps in which an echo may be outstanding (the probe's, or an echo keepalive's).
