@@ -23,8 +23,8 @@ from spikewatch.config import (
     TargetConfig,
     load_config,
 )
-from spikewatch.config.render import render_effective_config
-from spikewatch.core.redact import printable
+from spikewatch.config.render import render_effective_config, secret_values
+from spikewatch.core.redact import Redactor, printable
 from spikewatch.daemon.lifecycle import Daemon, serve
 from spikewatch.daemon.logs import configure_logging
 from spikewatch.demo import DEFAULT_LISTEN, run_demo
@@ -134,7 +134,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """``spikewatch run``: the daemon, until SIGTERM or SIGINT."""
     path = args.config or os.environ.get(CONFIG_ENV)
     config = load_config(path)
-    configure_logging(config.log.format, config.log.level)
+    configure_logging(config.log.format, config.log.level, Redactor(secret_values(config)))
     raise_fd_limit()
     daemon = Daemon(config, config_path=Path(path) if path else None)
     return _serve(serve(daemon), config.prober.event_loop)

@@ -1,10 +1,18 @@
-"""Log set-up (text or JSON lines) and the one structured line per finished run."""
+"""Log set-up (text or JSON lines) and the one structured line per finished run.
+
+Every line passes through the config's :class:`~spikewatch.core.redact.Redactor` once
+configured: its message, its fields and its traceback. A traceback quotes what an
+exception says, and an exception may quote what a target sent back (a credential it
+echoed, the JWT minted for the connection) or a config value; run results are redacted
+where they are built, and this is the last line of defence for everything else.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,10 +24,31 @@ RUN_LOG = logging.getLogger("spikewatch.runs")
 _STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({})))
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line, with the record's ``extra`` fields merged in."""
+def _unchanged(text: str) -> str:
+    return text
+
+
+class TextFormatter(logging.Formatter):
+    """Time, level, logger and message on one line (and the traceback), redacted."""
+
+    def __init__(self, redact: Callable[[str], str] = _unchanged) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self._redact = redact
 
     def format(self, record: logging.LogRecord) -> str:
+        """Return the line, its traceback included, with every secret masked."""
+        return self._redact(super().format(record))
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, with the record's ``extra`` fields merged in, redacted."""
+
+    def __init__(self, redact: Callable[[str], str] = _unchanged) -> None:
+        super().__init__()
+        self._redact = redact
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Return the record as one JSON object, every text value with its secrets masked."""
         doc: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
@@ -29,16 +58,18 @@ class JsonFormatter(logging.Formatter):
         doc.update({k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRS})
         if record.exc_info:
             doc["exception"] = self.formatException(record.exc_info)
-        return json.dumps(doc, default=str)
+        redact = self._redact
+        # Masked before encoding: JSON's escapes would hide a secret holding a quote.
+        return json.dumps(
+            {k: redact(v) if isinstance(v, str) else v for k, v in doc.items()},
+            default=lambda v: redact(str(v)),
+        )
 
 
-def configure_logging(fmt: str, level: str) -> None:
-    """Send logs to stderr as text or JSON lines at ``level``."""
+def configure_logging(fmt: str, level: str, redact: Callable[[str], str] = _unchanged) -> None:
+    """Send logs to stderr as text or JSON lines at ``level``, masked by ``redact``."""
     handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(JsonFormatter(redact) if fmt == "json" else TextFormatter(redact))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -7,11 +7,13 @@ import json
 import logging
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from spikewatch.core.outcomes import Outcome, Phase, RunResultKind
+from spikewatch.core.redact import Redactor
 from spikewatch.core.result import (
     BaselineSummary,
     ErrorGroup,
@@ -308,3 +310,49 @@ def test_configure_logging_quiets_apscheduler(
     """APScheduler's job chatter is kept to warnings, or the root level when higher."""
     configure_logging("text", level)
     assert logging.getLogger("apscheduler").level == apscheduler_level
+
+
+def _log_a_leak(fmt: str, capsys: pytest.CaptureFixture[str]) -> str:
+    """Log a message, a field and a traceback that each quote a secret; return the output."""
+    secret = 'hunter2-"quoted"-secret'
+    configure_logging(fmt, "info", Redactor([secret]))
+    log = logging.getLogger("spikewatch.test")
+
+    def fail() -> None:
+        raise ValueError(f"the target echoed {secret}")
+
+    try:
+        fail()
+    except ValueError:
+        log.exception("failed with %s", secret, extra={"header": secret})
+    err = capsys.readouterr().err
+    assert "hunter2" not in err
+    return err
+
+
+def test_text_logs_mask_secrets_in_message_and_traceback(
+    restore_logging: logging.Logger, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A secret in a text line's message and its traceback is masked."""
+    err = _log_a_leak("text", capsys)
+    assert "failed with ***" in err
+    assert "ValueError: the target echoed ***" in err
+
+
+def test_json_logs_mask_secrets_in_fields_and_traceback(
+    restore_logging: logging.Logger, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A secret holding quotes is masked in a JSON line's message, fields and exception."""
+    doc = json.loads(_log_a_leak("json", capsys))
+    assert (doc["message"], doc["header"]) == ("failed with ***", "***")
+    assert doc["exception"].endswith("ValueError: the target echoed ***")
+
+
+def test_json_logs_mask_secrets_in_values_that_are_not_text(
+    restore_logging: logging.Logger, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A field JSON cannot encode is written as its text, masked too."""
+    configure_logging("json", "info", Redactor(["s3cr3t-value"]))
+    logging.getLogger("spikewatch.test").info("ready", extra={"url": Path("/x/s3cr3t-value")})
+    doc = json.loads(capsys.readouterr().err)
+    assert doc["url"] == "/x/***"
