@@ -26,6 +26,7 @@ from spikewatch.config.scenario import (
     DEFAULT_EVERY,
     AbortConfig,
     BaselineConfig,
+    ChurnConfig,
     RampConfig,
     RecoveryConfig,
     ScenarioConfig,
@@ -47,6 +48,7 @@ __all__ = [
     "AbortConfig",
     "AuthConfig",
     "BaselineConfig",
+    "ChurnConfig",
     "ConfigSection",
     "EchoConfig",
     "JwtAlgorithm",
@@ -153,6 +155,14 @@ class SpikewatchConfig(BaseSettings):
                         f"opens {scenario.total_connections} connections at its peak; with"
                         f" {PROBE_RESERVE} kept for its probes that is more than"
                         f" limits.max_connections ({self.limits.max_connections})",
+                    )
+                )
+            if scenario.churn is not None and self.prober.workers > 1:
+                problems.append(
+                    (
+                        f"{at}.churn",
+                        f"runs in the daemon's own process only; prober.workers is"
+                        f" {self.prober.workers} (worker processes fire spike and ramp)",
                     )
                 )
             spike_total = scenario.load.total_connections
