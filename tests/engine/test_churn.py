@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -13,6 +14,10 @@ import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
 from spikewatch.core.outcomes import Outcome, Phase, RunResultKind
+from spikewatch.engine.churn import ChurnFiring
+from spikewatch.engine.inflight import RunInFlight
+from spikewatch.engine.prober_monitor import ProberMonitor
+from spikewatch.engine.registry import PROBE_RESERVE
 from spikewatch.engine.runner import Prober, RunReport, execute_run
 from spikewatch.target import TargetBehaviour, start_reference_target
 from tests import hostile
@@ -253,3 +258,65 @@ async def test_max_in_flight_aborts_starts_past_it_instead_of_queueing(tmp_path:
     aborted = [a for a in spike_attempts(report) if a.outcome == Outcome.ABORTED]
     assert {a.detail for a in aborted} == {"churn.max_in_flight=3 reached"}
     assert stats.peak_open <= 3
+
+
+async def test_the_registrys_limit_aborts_churn_starts_past_it(tmp_path: Path) -> None:
+    """With 2 slots free beside the probes' reserve and upgrades that take 0.5 s, 2 of the
+    churn's 10 starts are made and 8 aborted by the limit, as a spike's would be."""
+    prober = make_prober(PROBE_RESERVE + 2)
+    async with await start_reference_target(TargetBehaviour(handshake_delay=0.5)) as target:
+        config = write_config(
+            tmp_path,
+            target.url,
+            {
+                "churn": {"rate": 50, "duration": "200ms"},
+                "recovery": {"probe_interval": "100ms", "timeout": "3s", "tolerance": 1},
+            },
+            echo=None,
+        )
+        report = await run(config, prober)
+        await asyncio.wait_for(target.wait_for_stats(lambda s: s.open == 0), scaled(5))
+    r = report.result
+    assert r.spike is not None
+    assert r.spike.outcomes == {"ok": 2, "aborted": 8}
+    aborted = {a.detail for a in spike_attempts(report) if a.outcome == Outcome.ABORTED}
+    assert aborted == {f"limits.max_connections={PROBE_RESERVE + 2} reached, 4 kept for probes"}
+
+
+async def test_a_deadline_while_churn_connections_close_aborts_them(tmp_path: Path) -> None:
+    """Churn connections whose closing handshake the target never answers are waited for
+    within the close timeout; a deadline meanwhile aborts them, and no slot stays taken."""
+    served = [0]
+
+    async def handle(connection: hostile.HostileConnection) -> None:
+        served[0] += 1
+        await connection.accept_upgrade()
+        await connection.send(WELCOME_FRAME)
+        if served[0] <= 2:  # the baseline's probes close as they should
+            await connection.serve_frames(echo=False)
+        else:
+            await connection.discard_until_eof()
+
+    prober = make_prober()
+    async with hostile.HostileServer(handle) as server:
+        config = write_config(
+            tmp_path,
+            server.url,
+            {"churn": {"rate": 20, "duration": "200ms"}, "timeout": "1s"},
+            echo=None,
+            close_timeout="5s",
+        )
+        report = await run(config, prober)
+        await asyncio.wait_for(server.wait_for(lambda s: s.open == 0), scaled(5))
+    r = report.result
+    assert r.result == RunResultKind.ERROR
+    assert "deadline" in r.message
+    assert r.spike is not None
+    assert r.spike.outcomes == {"ok": 4}, "each cycle succeeded before its close was cut"
+
+
+async def test_a_churn_cut_short_before_it_started_records_no_plan() -> None:
+    """A churn that never started (a deadline in the baseline) has no pace to report."""
+    run_state = RunInFlight(lambda _: None)
+    firing = ChurnFiring(run_state, ProberMonitor(interval=0.02), time.time, rate=5, duration=1)
+    assert firing.plan_record() is None
