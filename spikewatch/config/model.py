@@ -157,12 +157,13 @@ class SpikewatchConfig(BaseSettings):
                         f" limits.max_connections ({self.limits.max_connections})",
                     )
                 )
-            if scenario.churn is not None and self.prober.workers > 1:
+            in_flight = scenario.churn.max_in_flight if scenario.churn is not None else None
+            if in_flight is not None and in_flight < self.prober.workers:
                 problems.append(
                     (
-                        f"{at}.churn",
-                        f"runs in the daemon's own process only; prober.workers is"
-                        f" {self.prober.workers} (worker processes fire spike and ramp)",
+                        f"{at}.churn.max_in_flight",
+                        f"must be ≥ prober.workers ({self.prober.workers}): each worker"
+                        " takes its share of it",
                     )
                 )
             spike_total = scenario.load.total_connections

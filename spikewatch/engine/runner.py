@@ -297,7 +297,7 @@ class ScenarioRun:
     async def _run_churn(
         self, churn: ChurnConfig, plan: tuple[PlannedConnection, ...], rule: AbortRule
     ) -> float:
-        """Fire a churn from this event loop (never over workers); return T0."""
+        """Fire a churn, here or over the worker processes; return T0."""
         assert self.spec is not None
         replicas = self.share[1] if self.share is not None else 1
         rate = churn.rate / replicas
@@ -318,7 +318,14 @@ class ScenarioRun:
         self.firing = firing
         abort_reason = ""
         try:
-            abort_reason = await firing.churn(self.spec, prober.registry, plan, rule)
+            if self.workers is not None:
+                assert self._workers_ready is not None
+                await self._workers_ready
+                # A worker reports its share once every connection of it is closed.
+                bound = attempt_bound(self.target) + self.target.close_timeout
+                abort_reason = await firing.on_workers(self.workers, plan, rule, bound)
+            else:
+                abort_reason = await firing.churn(self.spec, prober.registry, plan, rule)
         finally:
             self.spike = SpikePhase(
                 tuple(firing.attempts), aborted=bool(abort_reason), churn=firing.plan_record()

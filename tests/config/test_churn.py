@@ -88,10 +88,13 @@ def test_a_churn_holds_nothing() -> None:
     ]
 
 
-def test_a_churn_runs_in_the_daemons_process_only() -> None:
-    """prober.workers > 1 with a churn scenario is a problem naming both."""
-    data = config(prober={"workers": 2}, scenarios=[scenario(), churn(name="churn")])
+def test_with_workers_a_churns_max_in_flight_is_shared_by_them() -> None:
+    """Each worker takes a share of max_in_flight: fewer than prober.workers is a problem;
+    without it, or with enough, a churn runs on workers."""
+    data = config(prober={"workers": 3}, scenarios=[churn({"max_in_flight": 2})])
     assert problems(data) == [
-        "scenarios[1].churn: runs in the daemon's own process only; prober.workers is"
-        " 2 (worker processes fire spike and ramp)"
+        "scenarios[0].churn.max_in_flight: must be ≥ prober.workers (3): each worker takes"
+        " its share of it"
     ]
+    assert build(config(prober={"workers": 3}, scenarios=[churn({"max_in_flight": 3})]))
+    assert build(config(prober={"workers": 3}, scenarios=[churn()]))

@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,12 +82,19 @@ class CountingServer:
             await self._changed.wait()
 
 
-@pytest.fixture
-async def counting() -> AsyncIterator[tuple[CountingServer, str]]:
+@asynccontextmanager
+async def counting_server() -> AsyncIterator[tuple[CountingServer, str]]:
+    """Serve a CountingServer on 127.0.0.1, port 0; yield it and its url."""
     server = CountingServer()
     async with serve(server.handler, "127.0.0.1", 0) as listener:
         port = next(iter(listener.sockets)).getsockname()[1]
         yield server, f"ws://127.0.0.1:{port}/ws"
+
+
+@pytest.fixture
+async def counting() -> AsyncIterator[tuple[CountingServer, str]]:
+    async with counting_server() as served:
+        yield served
 
 
 async def test_churn_counts_equal_the_servers_and_keep_the_schedule(
