@@ -1,8 +1,8 @@
 """Fire a churn: connections opened at a rate for a duration, each a probe's cycle that closes.
 
 Connection ``i`` is due at ``i / rate`` from the churn's start
-(:func:`~spikewatch.core.plan.plan_churn`); the pacing is
-:class:`~spikewatch.engine.churn_pace.ChurnStarts`'. Each connection is made exactly as
+(:func:`~spikewatch.core.plan.plan_churn`), paced by
+:class:`~spikewatch.engine.churn_pace.ChurnStarts`. Each connection is made exactly as
 a probe is (:func:`~spikewatch.engine.connection.open_connection`, not held), so it runs
 whatever cycle the target's probes run, and closes; it keeps its slot until its TCP
 connection is gone. The abort rule stops the churn at once (every start still planned
