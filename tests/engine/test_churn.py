@@ -328,3 +328,24 @@ async def test_a_churn_cut_short_before_it_started_records_no_plan() -> None:
     run_state = RunInFlight(lambda _: None)
     firing = ChurnFiring(run_state, ProberMonitor(interval=0.02), time.time, rate=5, duration=1)
     assert firing.plan_record() is None
+
+
+async def test_a_sharded_replica_fires_its_share_of_the_churn(
+    tmp_path: Path, counting: tuple[CountingServer, str]
+) -> None:
+    """Replica 1 of 2 fires every other start of a 20-connection churn at 40/s, at its
+    planned instant: 10 connections, offered at 20/s."""
+    _, url = counting
+    config = write_config(tmp_path, url, {"churn": {"rate": 40, "duration": "500ms"}})
+    prober = make_prober()
+    report = await asyncio.wait_for(
+        execute_run(config.targets[0], config.scenarios[0], prober, share=(1, 2)), scaled(30)
+    )
+    assert prober.registry.open == 0
+    r = report.result
+    assert r.spike is not None
+    assert r.spike.outcomes == {"ok": 10}
+    assert r.spike.churn is not None
+    assert r.spike.churn.rate == 20
+    planned = [a.planned or 0.0 for a in spike_attempts(report)]
+    assert planned == pytest.approx([planned[0] + i / 20 for i in range(10)], abs=1e-9)
