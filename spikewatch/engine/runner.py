@@ -266,7 +266,6 @@ class ScenarioRun:
         plan = spike_plan(self.scenario, self.share)
         abort_cfg = self.scenario.abort
         rule = AbortRule(abort_cfg.error_ratio, abort_cfg.min_attempts)
-        prober = self.prober
         churn = self.scenario.churn
         if churn is not None:
             return await self._run_churn(churn, plan, rule)
@@ -276,6 +275,7 @@ class ScenarioRun:
             f"{'batches' if self.scenario.spike is not None else 'steps'} "
             f"over {plan_duration(plan):g}s"
         )
+        prober = self.prober
         firing = self.firing = SpikeFiring(
             self.run, prober.monitor, prober.wall_clock, self.spike_at
         )
