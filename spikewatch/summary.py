@@ -50,6 +50,12 @@ def format_summary(result: RunResult) -> str:
         ratio = sp.success_ratio
         share = "" if ratio is None else f" ({ratio:.1%} ok)"
         lines.append(f"  {'spike':<11} {sp.attempted} attempted: {_outcomes(sp.outcomes)}{share}")
+        if sp.churn is not None:
+            c = sp.churn
+            lines.append(
+                f"  {'churn':<11} {c.rate:g}/s offered, {c.achieved_rate:.1f}/s started, "
+                f"over {c.duration:g}s, at most {c.peak_in_flight} open at once"
+            )
         lines.append(_dist("handshake", sp.handshake))
         if sp.first_message is not None:
             lines.append(_dist("welcome", sp.first_message))

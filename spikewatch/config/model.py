@@ -26,6 +26,7 @@ from spikewatch.config.scenario import (
     DEFAULT_EVERY,
     AbortConfig,
     BaselineConfig,
+    ChurnConfig,
     RampConfig,
     RecoveryConfig,
     ScenarioConfig,
@@ -47,6 +48,7 @@ __all__ = [
     "AbortConfig",
     "AuthConfig",
     "BaselineConfig",
+    "ChurnConfig",
     "ConfigSection",
     "EchoConfig",
     "JwtAlgorithm",
@@ -153,6 +155,15 @@ class SpikewatchConfig(BaseSettings):
                         f"opens {scenario.total_connections} connections at its peak; with"
                         f" {PROBE_RESERVE} kept for its probes that is more than"
                         f" limits.max_connections ({self.limits.max_connections})",
+                    )
+                )
+            in_flight = scenario.churn.max_in_flight if scenario.churn is not None else None
+            if in_flight is not None and in_flight < self.prober.workers:
+                problems.append(
+                    (
+                        f"{at}.churn.max_in_flight",
+                        f"must be ≥ prober.workers ({self.prober.workers}): each worker"
+                        " takes its share of it",
                     )
                 )
             spike_total = scenario.load.total_connections

@@ -11,12 +11,16 @@ from pydantic import Field, field_validator, model_validator
 from spikewatch.config.durations import Duration, PositiveDuration
 from spikewatch.config.fields import ConfigSection, Name, Ratio
 from spikewatch.config.problems import Problems, invalid
+from spikewatch.core.plan import churn_attempts
 from spikewatch.core.verdict import ThresholdLimits
 
 __all__ = [
     "DEFAULT_EVERY",
+    "MAX_CHURN_ATTEMPTS",
+    "MAX_CHURN_RATE",
     "AbortConfig",
     "BaselineConfig",
+    "ChurnConfig",
     "RampConfig",
     "RecoveryConfig",
     "ScenarioConfig",
@@ -27,6 +31,14 @@ __all__ = [
 ]
 
 DEFAULT_EVERY: Final = 15 * 60.0
+
+#: Churn connections opened per second, at most: past this the prober's own loop, not
+#: the target, sets the pace (one process starts ~10k connections a second on loopback).
+MAX_CHURN_RATE: Final = 10_000.0
+
+#: Attempts of one churn, at most: every attempt is kept until the run's result is built
+#: (~350 bytes each), so this bounds a run's memory at ~70 MB.
+MAX_CHURN_ATTEMPTS: Final = 200_000
 
 
 class ScheduleConfig(ConfigSection):
@@ -109,6 +121,45 @@ class RampConfig(ConfigSection):
         return sum(self.steps)
 
 
+class ChurnConfig(ConfigSection):
+    """Open ``rate`` connections a second for ``duration``; each runs the probe's cycle and closes.
+
+    Connection ``i`` starts at ``i / rate`` from the churn's start (a schedule, so a slow
+    start shows as lateness instead of slowing the rate). ``max_in_flight`` bounds how many
+    of them are open at once: a planned start past it is ``aborted``, not queued.
+    """
+
+    rate: float = Field(gt=0, le=MAX_CHURN_RATE, allow_inf_nan=False)
+    duration: PositiveDuration
+    #: None: only limits.max_connections bounds them.
+    max_in_flight: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _check_total(self) -> Self:
+        if self.total_connections > MAX_CHURN_ATTEMPTS:
+            raise invalid(
+                [
+                    (
+                        "",
+                        f"rate * duration is {self.total_connections} connections;"
+                        f" at most {MAX_CHURN_ATTEMPTS} per run",
+                    )
+                ]
+            )
+        return self
+
+    @property
+    def total_connections(self) -> int:
+        """Return how many churn connections are planned: one every 1/rate within duration."""
+        return churn_attempts(self.rate, self.duration)
+
+    @property
+    def peak_connections(self) -> int:
+        """Return how many churn connections can be open at once, at most, as configured."""
+        total = self.total_connections
+        return total if self.max_in_flight is None else min(total, self.max_in_flight)
+
+
 class StableConfig(ConfigSection):
     """Connections opened before the spike and kept busy through it."""
 
@@ -180,6 +231,7 @@ class ScenarioConfig(ConfigSection):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     spike: SpikeConfig | None = None
     ramp: RampConfig | None = None
+    churn: ChurnConfig | None = None
     hold: Duration = 0.0
     stable: StableConfig | None = None
     baseline: BaselineConfig = Field(default_factory=BaselineConfig)
@@ -201,10 +253,17 @@ class ScenarioConfig(ConfigSection):
     @model_validator(mode="after")
     def _check_scenario(self) -> Self:
         problems: Problems = []
-        if self.spike is not None and self.ramp is not None:
-            problems.append(("", "set spike or ramp, not both"))
-        elif self.spike is None and self.ramp is None:
-            problems.append(("", "needs spike or ramp"))
+        shapes = [name for name in ("spike", "ramp", "churn") if getattr(self, name) is not None]
+        if len(shapes) > 1:
+            problems.append(("", f"set one of spike, ramp or churn, not {' and '.join(shapes)}"))
+        elif not shapes:
+            problems.append(("", "needs spike, ramp or churn"))
+        if self.churn is not None:
+            # A churn's connections close after their cycle: there is nothing to hold.
+            if self.hold:
+                problems.append(("hold", "must be 0 with churn: its connections close"))
+            if self.thresholds.dropped_held is not None:
+                problems.append(("thresholds.dropped_held", "needs held spike connections"))
         if self.thresholds.dropped_stable is not None and self.stable is None:
             problems.append(("thresholds.dropped_stable", "needs stable connections"))
         if problems:
@@ -212,15 +271,20 @@ class ScenarioConfig(ConfigSection):
         return self
 
     @property
-    def load(self) -> SpikeConfig | RampConfig:
-        """Return the spike or the ramp, whichever is set."""
+    def load(self) -> SpikeConfig | RampConfig | ChurnConfig:
+        """Return the spike, the ramp or the churn, whichever is set."""
         if self.spike is not None:
             return self.spike
+        if self.churn is not None:
+            return self.churn
         assert self.ramp is not None  # the validator guarantees one of them
         return self.ramp
 
     @property
     def total_connections(self) -> int:
-        """Return how many connections a run holds open at its peak: spike or ramp, and stable."""
+        """Return how many connections a run holds open at its peak: spike, ramp or churn
+        (its ``max_in_flight`` when set, else all of it), and stable."""
         stable = self.stable.connections if self.stable is not None else 0
-        return self.load.total_connections + stable
+        load = self.load
+        peak = load.peak_connections if isinstance(load, ChurnConfig) else load.total_connections
+        return peak + stable

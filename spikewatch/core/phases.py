@@ -42,6 +42,19 @@ class StablePhase:
 
 
 @dataclass(frozen=True, slots=True)
+class ChurnPlan:
+    """What a churn was asked to do, and how far it got: the offered rate (this process's
+    share of it), when it started (monotonic), and how many of its connections were open
+    at once, at most."""
+
+    rate: float
+    duration: float
+    started: float
+    max_in_flight: int | None = None
+    peak_in_flight: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class SpikePhase:
     """The spike's attempts (in plan order), whether the abort rule stopped it, and how
     many of the connections held open through ``hold`` the target dropped (with why)."""
@@ -50,6 +63,8 @@ class SpikePhase:
     aborted: bool = False
     held_dropped: int = 0
     held_drop_example: str | None = None
+    #: Set when the spike was a churn (a rate of short connections), else None.
+    churn: ChurnPlan | None = None
 
 
 @dataclass(frozen=True, slots=True)

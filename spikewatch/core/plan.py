@@ -51,6 +51,29 @@ def plan_ramp(steps: Sequence[int], step_interval: float) -> tuple[PlannedConnec
     return tuple(planned)
 
 
+def churn_attempts(rate: float, duration: float) -> int:
+    """Return how many churn connections start within ``duration``: one at every ``i / rate``.
+
+    A product that is a whole number up to rounding (0.1/s for 30 s) counts as one, so
+    that no start lands on the duration's end by a rounding error.
+    """
+    if not (rate > 0 and math.isfinite(rate)):
+        raise ValueError(f"rate must be a finite number > 0, got {rate}")
+    if not (duration > 0 and math.isfinite(duration)):
+        raise ValueError(f"duration must be a finite number > 0, got {duration}")
+    product = rate * duration
+    nearest = round(product)
+    whole = abs(product - nearest) <= 1e-9 * max(1.0, product)
+    return max(1, nearest if whole else math.ceil(product))
+
+
+def plan_churn(rate: float, duration: float) -> tuple[PlannedConnection, ...]:
+    """Plan a churn: connection ``i`` starts at ``i / rate``, each at its own instant."""
+    count = churn_attempts(rate, duration)
+    # Divide rather than accumulate, as in plan_ramp: no drift over a long churn.
+    return tuple(PlannedConnection(i, i, i / rate) for i in range(count))
+
+
 def shard_plan(
     plan: Sequence[PlannedConnection], replica: int, replicas: int
 ) -> tuple[PlannedConnection, ...]:

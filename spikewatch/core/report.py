@@ -15,11 +15,13 @@ from spikewatch.core.phases import (
 )
 from spikewatch.core.result import (
     BaselineSummary,
+    ChurnSummary,
     ProberReport,
     RecoverySummary,
     RunResult,
     SpikeSummary,
     StableSummary,
+    achieved_start_rate,
     count_outcomes,
     count_upgrade_statuses,
     group_errors,
@@ -104,6 +106,22 @@ def spike_summary(spike: SpikePhase | None) -> SpikeSummary | None:
         aborted=spike.aborted,
         held_dropped=spike.held_dropped,
         held_drop_example=spike.held_drop_example,
+        churn=churn_summary(spike),
+    )
+
+
+def churn_summary(spike: SpikePhase) -> ChurnSummary | None:
+    """Summarize a churn's pace; None for a spike or a ramp."""
+    churn = spike.churn
+    if churn is None:
+        return None
+    starts = (a.started for a in spike.attempts if a.started is not None)
+    return ChurnSummary(
+        rate=churn.rate,
+        duration=churn.duration,
+        achieved_rate=achieved_start_rate(churn.started, starts, churn.rate),
+        max_in_flight=churn.max_in_flight,
+        peak_in_flight=churn.peak_in_flight,
     )
 
 

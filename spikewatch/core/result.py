@@ -110,6 +110,37 @@ class BaselineSummary:
         }
 
 
+def achieved_start_rate(started: float, starts: Iterable[float], rate: float) -> float:
+    """Return the connections started per second from ``started`` (the churn's planned
+    start) through the last start plus one interval: the offered ``rate`` when every
+    planned connection started on time, less when some started late or not at all."""
+    made = list(starts)
+    if not made:
+        return 0.0
+    return len(made) / (max(made) - started + 1.0 / rate)
+
+
+@dataclass(frozen=True, slots=True)
+class ChurnSummary:
+    """A churn's pace: offered and achieved start rates, its duration, its concurrency."""
+
+    rate: float
+    duration: float
+    achieved_rate: float
+    max_in_flight: int | None
+    peak_in_flight: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the JSON form."""
+        return {
+            "offered_rate_per_second": _round(self.rate),
+            "achieved_start_rate_per_second": _round(self.achieved_rate),
+            "duration_seconds": self.duration,
+            "max_in_flight": self.max_in_flight,
+            "peak_in_flight": self.peak_in_flight,
+        }
+
+
 @dataclass(frozen=True, slots=True)
 class SpikeSummary:
     """The spike: outcomes and the distributions of its timings."""
@@ -124,6 +155,8 @@ class SpikeSummary:
     #: Spike connections held through ``hold`` that the target dropped, and why one was.
     held_dropped: int = 0
     held_drop_example: str | None = None
+    #: Set for a churn; the JSON then says ``"shape": "churn"`` and its pace.
+    churn: ChurnSummary | None = None
 
     @property
     def success_ratio(self) -> float | None:
@@ -140,6 +173,7 @@ class SpikeSummary:
         aborted: bool,
         held_dropped: int = 0,
         held_drop_example: str | None = None,
+        churn: ChurnSummary | None = None,
     ) -> SpikeSummary:
         """Summarize the spike's attempts."""
         ok = [a for a in attempts if a.outcome == Outcome.OK]
@@ -153,6 +187,7 @@ class SpikeSummary:
             aborted=aborted,
             held_dropped=held_dropped,
             held_drop_example=held_drop_example,
+            churn=churn,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -162,7 +197,7 @@ class SpikeSummary:
             s = self.start_lateness.as_dict()
             lateness = {"p50": s["p50"], "p99": s["p99"], "max": s["max"]}
         ratio = self.success_ratio
-        return {
+        spike = {
             "attempted": self.attempted,
             "outcomes": self.outcomes,
             "success_ratio": None if ratio is None else round(ratio, 6),
@@ -174,6 +209,10 @@ class SpikeSummary:
             "held_dropped": self.held_dropped,
             "held_drop_example": self.held_drop_example,
         }
+        if self.churn is not None:
+            # Only a churn says its shape: spike and ramp results stay as they were.
+            return {"shape": "churn", **spike, "churn": self.churn.as_dict()}
+        return spike
 
 
 @dataclass(frozen=True, slots=True)

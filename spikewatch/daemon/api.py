@@ -244,7 +244,15 @@ def _shape_doc(scenario: ScenarioConfig) -> dict[str, Any]:
             "batches": spike.batches,
             "batch_interval_seconds": spike.batch_interval,
         }
-    assert scenario.ramp is not None  # the config guarantees spike or ramp
+    if scenario.churn is not None:
+        churn = scenario.churn
+        return {
+            "kind": "churn",
+            "rate_per_second": churn.rate,
+            "duration_seconds": churn.duration,
+            "max_in_flight": churn.max_in_flight,
+        }
+    assert scenario.ramp is not None  # the config guarantees spike, ramp or churn
     return {
         "kind": "ramp",
         "steps": list(scenario.ramp.steps),

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from spikewatch.config import ScenarioConfig, TargetConfig
+from spikewatch.config import ChurnConfig, ScenarioConfig, TargetConfig
 from spikewatch.core.abort import AbortRule
 from spikewatch.core.attempt import Attempt
 from spikewatch.core.classify import descriptor_error
@@ -34,6 +34,7 @@ from spikewatch.core.phases import (
     SpikePhase,
 )
 from spikewatch.core.plan import (
+    PlannedConnection,
     plan_duration,
 )
 from spikewatch.core.recovery import (
@@ -44,6 +45,7 @@ from spikewatch.core.redact import NO_REDACTION, Redactor
 from spikewatch.core.report import build_run_result
 from spikewatch.core.result import RunResult
 from spikewatch.core.saturation import ProberLimits, WorkerShare
+from spikewatch.engine.churn import ChurnFiring
 from spikewatch.engine.clock import now as _now
 from spikewatch.engine.clock import sleep_until
 from spikewatch.engine.connection import ClientConnection, losses
@@ -264,6 +266,9 @@ class ScenarioRun:
         plan = spike_plan(self.scenario, self.share)
         abort_cfg = self.scenario.abort
         rule = AbortRule(abort_cfg.error_ratio, abort_cfg.min_attempts)
+        churn = self.scenario.churn
+        if churn is not None:
+            return await self._run_churn(churn, plan, rule)
         groups = sum(1 for _ in itertools.groupby(plan, key=lambda p: p.group))
         self.progress(
             f"spike: {len(plan)} connections in {groups} "
@@ -287,6 +292,46 @@ class ScenarioRun:
             self.spike = SpikePhase(tuple(firing.attempts), aborted=bool(abort_reason))
         if abort_reason:
             self.progress(f"spike: stopped early, {abort_reason}")
+        return firing.t0()
+
+    async def _run_churn(
+        self, churn: ChurnConfig, plan: tuple[PlannedConnection, ...], rule: AbortRule
+    ) -> float:
+        """Fire a churn, here or over the worker processes; return T0."""
+        assert self.spec is not None
+        replicas = self.share[1] if self.share is not None else 1
+        rate = churn.rate / replicas
+        self.progress(
+            f"churn: {len(plan)} connections at {rate:g}/s over {churn.duration:g}s, "
+            "each closing after its cycle"
+        )
+        prober = self.prober
+        firing = ChurnFiring(
+            self.run,
+            prober.monitor,
+            prober.wall_clock,
+            self.spike_at,
+            rate=rate,
+            duration=churn.duration,
+            max_in_flight=churn.max_in_flight,
+        )
+        self.firing = firing
+        abort_reason = ""
+        try:
+            if self.workers is not None:
+                assert self._workers_ready is not None
+                await self._workers_ready
+                # A worker reports its share once every connection of it is closed.
+                bound = attempt_bound(self.target) + self.target.close_timeout
+                abort_reason = await firing.on_workers(self.workers, plan, rule, bound)
+            else:
+                abort_reason = await firing.churn(self.spec, prober.registry, plan, rule)
+        finally:
+            self.spike = SpikePhase(
+                tuple(firing.attempts), aborted=bool(abort_reason), churn=firing.plan_record()
+            )
+        if abort_reason:
+            self.progress(f"churn: stopped early, {abort_reason}")
         return firing.t0()
 
     async def _run_recovery(self, t0: float, baseline: Baseline) -> None:

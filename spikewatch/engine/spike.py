@@ -18,6 +18,7 @@ from spikewatch.core.attempt import Attempt
 from spikewatch.core.outcomes import Outcome, Phase
 from spikewatch.core.plan import (
     PlannedConnection,
+    plan_churn,
     plan_duration,
     plan_ramp,
     plan_spike,
@@ -47,10 +48,12 @@ WORKER_LEAD = 0.05
 def spike_plan(
     scenario: ScenarioConfig, share: tuple[int, int] | None = None
 ) -> tuple[PlannedConnection, ...]:
-    """Return the planned spike (avalanche or ramp), or replica ``share=(index, n)``'s part."""
+    """Return the planned spike (avalanche, ramp or churn), or replica ``share``'s part."""
     if scenario.spike is not None:
         s = scenario.spike
         plan = plan_spike(s.connections, s.batches, s.batch_interval)
+    elif scenario.churn is not None:
+        plan = plan_churn(scenario.churn.rate, scenario.churn.duration)
     else:
         assert scenario.ramp is not None
         plan = plan_ramp(scenario.ramp.steps, scenario.ramp.step_interval)

@@ -78,6 +78,9 @@ class SpikeOnWorkers:
         self._rule = AbortRule(None, 1)
         self._counts: list[tuple[int, int]] = []
         self._abort_reason = ""
+        self._churn = False
+        #: A churn's connections open at once, at most: the sum of each worker's peak.
+        self.peak_in_flight = 0
 
     def _lose(self, number: int, exc: WorkerLostError) -> None:
         self._ready[number] = False
@@ -130,18 +133,31 @@ class SpikeOnWorkers:
 
         await asyncio.gather(*(one(w) for w in self.pool.workers))
 
-    async def fire(self, attempts: Sequence[Attempt], rule: AbortRule, answer_by: float) -> str:
+    async def fire(
+        self,
+        attempts: Sequence[Attempt],
+        rule: AbortRule,
+        answer_by: float,
+        *,
+        churn: bool = False,
+        max_in_flight: int | None = None,
+    ) -> str:
         """Fire ``attempts`` (planned, in start order) over the workers; fill them in.
 
         Return the abort rule's reason when it stopped the spike, else "". ``answer_by``
-        (monotonic) is when every worker must have reported, or it is killed.
+        (monotonic) is when every worker must have reported, or it is killed. A ``churn``
+        holds nothing: its connections close after their cycle, and ``max_in_flight``
+        (dealt to the workers like the slots) bounds how many are open at once.
         """
         # The slots free now (up to the spike's size) are taken for the whole spike and
         # dealt to the workers like the attempts; each worker takes from its budget at
         # each attempt's instant and gives back a failed one's at once, so a later batch
         # can use it, as in one process. Past its budget an attempt is `aborted`.
+        wanted = len(attempts)
+        if max_in_flight is not None:
+            wanted = min(wanted, max_in_flight)
         budget = 0
-        while budget < len(attempts) and self.registry.try_acquire(self.reserve):
+        while budget < wanted and self.registry.try_acquire(self.reserve):
             budget += 1
         self.shares = split_round_robin(list(attempts), self.pool.size)
         budgets = [len(b) for b in split_round_robin(list(range(budget)), self.pool.size)]
@@ -155,29 +171,54 @@ class SpikeOnWorkers:
         self._rule = rule
         self._counts = [(0, 0)] * self.pool.size
         self._abort_reason = ""
+        self._churn = churn
+        self.peak_in_flight = 0
+        in_flight: list[tuple[int | None, str]] = [(None, "")] * self.pool.size
+        if max_in_flight is not None:
+            shares = split_round_robin(list(range(max_in_flight)), self.pool.size)
+            in_flight = [
+                (
+                    len(s),
+                    f"churn.max_in_flight={max_in_flight} reached (worker {n}'s share: {len(s)})",
+                )
+                for n, s in enumerate(shares)
+            ]
         await asyncio.gather(
             *(
-                self._fire_share(w, share, answer_by)
+                self._fire_share(w, share, answer_by, in_flight[w.number])
                 for w, share in zip(self.pool.workers, self.shares, strict=True)
             )
         )
         return self._abort_reason
 
-    async def _fire_share(self, worker: WorkerProcess, share: list[Attempt], by: float) -> None:
+    async def _fire_share(
+        self,
+        worker: WorkerProcess,
+        share: list[Attempt],
+        by: float,
+        in_flight: tuple[int | None, str] = (None, ""),
+    ) -> None:
         if not share:
             return
         try:
-            await self._collect_share(worker, share, by)
+            await self._collect_share(worker, share, by, in_flight)
         except WorkerLostError as exc:
             self._fail_share(worker.number, share, str(exc), _now())
             self._lose(worker.number, exc)
             return
-        # Failed attempts' connections are closed; only the held ones keep their slot.
-        held = sum(1 for a in share if a.outcome == Outcome.OK)
+        # Failed attempts' connections are closed; only the held ones keep their slot
+        # (a churn holds none).
+        held = 0 if self._churn else sum(1 for a in share if a.outcome == Outcome.OK)
         self._held[worker.number] = held
         self._release(worker.number, self._slots[worker.number] - held)
 
-    async def _collect_share(self, worker: WorkerProcess, share: list[Attempt], by: float) -> None:
+    async def _collect_share(
+        self,
+        worker: WorkerProcess,
+        share: list[Attempt],
+        by: float,
+        in_flight: tuple[int | None, str],
+    ) -> None:
         if not self._ready[worker.number]:
             raise WorkerLostError(self.failures[-1] if self.failures else "not ready")
         budget, full = self._budget[worker.number]
@@ -188,6 +229,9 @@ class SpikeOnWorkers:
                 progress=self._rule.error_ratio is not None,
                 slots=budget,
                 full=full,
+                churn=self._churn,
+                max_in_flight=in_flight[0],
+                in_flight_full=in_flight[1],
             )
         )
         loop = asyncio.get_running_loop()
@@ -213,6 +257,7 @@ class SpikeOnWorkers:
         if not isinstance(answer, Attempts):
             raise WireError(f"{answer.type!r} instead of its attempts")
         apply_share({a.conn: a for a in share}, answer.attempts)
+        self.peak_in_flight += answer.peak_in_flight
         return True
 
     def _check_abort(self) -> None:

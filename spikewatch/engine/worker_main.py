@@ -24,6 +24,7 @@ from typing import Any
 from spikewatch.core.attempt import Attempt
 from spikewatch.core.outcomes import Outcome, Phase
 from spikewatch.engine import eventloop
+from spikewatch.engine.churn_pace import ChurnStarts, until_closed
 from spikewatch.engine.clock import now as _now
 from spikewatch.engine.clock import sleep_until
 from spikewatch.engine.connection import ClientConnection, losses, open_connection
@@ -102,10 +103,48 @@ class ShareRun:
         self.marks = (start or end, end)
         self.send(Attempts(run=self.run, attempts=[attempt_to_wire(a) for a in self.attempts]))
 
+    async def fire_churn(
+        self,
+        groups: list[tuple[float, list[int]]],
+        *,
+        progress: bool,
+        max_in_flight: int | None,
+        full: str,
+    ) -> None:
+        """Open the share of a churn at its instants, each closing after its cycle (none
+        held); then send every attempt, and how many were open at once, at most."""
+        self._progress = progress
+        starts = ChurnStarts(max_in_flight, full or None)
+        start: Mark | None = None
+
+        def record(conn: int, at: float) -> Attempt:
+            nonlocal start
+            if start is None:
+                start = self.monitor.mark()
+            attempt = Attempt(Phase.SPIKE, conn, planned=at)
+            self.attempts.append(attempt)
+            return attempt
+
+        async def cycle(attempt: Attempt) -> None:
+            conn = await open_connection(self.spec, attempt, self.registry)
+            self._count(attempt)
+            await until_closed(conn)
+
+        planned = ((at, conn) for at, conns in groups for conn in conns)
+        loop = asyncio.get_running_loop()
+        await starts.fire(planned, record, cycle, loop.create_task, lambda: self.abort_reason)
+        end = self.monitor.mark()
+        self.marks = (start or end, end)
+        rows = [attempt_to_wire(a) for a in self.attempts]
+        self.send(Attempts(run=self.run, attempts=rows, peak_in_flight=starts.peak_in_flight))
+
     async def _one(self, attempt: Attempt) -> None:
         conn = await open_connection(self.spec, attempt, self.registry, keep_open=True)
         if conn is not None and attempt.outcome == Outcome.OK:
             self.conns.append(conn)
+        self._count(attempt)
+
+    def _count(self, attempt: Attempt) -> None:
         self._finished += 1
         if attempt.outcome != Outcome.OK:
             self._failed += 1
@@ -172,7 +211,17 @@ class Worker:
             if message.slots is not None:
                 # This worker's share of the daemon's free slots (limits.max_connections).
                 run.registry = ConnectionRegistry(message.slots, full=message.full)
-            run.fire_task = self._spawn(run.fire(message.groups, progress=message.progress))
+            if message.churn:
+                run.fire_task = self._spawn(
+                    run.fire_churn(
+                        message.groups,
+                        progress=message.progress,
+                        max_in_flight=message.max_in_flight,
+                        full=message.in_flight_full,
+                    )
+                )
+            else:
+                run.fire_task = self._spawn(run.fire(message.groups, progress=message.progress))
         elif isinstance(message, Abort):
             run.abort_reason = message.reason
         elif isinstance(message, Close):

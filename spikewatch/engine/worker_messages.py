@@ -13,9 +13,10 @@ milliseconds where the hand-written checks took several times that). Anything el
 
     daemon → worker                          worker → daemon
     Prepare {target, address, lag_interval}  Prepared | Failed {error}
-    Spike {groups: [[at, [conn, ...]], ...], progress, slots, full}
+    Spike {groups: [[at, [conn, ...]], ...], progress, slots, full,
+           churn, max_in_flight, in_flight_full}
                                              Progress {finished, failed}   (0 or more)
-                                             Attempts {attempts: [row, ...]}
+                                             Attempts {attempts: [row, ...], peak_in_flight}
     Abort {reason}                           (nothing: groups not yet started are aborted)
     Close                                    Closed   (held spike connections closed)
     Finish                                   Health {loop_lag_p99, ..., rss_bytes}
@@ -134,6 +135,12 @@ class Spike(WireMessage):
     slots: NonNegative | None = None
     #: The reason an attempt past ``slots`` is aborted with.
     full: str = ""
+    #: A churn: each connection closes after its cycle, none is held (issue 13).
+    churn: bool = False
+    #: A churn's share of ``churn.max_in_flight``, and the reason a start past it is
+    #: aborted with; None: no bound but ``slots``.
+    max_in_flight: Annotated[int, Field(ge=1)] | None = None
+    in_flight_full: str = ""
 
 
 class Abort(WireMessage):
@@ -189,6 +196,8 @@ class Attempts(WireMessage):
 
     type: Literal["attempts"] = "attempts"
     attempts: list[AttemptRow]
+    #: A churn's connections open at once in this worker, at most.
+    peak_in_flight: NonNegative = 0
 
 
 class Closed(WireMessage):

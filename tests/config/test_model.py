@@ -595,9 +595,11 @@ def test_scenario_needs_exactly_one_of_spike_and_ramp() -> None:
     """Both spike and ramp, or neither, is a problem."""
     ramp = {"steps": [1], "step_interval": 0}
     assert problems(config(scenarios=[scenario(ramp=ramp)])) == [
-        "scenarios[0]: set spike or ramp, not both"
+        "scenarios[0]: set one of spike, ramp or churn, not spike and ramp"
     ]
-    assert problems(config(scenarios=[{"name": "idle"}])) == ["scenarios[0]: needs spike or ramp"]
+    assert problems(config(scenarios=[{"name": "idle"}])) == [
+        "scenarios[0]: needs spike, ramp or churn"
+    ]
 
 
 def test_stable_connections_count_toward_the_peak() -> None:
