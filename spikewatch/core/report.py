@@ -32,6 +32,7 @@ from spikewatch.core.saturation import (
     receive_starvation,
 )
 from spikewatch.core.stats import summarize
+from spikewatch.core.timeline import build_timeline
 from spikewatch.core.verdict import (
     Measurements,
     ThresholdCheck,
@@ -92,6 +93,7 @@ def build_run_result(
         message=message,
         upgrade_statuses=count_upgrade_statuses(everything),
         timeline=dict(record.timeline),
+        trace=build_timeline(record),
     )
 
 
