@@ -161,6 +161,35 @@ _PATHS: Final[dict[str, Any]] = {
             },
         }
     },
+    "/runs/{id}": {
+        "get": {
+            "summary": "One run's page: verdict, probe latency chart, thresholds, errors",
+            "parameters": [{"name": "id", "in": "path", "required": True, "schema": _STRING}],
+            "responses": {
+                "200": {"description": "HTML page", "content": {"text/html": {"schema": _STRING}}},
+                "404": {
+                    "description": "No such run in the history",
+                    "content": {"text/html": {"schema": _STRING}},
+                },
+            },
+        }
+    },
+    "/targets/{target}/{scenario}": {
+        "get": {
+            "summary": "A target-scenario pair's page: the recovery times of its recent runs",
+            "parameters": [
+                {"name": "target", "in": "path", "required": True, "schema": _STRING},
+                {"name": "scenario", "in": "path", "required": True, "schema": _STRING},
+            ],
+            "responses": {
+                "200": {"description": "HTML page", "content": {"text/html": {"schema": _STRING}}},
+                "404": {
+                    "description": "No such pair configured and no run of it stored",
+                    "content": {"text/html": {"schema": _STRING}},
+                },
+            },
+        }
+    },
     "/metrics": {
         "get": {
             "summary": "Prometheus exposition; OpenMetrics when the Accept header asks for it",
