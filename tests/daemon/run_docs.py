@@ -130,7 +130,7 @@ def known_run_doc(
                         "p95": 0.002,
                         "p99": 0.002,
                         "max": 0.002,
-                    },  # fmt: skip
+                    },
                 },
                 "spike_handshake": {
                     "measured": 24,
