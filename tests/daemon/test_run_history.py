@@ -127,6 +127,27 @@ async def test_a_corrupt_database_stops_the_start_with_exit_2_naming_it(
     assert "Traceback" not in text
 
 
+async def test_fallback_memory_starts_on_a_corrupt_database_and_says_so(
+    tmp_path: Path, reference: RunningTarget
+) -> None:
+    """With storage.fallback: memory the daemon starts on a corrupt file, logs it, and serves."""
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / DB_NAME).write_bytes(b"\x00garbage, not SQLite\xff" * 300)
+    doc = daemon_document([reference_target(reference.url)], schedule={"cron": "0 0 1 1 *"})
+    doc["storage"] = {"path": str(state), "fallback": "memory"}
+    config = write_config(tmp_path / "c.yaml", doc)
+    proc = await DaemonProcess(config).start()
+    try:
+        line = await proc.wait_for_line(lambda text: "storage.fallback is memory" in text, 20)
+        assert str(state / DB_NAME) in line
+        status, listing = await get_json(proc, "/api/v1/runs")
+        assert (status, listing["runs"]) == (200, [])
+        await stop(proc)
+    finally:
+        await proc.stop()
+
+
 async def test_a_storage_change_waits_for_the_next_restart(
     tmp_path: Path, reference: RunningTarget
 ) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from spikewatch.config import StorageConfig
 from spikewatch.daemon.history import RunEntry, RunHistory
@@ -94,6 +96,36 @@ def test_an_unusable_directory_is_a_config_error_naming_it(tmp_path: Path) -> No
     with pytest.raises(ConfigError, match="cannot open") as caught:
         open_run_store(StorageConfig(path=blocker / "sub"))
     assert str(blocker / "sub" / DB_NAME) in str(caught.value)
+
+
+def test_fallback_memory_logs_an_unusable_database_and_keeps_the_history_in_memory(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With storage.fallback: memory, a corrupt file is logged (named) and memory is used."""
+    (tmp_path / DB_NAME).write_bytes(b"this is not a database, not at all" * 200)
+    with caplog.at_level(logging.ERROR, logger="spikewatch.daemon.lifecycle"):
+        store = open_run_store(StorageConfig(path=tmp_path, fallback="memory"))
+    try:
+        assert store.file is None
+        assert store.max_runs == MEMORY_MAX_RUNS
+        store.put(doc("r1"), time.time())
+        assert store.get("r1") == doc("r1")
+    finally:
+        store.close()
+    (record,) = caplog.records
+    message = record.getMessage()
+    assert str(tmp_path / DB_NAME) in message
+    assert "not a usable database" in message
+    assert "kept in memory only (the last 200 runs) and is lost at the next restart" in message
+    # The file is left as it was, for whoever looks into it.
+    assert (tmp_path / DB_NAME).read_bytes().startswith(b"this is not a database")
+
+
+def test_fallback_is_none_or_memory() -> None:
+    """storage.fallback defaults to none (the error stays) and refuses anything else."""
+    assert StorageConfig().fallback == "none"
+    with pytest.raises(ValidationError):
+        StorageConfig.model_validate({"fallback": "disk"})
 
 
 def test_retention_by_count_keeps_the_newest(tmp_path: Path) -> None:
