@@ -85,8 +85,9 @@ def test_probes_are_kept_with_their_start_since_the_run_began_and_failures_witho
 ):
     """Baseline probes start at their start, recovery probes at their slot; a failed one has
     no latency but its outcome."""
+    never = Attempt(Phase.BASELINE, 9)  # cut short before it started: left out
     run = record(
-        baseline=(probe(Phase.BASELINE, 0.0, 0.01), probe(Phase.BASELINE, 0.5, None)),
+        baseline=(probe(Phase.BASELINE, 0.0, 0.01), probe(Phase.BASELINE, 0.5, None), never),
         recovery=(probe(Phase.RECOVERY, 3.0, 0.02, slot=True),),
         recovered_at=3.0,
     )
