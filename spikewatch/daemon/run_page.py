@@ -41,7 +41,15 @@ ul.checks { padding-left: 20px; }
 .met { color: #1a7f37; font-weight: 600; }
 .missed { color: #cf222e; font-weight: 600; }
 code.example { white-space: pre-wrap; overflow-wrap: anywhere; }
-@media (max-width: 600px) { main { padding: 8px 10px 24px; } h1 { font-size: 20px; } }
+@media (max-width: 600px) {
+  main { padding: 8px 10px 24px; } h1 { font-size: 20px; }
+  /* The charts shrink to about half their size: draw their text and marks larger. */
+  .chart .tick, .chart .axis-name { font-size: 18px; }
+  .chart circle.probe, .chart circle.run { r: 8px; }
+  .chart line.limit, .chart line.t0, .chart line.recovered { stroke-width: 4; }
+  .chart .frame { stroke-width: 2.5; }
+  .chart path.failed { stroke-width: 5; }
+}
 """
 
 _VERDICTS: Final = {
