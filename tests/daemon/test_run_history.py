@@ -34,11 +34,26 @@ async def stop(proc: DaemonProcess, signum: signal.Signals = signal.SIGTERM) -> 
     await proc.stop()
 
 
+async def pages(proc: DaemonProcess, run_id: str) -> tuple[str, str]:
+    """Return a run's page and its pair's page, both answered 200."""
+    found = []
+    for path in (f"/runs/{run_id}", "/targets/ref/quick"):
+        status, _, raw = await proc.request("GET", path)
+        assert status == 200, path
+        found.append(raw.decode())
+    run_page, pair_page = found
+    assert '<line class="limit"' in run_page
+    assert '<line class="t0"' in run_page
+    assert f'<a href="/runs/{run_id}">' in pair_page
+    return run_page, pair_page
+
+
 async def test_a_finished_run_answers_after_a_restart(
     tmp_path: Path, reference: RunningTarget
 ) -> None:
-    """A run finished before SIGTERM answers 200, with the same result, after a restart,
-    and the restarted daemon's last-run gauges come from it (its counters from zero)."""
+    """A run finished before SIGTERM answers 200, with the same result and timeline, and
+    the same run and pair pages, after a restart, and the restarted daemon's last-run
+    gauges come from it (its counters from zero)."""
     token = tmp_path / "token"
     token.write_text(TOKEN)
     # Never due while the test runs: the only run is the one asked for.
@@ -52,6 +67,12 @@ async def test_a_finished_run_answers_after_a_restart(
         before = await first.run_result(run_id, 30)
         assert before["state"] == "done"
         assert before["result"] == "passed"
+        timeline = before["detail"]["timeline"]
+        phases = [p["phase"] for p in timeline["probes"]]
+        assert phases.count("baseline") == before["baseline"]["probes"]
+        assert phases.count("recovery") == before["recovery"]["probes"]
+        assert timeline["recovered_at"] >= timeline["t0"] > 0
+        pages_before = await pages(first, run_id)
         await stop(first)
     finally:
         await first.stop()
@@ -59,7 +80,9 @@ async def test_a_finished_run_answers_after_a_restart(
     try:
         status, after = await get_json(second, f"/api/v1/runs/{run_id}")
         assert status == 200
-        assert after == before
+        assert after == before  # the timeline in its detail too
+        # The run page (its chart) and the pair page are the same after the restart.
+        assert await pages(second, run_id) == pages_before
         status, listing = await get_json(second, "/api/v1/runs?target=ref&result=passed")
         assert status == 200
         assert [r["id"] for r in listing["runs"]] == [run_id]
