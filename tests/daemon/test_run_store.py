@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import time
@@ -74,8 +75,43 @@ def test_a_database_from_a_newer_version_is_refused(tmp_path: Path) -> None:
     db = sqlite3.connect(tmp_path / DB_NAME)
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     db.close()
-    with pytest.raises(StoreError, match=r"schema version 2 is newer than this spikewatch's \(1\)"):
+    newer = (
+        rf"schema version {SCHEMA_VERSION + 1} is newer than this spikewatch's \({SCHEMA_VERSION}\)"
+    )
+    with pytest.raises(StoreError, match=newer):
         store_in(tmp_path)
+
+
+def test_a_version_1_database_is_migrated_and_its_runs_still_answer(tmp_path: Path) -> None:
+    """A file of schema 1 (no summary column) gets version 2; its old rows page and answer
+    as before, new rows page without their detail."""
+    db = sqlite3.connect(tmp_path / DB_NAME)
+    db.executescript(
+        "CREATE TABLE runs (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,"
+        " target TEXT NOT NULL, scenario TEXT NOT NULL, state TEXT NOT NULL, result TEXT,"
+        " at REAL NOT NULL, doc TEXT NOT NULL);"
+        "CREATE INDEX runs_at ON runs (at);"
+        "CREATE INDEX runs_pair ON runs (target, scenario, seq);"
+        "PRAGMA user_version = 1;"
+    )
+    db.execute(
+        "INSERT INTO runs (id, target, scenario, state, result, at, doc) VALUES (?,?,?,?,?,?,?)",
+        ("old", "t", "s", "done", "passed", time.time(), json.dumps(doc("old"))),
+    )
+    db.commit()
+    db.close()
+    store = store_in(tmp_path)
+    try:
+        assert store.schema_version == SCHEMA_VERSION == 2
+        assert store.get("old") == doc("old")
+        store.put(doc("new"), time.time())
+        assert store.get("new") == doc("new")
+        runs = store.page(RunFilter(), limit=10).runs
+        assert [r["id"] for r in runs] == ["new", "old"]
+        assert "detail" not in runs[0]  # the summary
+        assert runs[1] == doc("old")  # a version 1 row: its whole document
+    finally:
+        store.close()
 
 
 def test_a_corrupt_file_is_a_config_error_naming_it(tmp_path: Path) -> None:
