@@ -8,7 +8,8 @@ where each element must be drawn.
 
 The latency chart: baseline and recovery probes as points (a failed probe as a cross
 along the top edge), the good-probe limit B * (1 + tolerance) + slack as a dashed line,
-the spike window shaded, T0 and the recovery instant as vertical lines.
+the spike window shaded, T0 and the recovery instant as vertical lines, each batch's
+start as a short tick on the bottom edge and each stable connection lost as a taller one.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ COLORS: Final = {
     "t0": "#8250df",
     "recovered": "#116329",
     "spike": "#ffd8d3",
+    "batch": "#a40e26",
+    "drop": "#fb8f44",
     "bar": "#54aeff",
     "axis": "#6e7781",
     "grid": "#eaeef2",
@@ -222,10 +225,28 @@ def latency_chart(doc: Mapping[str, Any], plot: Plot = LATENCY_PLOT) -> str | No
                 "recovered", x(recovered), plot, color=COLORS["recovered"], title=title, dash="6 3"
             )
         )
+    body.extend(
+        _ticks("batch", timeline.get("batch_starts") or [], x, plot, length=8, what="batch at")
+    )
+    drops = (timeline.get("stable") or {}).get("drops_at") or []
+    body.extend(_ticks("drop", drops, x, plot, length=16, what="stable connection lost at"))
     for p in timeline["probes"]:
         body.append(_probe_mark(p, x, y, plot))
     label = "probe latency over the run, with the good-probe limit, the spike, T0 and recovery"
     return _svg(plot, label, body)
+
+
+def _ticks(
+    cls: str, instants: Sequence[float], x: Scale, plot: Plot, *, length: float, what: str
+) -> list[str]:
+    """Short vertical ticks up from the bottom edge, one per instant."""
+    return [
+        f'<line class="{cls}" x1="{_num(x(at))}" x2="{_num(x(at))}"'
+        f' y1="{_num(plot.bottom - length)}" y2="{_num(plot.bottom)}"'
+        f' stroke="{COLORS[cls]}" stroke-width="2" shape-rendering="crispEdges">'
+        f"<title>{escape(what)} {at:.3f} s</title></line>"
+        for at in instants
+    ]
 
 
 def _ms(seconds: float) -> str:

@@ -178,6 +178,8 @@ def _legend() -> str:
         ("failed", "failed probe (top edge)"),
         ("limit", "good-probe limit"),
         ("spike", "spike (start to T0)"),
+        ("batch", "spike batch starts"),
+        ("drop", "stable connection lost"),
         ("t0", "T0"),
         ("recovered", "recovery declared"),
     )

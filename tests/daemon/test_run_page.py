@@ -120,6 +120,16 @@ def test_the_limit_spike_t0_and_recovery_are_where_their_instants_are() -> None:
         assert (line.get("y1"), line.get("y2")) == ("16", "290")
 
 
+def test_batches_and_stable_drops_are_ticks_on_the_bottom_edge_at_their_instants() -> None:
+    """Each batch start a short tick, each stable connection lost a taller one."""
+    root = svg_of(latency_chart(known()))
+    batches = by_class(root, "line", "batch")
+    assert [float(b.get("x1", "")) for b in batches] == [px(2.5), px(3.0), px(3.5)]
+    assert {(b.get("y1"), b.get("y2")) for b in batches} == {("282", "290")}
+    (drop,) = by_class(root, "line", "drop")
+    assert (float(drop.get("x1", "")), drop.get("y1"), drop.get("y2")) == (px(3.2), "274", "290")
+
+
 def test_a_run_without_a_timeline_draws_no_chart_and_says_so() -> None:
     """A run stored before timelines existed (or cut short) has no latency chart."""
     doc = known()
