@@ -134,6 +134,19 @@ def test_an_unusable_directory_is_a_config_error_naming_it(tmp_path: Path) -> No
     assert str(blocker / "sub" / DB_NAME) in str(caught.value)
 
 
+def test_a_read_only_directory_is_a_config_error_naming_the_file() -> None:
+    """A storage.path no process may create a file in (procfs: even root cannot) names it,
+    and with storage.fallback: memory the history goes to memory instead."""
+    read_only = Path("/proc/self")
+    assert read_only.is_dir()
+    with pytest.raises(ConfigError, match="cannot open") as caught:
+        open_run_store(StorageConfig(path=read_only))
+    assert str(read_only / DB_NAME) in str(caught.value)
+    store = open_run_store(StorageConfig(path=read_only, fallback="memory"))
+    assert store.file is None
+    store.close()
+
+
 def test_fallback_memory_logs_an_unusable_database_and_keeps_the_history_in_memory(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
