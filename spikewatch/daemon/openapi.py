@@ -83,7 +83,13 @@ _SCHEMAS: Final[dict[str, Any]] = {
         thresholds={"type": "array", "items": {"type": "object"}},
         prober=_nullable({"type": "object"}),
         errors={"type": "array", "items": {"type": "object"}},
-        detail={"type": "object"},
+        detail={
+            "type": "object",
+            "description": "Only from GET /api/v1/runs/{id}: upgrade_statuses, timeline_seconds"
+            " (the phases' marks) and timeline (each probe's start and latency or outcome,"
+            " batch starts, T0, the recovery instant, stable drops and keepalive round trips,"
+            " the spike's handshake histogram and a capped sample; bounded in size)",
+        },
         reason=_STRING,
     ),
     "RunList": _object(
