@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -26,7 +27,13 @@ class StorageConfig(ConfigSection):
     ``path`` is a directory; the database is ``runs.sqlite3`` in it. Without a path the
     history lives in memory only (as many runs as ``retention.max_runs``, at most 200) and
     is gone at the next start.
+
+    ``fallback`` says what an unusable database at start (corrupt, unwritable, from a
+    newer spikewatch) does: ``none`` (the default) stops the start with an error naming
+    the file; ``memory`` logs that error and keeps the history in memory instead, as
+    without a path, so that monitoring goes on while the evidence does not survive.
     """
 
     path: Path | None = None
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    fallback: Literal["none", "memory"] = "none"

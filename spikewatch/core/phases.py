@@ -39,6 +39,8 @@ class StablePhase:
     #: Connections whose last ping (or echo) was still unanswered when the run closed
     #: them: not a drop (its timeout had not passed), but not an answer either.
     unanswered: int = 0
+    #: When each lost connection was lost (monotonic seconds), for the run's timeline.
+    drops: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +110,8 @@ class RunRecord:
     """Everything one run recorded, from which its result is built.
 
     ``error`` says why the run itself failed (its result is then ``error``), None when
-    it ran to its end. ``timeline`` holds seconds since the run's start.
+    it ran to its end. ``timeline`` holds seconds since the run's start; ``origin`` is
+    that start on the monotonic clock the attempts' instants are read on.
     """
 
     id: str
@@ -123,6 +126,7 @@ class RunRecord:
     prober: ProberHealth
     error: str | None = None
     timeline: Mapping[str, float] = field(default_factory=dict)
+    origin: float = 0.0
 
     def attempts(self) -> tuple[Attempt, ...]:
         """Return every attempt of the run, phase by phase."""

@@ -34,6 +34,7 @@ from spikewatch.core.saturation import (
     receive_starvation,
 )
 from spikewatch.core.stats import summarize
+from spikewatch.core.timeline import build_timeline
 from spikewatch.core.verdict import (
     Measurements,
     ThresholdCheck,
@@ -94,6 +95,7 @@ def build_run_result(
         message=message,
         upgrade_statuses=count_upgrade_statuses(everything),
         timeline=dict(record.timeline),
+        trace=build_timeline(record),
     )
 
 

@@ -6,12 +6,15 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spikewatch.core.attempt import Attempt
 from spikewatch.core.outcomes import Outcome, Phase, RunResultKind, status_code_label
 from spikewatch.core.stats import LatencySummary, summarize
 from spikewatch.core.verdict import ThresholdCheck
+
+if TYPE_CHECKING:
+    from spikewatch.core.timeline import RunTimeline
 
 _OUTCOME_ORDER = {outcome: i for i, outcome in enumerate(Outcome)}
 
@@ -304,6 +307,8 @@ class RunResult:
     message: str = ""
     upgrade_statuses: Mapping[str, int] = field(default_factory=dict)
     timeline: Mapping[str, float] = field(default_factory=dict)
+    #: What the target did over time (the detail's ``timeline``), None when not recorded.
+    trace: RunTimeline | None = None
 
     @property
     def passed(self) -> bool:
@@ -331,5 +336,6 @@ class RunResult:
             "detail": {
                 "upgrade_statuses": dict(self.upgrade_statuses),
                 "timeline_seconds": {k: round(v, 6) for k, v in self.timeline.items()},
+                "timeline": self.trace.as_dict() if self.trace is not None else None,
             },
         }

@@ -30,6 +30,7 @@ from spikewatch.core.outcomes import RunResultKind
 from spikewatch.core.result import RunResult
 from spikewatch.daemon.http_guard import SECURITY_HEADERS
 from spikewatch.daemon.openapi import OPENAPI_PATH, openapi_document
+from spikewatch.daemon.pages import add_page_routes
 from spikewatch.daemon.run_store import RunFilter
 from spikewatch.daemon.state import DaemonState, RunRequestError, ScheduledPair
 from spikewatch.daemon.status_page import render_status_page
@@ -83,6 +84,7 @@ def create_app(state: DaemonState) -> web.Application:
     app.router.add_get("/api/v1/runs/{id}", _get_run, name="run")
     app.router.add_post("/-/reload", _reload, name="reload")
     app.router.add_get(OPENAPI_PATH, _openapi, name="openapi")
+    add_page_routes(app, STATE)
     return app
 
 

@@ -39,7 +39,7 @@ from spikewatch.daemon.history import RunEntry, RunHistory
 from spikewatch.daemon.http_guard import GuardedAppRunner, http_limits
 from spikewatch.daemon.logs import log_run
 from spikewatch.daemon.metrics import SpikewatchMetrics
-from spikewatch.daemon.run_store import AsyncRunStore, RunStore, StoreError
+from spikewatch.daemon.run_store import MEMORY_MAX_RUNS, AsyncRunStore, RunStore, StoreError
 from spikewatch.daemon.schedule import RunScheduler
 from spikewatch.daemon.sharding import aligned_slot, resolve_shard, spike_delay
 from spikewatch.daemon.state import (
@@ -78,7 +78,8 @@ def open_run_store(storage: StorageConfig) -> RunStore:
     """Open the run history; an unusable one is a config problem naming its file.
 
     Runs that a previous daemon left queued or running (it stopped, or was killed, before
-    they finished) are marked cancelled, with the reason.
+    they finished) are marked cancelled, with the reason. With ``storage.fallback:
+    memory`` an unusable one is logged and replaced by a history in memory.
     """
     retention = storage.retention
     try:
@@ -88,7 +89,15 @@ def open_run_store(storage: StorageConfig) -> RunStore:
                 "run %s of %s/%s: %s", doc["id"], doc["target"], doc["scenario"], doc["reason"]
             )
     except StoreError as exc:
-        raise ConfigError([ConfigProblem("storage.path", str(exc))]) from None
+        if storage.fallback != "memory":
+            raise ConfigError([ConfigProblem("storage.path", str(exc))]) from None
+        log.error(  # noqa: TRY400 - the cause is the message; no traceback to show
+            "%s; storage.fallback is memory: the run history is kept in memory only"
+            " (the last %d runs) and is lost at the next restart",
+            exc,
+            min(retention.max_runs, MEMORY_MAX_RUNS),
+        )
+        store = RunStore(None, max_runs=retention.max_runs, max_age=retention.max_age)
     return store
 
 

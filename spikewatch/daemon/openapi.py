@@ -83,7 +83,13 @@ _SCHEMAS: Final[dict[str, Any]] = {
         thresholds={"type": "array", "items": {"type": "object"}},
         prober=_nullable({"type": "object"}),
         errors={"type": "array", "items": {"type": "object"}},
-        detail={"type": "object"},
+        detail={
+            "type": "object",
+            "description": "Only from GET /api/v1/runs/{id}: upgrade_statuses, timeline_seconds"
+            " (the phases' marks) and timeline (each probe's start and latency or outcome,"
+            " batch starts, T0, the recovery instant, stable drops and keepalive round trips,"
+            " the spike's handshake histogram and a capped sample; bounded in size)",
+        },
         reason=_STRING,
     ),
     "RunList": _object(
@@ -158,6 +164,35 @@ _PATHS: Final[dict[str, Any]] = {
             "summary": "The human-readable status page",
             "responses": {
                 "200": {"description": "HTML page", "content": {"text/html": {"schema": _STRING}}}
+            },
+        }
+    },
+    "/runs/{id}": {
+        "get": {
+            "summary": "One run's page: verdict, probe latency chart, thresholds, errors",
+            "parameters": [{"name": "id", "in": "path", "required": True, "schema": _STRING}],
+            "responses": {
+                "200": {"description": "HTML page", "content": {"text/html": {"schema": _STRING}}},
+                "404": {
+                    "description": "No such run in the history",
+                    "content": {"text/html": {"schema": _STRING}},
+                },
+            },
+        }
+    },
+    "/targets/{target}/{scenario}": {
+        "get": {
+            "summary": "A target-scenario pair's page: the recovery times of its recent runs",
+            "parameters": [
+                {"name": "target", "in": "path", "required": True, "schema": _STRING},
+                {"name": "scenario", "in": "path", "required": True, "schema": _STRING},
+            ],
+            "responses": {
+                "200": {"description": "HTML page", "content": {"text/html": {"schema": _STRING}}},
+                "404": {
+                    "description": "No such pair configured and no run of it stored",
+                    "content": {"text/html": {"schema": _STRING}},
+                },
             },
         }
     },

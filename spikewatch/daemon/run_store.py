@@ -8,7 +8,9 @@ holds up that thread only, never the event loop.
 
 The schema has a version (``PRAGMA user_version``) and a list of migrations; a database
 from a newer spikewatch is refused rather than guessed at. Each row keeps the run's JSON
-document (the API's form, with its detail) and the columns the list filters on.
+document (the API's form, with its detail and timeline: tens of KB), its summary (the
+same without the detail: what a page of the list needs, a few hundred bytes; version 2)
+and the columns the list filters on.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ __all__ = [
 #: The database's file name in ``storage.path``.
 DB_NAME: Final = "runs.sqlite3"
 #: The schema this spikewatch writes.
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 #: Runs kept by a store without a file (``storage.path`` unset), whatever max_runs says.
 MEMORY_MAX_RUNS: Final = 200
 
@@ -63,6 +65,11 @@ _MIGRATIONS: Final[Sequence[str]] = (
     );
     CREATE INDEX runs_at ON runs (at);
     CREATE INDEX runs_pair ON runs (target, scenario, seq);
+    """,
+    # 2: the document without its detail, so that a page of the list does not read and
+    # parse every run's timeline (rows from version 1 have none: their doc is read).
+    """
+    ALTER TABLE runs ADD COLUMN summary TEXT;
     """,
 )
 
@@ -173,10 +180,10 @@ class RunStore:
         with self._db:  # a transaction: BEGIN ... COMMIT
             self._db.execute("BEGIN")
             self._db.execute(
-                "INSERT INTO runs (id, target, scenario, state, result, at, doc)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)"
+                "INSERT INTO runs (id, target, scenario, state, result, at, doc, summary)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (id) DO UPDATE SET state = excluded.state,"
-                " result = excluded.result, doc = excluded.doc",
+                " result = excluded.result, doc = excluded.doc, summary = excluded.summary",
                 (
                     doc["id"],
                     doc["target"],
@@ -184,7 +191,8 @@ class RunStore:
                     doc["state"],
                     doc.get("result"),
                     at,
-                    json.dumps(doc, separators=(",", ":")),
+                    _text(doc),
+                    _summary(doc),
                 ),
             )
         self.prune()
@@ -208,7 +216,11 @@ class RunStore:
         return None if row is None else _doc(row[0])
 
     def page(self, where: RunFilter, *, limit: int, cursor: str | None = None) -> RunPage:
-        """Return up to ``limit`` runs newest first, after ``cursor``; ValueError on a bad one."""
+        """Return up to ``limit`` runs newest first, after ``cursor``; ValueError on a bad one.
+
+        The runs come without their detail (a row written by schema version 1 may still
+        have it).
+        """
         clauses: list[str] = []
         args: list[object] = []
         if cursor is not None:
@@ -225,7 +237,7 @@ class RunStore:
         if where.until is not None:
             clauses.append("at < ?")
             args.append(where.until)
-        sql = "SELECT seq, doc FROM runs"
+        sql = "SELECT seq, COALESCE(summary, doc) FROM runs"
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
         sql += " ORDER BY seq DESC LIMIT ?"
@@ -258,11 +270,19 @@ class RunStore:
                 doc["state"] = "cancelled"
                 doc["reason"] = reason
                 self._db.execute(
-                    "UPDATE runs SET state = 'cancelled', doc = ? WHERE id = ?",
-                    (json.dumps(doc, separators=(",", ":")), run_id),
+                    "UPDATE runs SET state = 'cancelled', doc = ?, summary = ? WHERE id = ?",
+                    (_text(doc), _summary(doc), run_id),
                 )
                 docs.append(doc)
         return docs
+
+
+def _text(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, separators=(",", ":"))
+
+
+def _summary(doc: dict[str, Any]) -> str:
+    return _text({k: v for k, v in doc.items() if k != "detail"})
 
 
 def _doc(text: str) -> dict[str, Any]:

@@ -10,12 +10,13 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from html import escape
 from typing import Final
+from urllib.parse import quote
 
 from spikewatch.core.result import RunResult
 from spikewatch.daemon.history import RunEntry
 from spikewatch.daemon.state import ScheduledPair
 
-__all__ = ["render_status_page"]
+__all__ = ["PAGE_STYLE", "absolute_time", "badge", "pair_href", "render_status_page", "run_href"]
 
 #: Seconds between the browser's reloads of the page.
 REFRESH_SECONDS: Final = 10
@@ -57,6 +58,21 @@ a { color: #0969da; }
 footer { margin-top: 24px; }
 footer a { margin-right: 16px; }
 """
+
+
+#: The stylesheet every page of the daemon shares (inline: the CSP allows no other).
+PAGE_STYLE: Final = _STYLE
+
+
+def run_href(run_id: str) -> str:
+    """Return the run page's path of a run, escaped for an attribute."""
+    return escape(f"/runs/{quote(run_id, safe='')}", quote=True)
+
+
+def pair_href(target: str, scenario: str) -> str:
+    """Return the page's path of a target-scenario pair, escaped for an attribute."""
+    path = f"/targets/{quote(target, safe='')}/{quote(scenario, safe='')}"
+    return escape(path, quote=True)
 
 
 def render_status_page(
@@ -132,10 +148,11 @@ def _pairs_table(pairs: Sequence[ScheduledPair], target_urls: Mapping[str, str],
         url = target_urls.get(pair.target)
         url_line = f'<br><span class="url muted small">{escape(url)}</span>' if url else ""
         last = pair.last
+        pair_page = pair_href(pair.target, pair.scenario)
         rows.append(
             "<tr>"
             f"<td><strong>{escape(pair.target)}</strong>{url_line}</td>"
-            f"<td>{escape(pair.scenario)}</td>"
+            f'<td><a href="{pair_page}">{escape(pair.scenario)}</a></td>'
             f"<td>{escape(pair.schedule)}</td>"
             f"<td>{_badge(pair.state) if pair.state != 'idle' else escape(pair.state)}</td>"
             f"<td>{_when(pair.next_run, now, missing='not scheduled')}</td>"
@@ -161,11 +178,9 @@ def _runs_table(runs: Sequence[RunEntry], now: float) -> str:
         started = result.started_at if result is not None else entry.started_at
         duration = f"{result.duration:.1f} s" if result is not None else "—"
         message = result.message if result is not None else ""
-        # Run ids are ours, but quote them anyway: they end up in an attribute.
-        href = escape(f"/api/v1/runs/{entry.id}", quote=True)
         rows.append(
             "<tr>"
-            f'<td><a href="{href}">{escape(entry.id)}</a></td>'
+            f'<td><a href="{run_href(entry.id)}">{escape(entry.id)}</a></td>'
             f"<td>{escape(entry.target)}</td>"
             f"<td>{escape(entry.scenario)}</td>"
             f"<td>{escape(entry.trigger)}</td>"
@@ -190,6 +205,16 @@ def _table(head: str, rows: Sequence[str]) -> str:
         f'<div class="scroll"><table>\n<thead>{head}</thead>\n'
         f"<tbody>\n{body}\n</tbody>\n</table></div>"
     )
+
+
+def badge(kind: str) -> str:
+    """Return a result's (or a state's) badge."""
+    return _badge(kind)
+
+
+def absolute_time(timestamp: float) -> str:
+    """Return a ``<time>`` element of an instant, in UTC."""
+    return _absolute(timestamp)
 
 
 def _badge(kind: str) -> str:

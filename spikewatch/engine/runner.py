@@ -415,6 +415,7 @@ class ScenarioRun:
             prober=self._prober_health(),
             error=error,
             timeline=dict(self.run.timeline),
+            origin=self.run.start,
         )
 
     def _prober_health(self) -> ProberHealth:

@@ -68,4 +68,5 @@ class StableConnections:
             dropped=dropped,
             drop_example=example,
             unanswered=sum(1 for c in self.conns if c.lost_at is None and c.keepalive_unanswered),
+            drops=tuple(lost for c in self.conns if (lost := c.lost_at) is not None),
         )

@@ -24,6 +24,7 @@ from spikewatch.core.recovery import RecoveryDecision, decide_baseline
 from spikewatch.core.report import build_run_result, explain
 from spikewatch.core.result import ProberReport, RunResult
 from spikewatch.core.saturation import ProberLimits, WorkerShare
+from spikewatch.core.timeline import HANDSHAKE_EDGES
 from spikewatch.core.verdict import ThresholdCheck, ThresholdLimits
 from spikewatch.protocol.receive_budget import explain as explain_budget
 from tests.core.fakes import Health
@@ -160,6 +161,31 @@ def test_the_json_of_a_passed_run_is_the_contracts() -> None:
         "detail": {
             "upgrade_statuses": {},
             "timeline_seconds": {"baseline_start": 0.0, "spike_start": 0.5, "t0": 0.7},
+            "timeline": {
+                "probes": [
+                    *({"phase": "baseline", "at": 10.0, "latency": 0.01, "outcome": "ok"},) * 3,
+                    *(
+                        {"phase": "recovery", "at": at, "latency": 0.01, "outcome": "ok"}
+                        for at in (20.0, 20.1, 20.2)
+                    ),
+                ],
+                "probes_left_out": 0,
+                "batch_starts": [15.0],
+                "batches": 1,
+                "t0": 0.7,
+                "recovered_at": 20.2,
+                "good_latency_limit_seconds": 0.025,
+                "stable": {"dropped": 0, "drops_at": [], "keepalive_rtt_seconds": None},
+                "spike_handshake": {
+                    "measured": 10,
+                    "failed": 0,
+                    "histogram": {
+                        "edges_seconds": list(HANDSHAKE_EDGES),
+                        "counts": [0, 0, 0, 0, 10] + [0] * 14,
+                    },
+                    "sample": [[15.0005, 0.002]] * 10,
+                },
+            },
         },
     }
 

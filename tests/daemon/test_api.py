@@ -787,6 +787,10 @@ ANSWERS = [
     Answer(401, "POST", "/-/reload", "/-/reload", {}, None),
     Answer(403, "POST", "/-/reload", "/-/reload", {"headers": AUTH}, _no_token),
     Answer(200, "GET", OPENAPI_PATH, OPENAPI_PATH, {}, None),
+    Answer(200, "GET", "/runs/{id}", "/runs/r1", {}, None),
+    Answer(404, "GET", "/runs/{id}", "/runs/nope", {}, None),
+    Answer(200, "GET", "/targets/{target}/{scenario}", "/targets/echo-local/ramp", {}, None),
+    Answer(404, "GET", "/targets/{target}/{scenario}", "/targets/nope/ramp", {}, None),
 ]
 
 
@@ -864,7 +868,7 @@ async def test_status_page_shows_pairs_results_and_links(
     assert '<span class="badge ready">ready</span>' in page
     assert '<span class="badge passed">passed</span>' in page
     assert '<span class="badge failed">failed</span>' in page
-    assert '<a href="/api/v1/runs/r-pass">r-pass</a>' in page
+    assert '<a href="/runs/r-pass">r-pass</a>' in page
     assert "96.0%" in page
     assert "1.50 s" in page
     assert "not within 120 s" in page

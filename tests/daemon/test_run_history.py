@@ -34,11 +34,26 @@ async def stop(proc: DaemonProcess, signum: signal.Signals = signal.SIGTERM) -> 
     await proc.stop()
 
 
+async def pages(proc: DaemonProcess, run_id: str) -> tuple[str, str]:
+    """Return a run's page and its pair's page, both answered 200."""
+    found = []
+    for path in (f"/runs/{run_id}", "/targets/ref/quick"):
+        status, _, raw = await proc.request("GET", path)
+        assert status == 200, path
+        found.append(raw.decode())
+    run_page, pair_page = found
+    assert '<line class="limit"' in run_page
+    assert '<line class="t0"' in run_page
+    assert f'<a href="/runs/{run_id}">' in pair_page
+    return run_page, pair_page
+
+
 async def test_a_finished_run_answers_after_a_restart(
     tmp_path: Path, reference: RunningTarget
 ) -> None:
-    """A run finished before SIGTERM answers 200, with the same result, after a restart,
-    and the restarted daemon's last-run gauges come from it (its counters from zero)."""
+    """A run finished before SIGTERM answers 200, with the same result and timeline, and
+    the same run and pair pages, after a restart, and the restarted daemon's last-run
+    gauges come from it (its counters from zero)."""
     token = tmp_path / "token"
     token.write_text(TOKEN)
     # Never due while the test runs: the only run is the one asked for.
@@ -52,6 +67,12 @@ async def test_a_finished_run_answers_after_a_restart(
         before = await first.run_result(run_id, 30)
         assert before["state"] == "done"
         assert before["result"] == "passed"
+        timeline = before["detail"]["timeline"]
+        phases = [p["phase"] for p in timeline["probes"]]
+        assert phases.count("baseline") == before["baseline"]["probes"]
+        assert phases.count("recovery") == before["recovery"]["probes"]
+        assert timeline["recovered_at"] >= timeline["t0"] > 0
+        pages_before = await pages(first, run_id)
         await stop(first)
     finally:
         await first.stop()
@@ -59,7 +80,9 @@ async def test_a_finished_run_answers_after_a_restart(
     try:
         status, after = await get_json(second, f"/api/v1/runs/{run_id}")
         assert status == 200
-        assert after == before
+        assert after == before  # the timeline in its detail too
+        # The run page (its chart) and the pair page are the same after the restart.
+        assert await pages(second, run_id) == pages_before
         status, listing = await get_json(second, "/api/v1/runs?target=ref&result=passed")
         assert status == 200
         assert [r["id"] for r in listing["runs"]] == [run_id]
@@ -125,6 +148,27 @@ async def test_a_corrupt_database_stops_the_start_with_exit_2_naming_it(
     text = stderr.decode()
     assert f"storage.path: run history {state / DB_NAME}: not a usable database" in text
     assert "Traceback" not in text
+
+
+async def test_fallback_memory_starts_on_a_corrupt_database_and_says_so(
+    tmp_path: Path, reference: RunningTarget
+) -> None:
+    """With storage.fallback: memory the daemon starts on a corrupt file, logs it, and serves."""
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / DB_NAME).write_bytes(b"\x00garbage, not SQLite\xff" * 300)
+    doc = daemon_document([reference_target(reference.url)], schedule={"cron": "0 0 1 1 *"})
+    doc["storage"] = {"path": str(state), "fallback": "memory"}
+    config = write_config(tmp_path / "c.yaml", doc)
+    proc = await DaemonProcess(config).start()
+    try:
+        line = await proc.wait_for_line(lambda text: "storage.fallback is memory" in text, 20)
+        assert str(state / DB_NAME) in line
+        status, listing = await get_json(proc, "/api/v1/runs")
+        assert (status, listing["runs"]) == (200, [])
+        await stop(proc)
+    finally:
+        await proc.stop()
 
 
 async def test_a_storage_change_waits_for_the_next_restart(

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from spikewatch.config import StorageConfig
 from spikewatch.daemon.history import RunEntry, RunHistory
@@ -72,8 +75,43 @@ def test_a_database_from_a_newer_version_is_refused(tmp_path: Path) -> None:
     db = sqlite3.connect(tmp_path / DB_NAME)
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     db.close()
-    with pytest.raises(StoreError, match=r"schema version 2 is newer than this spikewatch's \(1\)"):
+    newer = (
+        rf"schema version {SCHEMA_VERSION + 1} is newer than this spikewatch's \({SCHEMA_VERSION}\)"
+    )
+    with pytest.raises(StoreError, match=newer):
         store_in(tmp_path)
+
+
+def test_a_version_1_database_is_migrated_and_its_runs_still_answer(tmp_path: Path) -> None:
+    """A file of schema 1 (no summary column) gets version 2; its old rows page and answer
+    as before, new rows page without their detail."""
+    db = sqlite3.connect(tmp_path / DB_NAME)
+    db.executescript(
+        "CREATE TABLE runs (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,"
+        " target TEXT NOT NULL, scenario TEXT NOT NULL, state TEXT NOT NULL, result TEXT,"
+        " at REAL NOT NULL, doc TEXT NOT NULL);"
+        "CREATE INDEX runs_at ON runs (at);"
+        "CREATE INDEX runs_pair ON runs (target, scenario, seq);"
+        "PRAGMA user_version = 1;"
+    )
+    db.execute(
+        "INSERT INTO runs (id, target, scenario, state, result, at, doc) VALUES (?,?,?,?,?,?,?)",
+        ("old", "t", "s", "done", "passed", time.time(), json.dumps(doc("old"))),
+    )
+    db.commit()
+    db.close()
+    store = store_in(tmp_path)
+    try:
+        assert store.schema_version == SCHEMA_VERSION == 2
+        assert store.get("old") == doc("old")
+        store.put(doc("new"), time.time())
+        assert store.get("new") == doc("new")
+        runs = store.page(RunFilter(), limit=10).runs
+        assert [r["id"] for r in runs] == ["new", "old"]
+        assert "detail" not in runs[0]  # the summary
+        assert runs[1] == doc("old")  # a version 1 row: its whole document
+    finally:
+        store.close()
 
 
 def test_a_corrupt_file_is_a_config_error_naming_it(tmp_path: Path) -> None:
@@ -94,6 +132,49 @@ def test_an_unusable_directory_is_a_config_error_naming_it(tmp_path: Path) -> No
     with pytest.raises(ConfigError, match="cannot open") as caught:
         open_run_store(StorageConfig(path=blocker / "sub"))
     assert str(blocker / "sub" / DB_NAME) in str(caught.value)
+
+
+def test_a_read_only_directory_is_a_config_error_naming_the_file() -> None:
+    """A storage.path no process may create a file in (procfs: even root cannot) names it,
+    and with storage.fallback: memory the history goes to memory instead."""
+    read_only = Path("/proc/self")
+    assert read_only.is_dir()
+    with pytest.raises(ConfigError, match="cannot open") as caught:
+        open_run_store(StorageConfig(path=read_only))
+    assert str(read_only / DB_NAME) in str(caught.value)
+    store = open_run_store(StorageConfig(path=read_only, fallback="memory"))
+    assert store.file is None
+    store.close()
+
+
+def test_fallback_memory_logs_an_unusable_database_and_keeps_the_history_in_memory(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With storage.fallback: memory, a corrupt file is logged (named) and memory is used."""
+    (tmp_path / DB_NAME).write_bytes(b"this is not a database, not at all" * 200)
+    with caplog.at_level(logging.ERROR, logger="spikewatch.daemon.lifecycle"):
+        store = open_run_store(StorageConfig(path=tmp_path, fallback="memory"))
+    try:
+        assert store.file is None
+        assert store.max_runs == MEMORY_MAX_RUNS
+        store.put(doc("r1"), time.time())
+        assert store.get("r1") == doc("r1")
+    finally:
+        store.close()
+    (record,) = caplog.records
+    message = record.getMessage()
+    assert str(tmp_path / DB_NAME) in message
+    assert "not a usable database" in message
+    assert "kept in memory only (the last 200 runs) and is lost at the next restart" in message
+    # The file is left as it was, for whoever looks into it.
+    assert (tmp_path / DB_NAME).read_bytes().startswith(b"this is not a database")
+
+
+def test_fallback_is_none_or_memory() -> None:
+    """storage.fallback defaults to none (the error stays) and refuses anything else."""
+    assert StorageConfig().fallback == "none"
+    with pytest.raises(ValidationError):
+        StorageConfig.model_validate({"fallback": "disk"})
 
 
 def test_retention_by_count_keeps_the_newest(tmp_path: Path) -> None:

@@ -141,7 +141,8 @@ async def test_browser_shows_each_target_with_its_last_result(
     runs = [row for row in parser.rows if len(row) == 10 and row[0].startswith("r-")]
     assert [row[0] for row in runs] == ["r-bad", "r-ok"]
     assert runs[0][9] == "missed: success_ratio, recovered"
-    assert '<a href="/api/v1/runs/r-ok">r-ok</a>' in dom
+    assert '<a href="/runs/r-ok">r-ok</a>' in dom
+    assert '<a href="/targets/chat-staging/avalanche">avalanche</a>' in dom
     assert "ready" in dom
 
 
