@@ -20,6 +20,7 @@ from spikewatch.core.result import (
     RunResult,
     SpikeSummary,
     StableSummary,
+    count_deflate_declined,
     count_outcomes,
     count_upgrade_statuses,
     group_errors,
@@ -92,6 +93,7 @@ def build_run_result(
         message=message,
         upgrade_statuses=count_upgrade_statuses(everything),
         timeline=dict(record.timeline),
+        deflate_declined=count_deflate_declined(everything),
     )
 
 

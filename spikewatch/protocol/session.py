@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from spikewatch.errors import MessageTooBigError, ProtocolError
+from spikewatch.protocol.deflate import DeflateOffer, DeflateParams, Deflater, Inflater
 from spikewatch.protocol.frames import (
     Close,
     FrameParser,
@@ -59,6 +60,10 @@ class Upgraded:
 
     response: UpgradeResponse
     subprotocol: str | None
+    #: What permessage-deflate the server agreed to (None: not offered, or declined).
+    deflate: DeflateParams | None = None
+    #: True when permessage-deflate was offered and the server's answer left it out.
+    deflate_declined: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +96,8 @@ class ClientSession:
 
     __slots__ = (
         "_budget",
+        "_deflate",
+        "_deflater",
         "_events",
         "_head",
         "_key",
@@ -111,9 +118,15 @@ class ClientSession:
         offered: tuple[str, ...],
         max_message_bytes: int,
         budget: ReceiveBudget | None = None,
+        *,
+        deflate: DeflateOffer | None = None,
     ) -> None:
         self.state = State.CONNECTING
         self._budget = budget
+        #: The permessage-deflate offer the request carries (None: no extension offered).
+        self._deflate = deflate
+        #: The compressor once deflate is agreed: every data message sent is compressed.
+        self._deflater: Deflater | None = None
         self._key = key
         self._offered = offered
         self._max_message = max_message_bytes
@@ -176,12 +189,20 @@ class ClientSession:
     def send_text(self, data: bytes) -> None:
         """Queue a text message (``data`` already UTF-8); nothing once closing (§5.5.1)."""
         if self.state == State.OPEN:
-            self._out.append(encode_frame(Opcode.TEXT, data))
+            deflater = self._deflater
+            if deflater is None:
+                self._out.append(encode_frame(Opcode.TEXT, data))
+            else:  # RSV1 on the (only) frame: a compressed message (RFC 7692 §6)
+                self._out.append(encode_frame(0x40 | Opcode.TEXT, deflater.compress(data)))
 
     def send_binary(self, data: bytes) -> None:
         """Queue a binary message; nothing once closing (§5.5.1)."""
         if self.state == State.OPEN:
-            self._out.append(encode_frame(Opcode.BINARY, data))
+            deflater = self._deflater
+            if deflater is None:
+                self._out.append(encode_frame(Opcode.BINARY, data))
+            else:
+                self._out.append(encode_frame(0x40 | Opcode.BINARY, deflater.compress(data)))
 
     def send_ping(self, payload: bytes) -> None:
         """Queue a ping (at most 125 bytes, §5.5); nothing once closing."""
@@ -216,7 +237,13 @@ class ClientSession:
                 self.state = State.CLOSED
                 self._events.append(Rejected(response))
                 return
-            subprotocol = check_upgrade(response, self._key, self._offered)
+            offer = self._deflate
+            subprotocol = check_upgrade(
+                response, self._key, self._offered, extensions=offer is not None
+            )
+            agreed = None
+            if offer is not None:
+                agreed = offer.accept(response.header("sec-websocket-extensions"))
         except ProtocolError as exc:
             # §4.1: "the client MUST _Fail the WebSocket Connection_"; no frame can be sent.
             self.state = State.CLOSED
@@ -224,9 +251,15 @@ class ClientSession:
             return
         rest = bytes(head[used:])
         self._head = bytearray()
-        self._parser = FrameParser(self._max_message, self._budget)
+        parser = self._parser = FrameParser(self._max_message, self._budget)
         self.state = State.OPEN
-        self._events.append(Upgraded(response, subprotocol))
+        if offer is None:
+            self._events.append(Upgraded(response, subprotocol))
+        else:
+            if agreed is not None:
+                parser.inflater = Inflater(agreed, offer.max_decompressed_bytes)
+                self._deflater = Deflater(agreed)
+            self._events.append(Upgraded(response, subprotocol, agreed, agreed is None))
         if rest:
             self._receive_frames(rest)
 
