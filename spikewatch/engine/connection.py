@@ -144,7 +144,7 @@ class ClientConnection(asyncio.Protocol):
             if kind is Message:
                 exchange.message(event.data, now)  # type: ignore[union-attr]
             elif kind is Upgraded:
-                if event.deflate_declined:  # type: ignore[union-attr]
+                if session.deflate_declined:
                     self.attempt.detail = DEFLATE_DECLINED  # kept if it succeeds
                 exchange.upgraded(now)
             elif kind is Ping:

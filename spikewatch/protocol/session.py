@@ -60,10 +60,6 @@ class Upgraded:
 
     response: UpgradeResponse
     subprotocol: str | None
-    #: What permessage-deflate the server agreed to (None: not offered, or declined).
-    deflate: DeflateParams | None = None
-    #: True when permessage-deflate was offered and the server's answer left it out.
-    deflate_declined: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +104,8 @@ class ClientSession:
         "answer_pings",
         "close_received",
         "close_sent",
+        "deflate",
+        "deflate_declined",
         "state",
     )
 
@@ -127,6 +125,11 @@ class ClientSession:
         self._deflate = deflate
         #: The compressor once deflate is agreed: every data message sent is compressed.
         self._deflater: Deflater | None = None
+        #: What permessage-deflate the server agreed to (None: not offered, or declined),
+        #: and whether it was offered and the server's answer left it out; both set with
+        #: :class:`Upgraded`.
+        self.deflate: DeflateParams | None = None
+        self.deflate_declined = False
         self._key = key
         self._offered = offered
         self._max_message = max_message_bytes
@@ -238,11 +241,10 @@ class ClientSession:
                 self._events.append(Rejected(response))
                 return
             offer = self._deflate
-            subprotocol = check_upgrade(
-                response, self._key, self._offered, extensions=offer is not None
-            )
-            agreed = None
-            if offer is not None:
+            if offer is None:
+                subprotocol = check_upgrade(response, self._key, self._offered)
+            else:
+                subprotocol = check_upgrade(response, self._key, self._offered, extensions=True)
                 agreed = offer.accept(response.header("sec-websocket-extensions"))
         except ProtocolError as exc:
             # §4.1: "the client MUST _Fail the WebSocket Connection_"; no frame can be sent.
@@ -253,13 +255,14 @@ class ClientSession:
         self._head = bytearray()
         parser = self._parser = FrameParser(self._max_message, self._budget)
         self.state = State.OPEN
-        if offer is None:
-            self._events.append(Upgraded(response, subprotocol))
-        else:
-            if agreed is not None:
+        if offer is not None:
+            if agreed is None:
+                self.deflate_declined = True
+            else:
+                self.deflate = agreed
                 parser.inflater = Inflater(agreed, offer.max_decompressed_bytes)
                 self._deflater = Deflater(agreed)
-            self._events.append(Upgraded(response, subprotocol, agreed, agreed is None))
+        self._events.append(Upgraded(response, subprotocol))
         if rest:
             self._receive_frames(rest)
 
