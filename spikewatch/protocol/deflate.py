@@ -323,9 +323,11 @@ class Inflater:
                 )
             return None
         if decompressor.eof:
-            # The server ended the stream with a final block (BFINAL=1, RFC 7692 §7.2.3.4
-            # allows it): the next message starts a new one. Anything after it but our tail
-            # is not part of any deflate stream.
+            # The server ended the stream with a final block (BFINAL=1, which RFC 7692
+            # §7.2.3 allows): the next message is read with a fresh window, as zlib cannot
+            # go on after the end of a stream; a server that then refers back to earlier
+            # messages fails with 1002 (a limit, in the README). Anything after the final
+            # block but our tail is not part of any deflate stream.
             self._decompressor = None
             if decompressor.unused_data not in (b"", _TAIL):
                 raise ProtocolError("data after the final deflate block of a message")

@@ -443,7 +443,7 @@ def test_violations_close_with_1002(data: bytes, detail: str) -> None:
 
 
 def test_a_final_deflate_block_is_accepted() -> None:
-    """A server may end a message with a BFINAL block (RFC 7692 §7.2.3.4); the next message
+    """A server may end a message with a BFINAL block (RFC 7692 §7.2.3); the next message
     starts a new stream."""
     session = agreed()
     one = zlib.compressobj(wbits=-15)
