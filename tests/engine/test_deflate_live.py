@@ -136,6 +136,39 @@ async def test_websockets_deflate_round_trip() -> None:
     assert conn._session._deflater.holding  # context takeover: the compressor was kept
 
 
+async def test_websockets_fragmented_compressed_welcome() -> None:
+    """websockets sends the welcome as three compressed fragments (RSV1 on the first only):
+    the client reassembles and inflates it, then echoes."""
+
+    async def welcome_then_echo(ws: ServerConnection) -> None:
+        assert ws.protocol.extensions  # agreed, so the fragments are compressed
+        await ws.send(['{"type":', ' "welcome", "pad": "' + "w" * 300, '"}'])
+        async for message in ws:
+            await ws.send(message)
+
+    target: dict[str, Any] = {
+        "name": "t",
+        "url": "ws://127.0.0.1:1/",
+        "welcome": {"match": '"type": "welcome"'},
+        "echo": ECHO,
+        "compression": {"deflate": True},
+    }
+    async with serve(welcome_then_echo, "127.0.0.1", 0, compression="deflate") as server:
+        target["url"] = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+        config = parse_config(
+            {"targets": [target], "scenarios": [{"name": "s", "spike": {"connections": 1}}]}
+        )
+        registry = ConnectionRegistry(10)
+        a = Attempt(Phase.BASELINE, 1)
+        spec = build_connection_spec(config.targets[0], "127.0.0.1")
+        conn = await open_connection(spec, a, registry)
+        assert conn is not None
+        await asyncio.wait_for(conn.wait_closed(), scaled(5))
+    assert a.outcome == Outcome.OK, a.detail
+    assert a.first_message is not None
+    assert conn._session.deflate is not None
+
+
 async def test_websockets_honours_what_the_client_asked() -> None:
     """client_max_window_bits 10 and server_no_context_takeover reach websockets' record."""
     compression = {"client_max_window_bits": 10, "server_no_context_takeover": True}
