@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 
 from spikewatch.config.auth import AuthConfig
+from spikewatch.config.compression import CompressionConfig
 from spikewatch.config.durations import PositiveDuration
 from spikewatch.config.fields import ConfigSection, Name, compile_regex
 from spikewatch.config.problems import Problems, invalid, path_key
@@ -102,7 +103,7 @@ _MANAGED_HEADERS: Final = {
     "connection": "is set by the WebSocket handshake",
     "sec-websocket-key": "is set by the WebSocket handshake",
     "sec-websocket-version": "is set by the WebSocket handshake",
-    "sec-websocket-extensions": "is not supported: spikewatch negotiates no extensions",
+    "sec-websocket-extensions": "is set from compression (compression: {deflate: true})",
     "content-length": "is not allowed: the upgrade request has no body",
     "transfer-encoding": "is not allowed: the upgrade request has no body",
 }
@@ -147,6 +148,7 @@ class TargetConfig(ConfigSection):
     max_message_bytes: int = Field(default=1_048_576, ge=125)
     auth: AuthConfig | None = None
     tls: TlsConfig = Field(default_factory=TlsConfig)
+    compression: CompressionConfig | None = None
 
     @field_validator("url")
     @classmethod

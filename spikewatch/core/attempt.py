@@ -6,6 +6,11 @@ from dataclasses import dataclass
 
 from spikewatch.core.outcomes import Outcome, Phase
 
+#: The detail of an attempt whose upgrade answer declined its permessage-deflate offer:
+#: noted at the upgrade, kept when the attempt succeeds (a failure's detail replaces it),
+#: and counted in the run's ``detail.deflate_declined``.
+DEFLATE_DECLINED = "permessage-deflate offered, declined by the server"
+
 
 @dataclass(slots=True)
 class Attempt:
@@ -42,7 +47,7 @@ class Attempt:
         if self.outcome is not None:
             return False
         self.outcome = outcome
-        self.detail = detail
+        self.detail = detail or self.detail  # a note made before (DEFLATE_DECLINED) stays
         self.ended = now
         if outcome != Outcome.OK:
             self.step = step

@@ -22,6 +22,7 @@ from spikewatch.core.result import (
     SpikeSummary,
     StableSummary,
     achieved_start_rate,
+    count_deflate_declined,
     count_outcomes,
     count_upgrade_statuses,
     group_errors,
@@ -96,6 +97,7 @@ def build_run_result(
         upgrade_statuses=count_upgrade_statuses(everything),
         timeline=dict(record.timeline),
         trace=build_timeline(record),
+        deflate_declined=count_deflate_declined(everything),
     )
 
 

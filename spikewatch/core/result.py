@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from spikewatch.core.attempt import Attempt
+from spikewatch.core.attempt import DEFLATE_DECLINED, Attempt
 from spikewatch.core.outcomes import Outcome, Phase, RunResultKind, status_code_label
 from spikewatch.core.stats import LatencySummary, summarize
 from spikewatch.core.verdict import ThresholdCheck
@@ -33,6 +33,11 @@ def count_upgrade_statuses(attempts: Iterable[Attempt]) -> dict[str, int]:
         if a.outcome == Outcome.HTTP_STATUS and a.status is not None
     )
     return dict(sorted(counts.items()))
+
+
+def count_deflate_declined(attempts: Iterable[Attempt]) -> int:
+    """Count successful attempts whose server declined the permessage-deflate offer."""
+    return sum(1 for a in attempts if a.outcome == Outcome.OK and a.detail == DEFLATE_DECLINED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,6 +314,8 @@ class RunResult:
     timeline: Mapping[str, float] = field(default_factory=dict)
     #: What the target did over time (the detail's ``timeline``), None when not recorded.
     trace: RunTimeline | None = None
+    #: Successful attempts whose server declined the permessage-deflate offer.
+    deflate_declined: int = 0
 
     @property
     def passed(self) -> bool:
@@ -318,6 +325,13 @@ class RunResult:
     def as_dict(self) -> dict[str, Any]:
         """Return the contract's JSON form (plus ``message``, ``detail``)."""
         started = datetime.fromtimestamp(self.started_at, UTC)
+        detail: dict[str, Any] = {
+            "upgrade_statuses": dict(self.upgrade_statuses),
+            "timeline_seconds": {k: round(v, 6) for k, v in self.timeline.items()},
+            "timeline": self.trace.as_dict() if self.trace is not None else None,
+        }
+        if self.deflate_declined:  # only when compression was offered and declined
+            detail["deflate_declined"] = self.deflate_declined
         return {
             "id": self.id,
             "target": self.target,
@@ -333,9 +347,5 @@ class RunResult:
             "thresholds": [c.as_dict() for c in self.thresholds],
             "prober": self.prober.as_dict(),
             "errors": [e.as_dict() for e in self.errors],
-            "detail": {
-                "upgrade_statuses": dict(self.upgrade_statuses),
-                "timeline_seconds": {k: round(v, 6) for k, v in self.timeline.items()},
-                "timeline": self.trace.as_dict() if self.trace is not None else None,
-            },
+            "detail": detail,
         }

@@ -15,7 +15,7 @@ import asyncio
 from collections.abc import Callable, Iterable
 from typing import cast
 
-from spikewatch.core.attempt import Attempt
+from spikewatch.core.attempt import DEFLATE_DECLINED, Attempt
 from spikewatch.core.classify import classify_connect_error
 from spikewatch.core.outcomes import Outcome
 from spikewatch.engine.clock import now as _now
@@ -93,7 +93,12 @@ class ClientConnection(asyncio.Protocol):
         # Built before the clock starts: minting a token is the prober's cost, not the target's.
         request, offered = spec.render_request(self.key, attempt.conn)
         session = ClientSession(
-            request, self.key, offered, spec.max_message_bytes, registry.receive_budget
+            request,
+            self.key,
+            offered,
+            spec.max_message_bytes,
+            registry.receive_budget,
+            deflate=spec.deflate,
         )
         self._session = session
         self._exchange = ProbeExchange(
@@ -139,6 +144,8 @@ class ClientConnection(asyncio.Protocol):
             if kind is Message:
                 exchange.message(event.data, now)  # type: ignore[union-attr]
             elif kind is Upgraded:
+                if session.deflate_declined:
+                    self.attempt.detail = DEFLATE_DECLINED  # kept if it succeeds
                 exchange.upgraded(now)
             elif kind is Ping:
                 exchange.control_frame(now)  # the session answers it

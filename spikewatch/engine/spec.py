@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from spikewatch.core.echo_template import fill_template
+from spikewatch.protocol.deflate import DeflateOffer
 from spikewatch.protocol.handshake import UpgradeRequest
 
 if TYPE_CHECKING:
@@ -92,6 +93,8 @@ class ConnectionSpec:
     #: The url's path and query and the header values, when any holds ``{conn}``: the
     #: request is then composed per connection (a SockJS session id, say), else once.
     per_connection: tuple[str, str, tuple[tuple[str, str], ...]] | None = None
+    #: The permessage-deflate offer every request carries (target ``compression``).
+    deflate: DeflateOffer | None = None
 
     def request_for(self, conn: int) -> UpgradeRequest:
         """Return the upgrade request of connection ``conn`` (the shared one, unless the
@@ -166,6 +169,11 @@ def build_connection_spec(
         send_as = jwt.send_as_kind
         query_param = jwt.query_param
     headers = tuple((n, v) for n, v in target.headers.items() if n.lower() != "host")
+    deflate = None
+    if target.compression is not None:
+        deflate = target.compression.offer(target.max_message_bytes)
+        if deflate is not None:
+            headers = (*headers, ("Sec-WebSocket-Extensions", deflate.header_value))
     per_connection = None
     if any(
         "{conn}" in text for text in (target.resource, target.host_header, *target.headers.values())
@@ -195,4 +203,5 @@ def build_connection_spec(
         minter=minter,
         send_as=send_as,
         query_param=query_param,
+        deflate=deflate,
     )

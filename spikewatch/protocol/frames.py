@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from spikewatch.errors import MessageTooBigError, ProtocolError
+from spikewatch.protocol.deflate import Inflater
 from spikewatch.protocol.entropy import random_bytes
-from spikewatch.protocol.receive_budget import ReceiveBudget
+from spikewatch.protocol.receive_budget import ReceiveBudget, ReceiveBudgetError, explain
 
 
 class Opcode(IntEnum):
@@ -27,7 +28,11 @@ class Opcode(IntEnum):
     PONG = 0xA
 
 
-_DATA_OPCODES = frozenset((0x0, 0x1, 0x2))
+#: 0x41 and 0x42 are a compressed text or binary message's first frame: the parser keeps
+#: RSV1 (0x40) in the opcode once it is allowed (RFC 7692 §6), so that the uncompressed
+#: path pays nothing for it.
+_DATA_OPCODES = frozenset((0x0, 0x1, 0x2, 0x41, 0x42))
+_COMPRESSED = 0x40
 _CONTROL_OPCODES = frozenset((0x8, 0x9, 0xA))
 
 #: Close codes a peer may send (RFC 6455 §7.4.1 and the IANA registry); 3000-4999 are free.
@@ -136,6 +141,7 @@ class FrameParser:
         "_max_message",
         "_message_opcode",
         "budget",
+        "inflater",
         "partial",
     )
 
@@ -149,6 +155,8 @@ class FrameParser:
         self._fragments: list[bytes] = []
         self._fragments_size = 0
         self._closed = False
+        #: The decompressor when permessage-deflate was agreed: RSV1 is allowed then.
+        self.inflater: Inflater | None = None
         #: When :meth:`feed` raised: the events of the frames before the violation, which
         #: the caller still owes an answer (a ping's pong, say), in order.
         self.partial: list[Event] = []
@@ -175,10 +183,10 @@ class FrameParser:
             b0 = buf[pos]
             b1 = buf[pos + 1]
             if b0 & 0x70:
-                raise ProtocolError("reserved bits set but no extension was negotiated (§5.2)")
+                self._check_reserved(b0)
             if b1 & 0x80:
                 raise ProtocolError("masked frame from the server (RFC 6455 §5.1)")
-            opcode = b0 & 0x0F
+            opcode = b0 & 0x4F  # RSV1 kept: 0x41/0x42 is a compressed message's first frame
             length = b1 & 0x7F
             head = 2
             if length == 126:
@@ -236,13 +244,26 @@ class FrameParser:
                 self.budget.give(self._held)
             self._held = 0
 
+    def _check_reserved(self, b0: int) -> None:
+        """Allow RSV1 on the first frame of a data message once deflate is agreed (RFC 7692
+        §6); anything else with a reserved bit set is a violation (RFC 6455 §5.2)."""
+        if self.inflater is None:
+            raise ProtocolError("reserved bits set but no extension was negotiated (§5.2)")
+        opcode = b0 & 0x0F
+        if b0 & 0x30:
+            raise ProtocolError("RSV2 or RSV3 set; permessage-deflate uses RSV1 only (§5.2)")
+        if opcode in _CONTROL_OPCODES:
+            raise ProtocolError("RSV1 set on a control frame (RFC 7692 §6.1)")
+        if opcode == Opcode.CONTINUATION:
+            raise ProtocolError("RSV1 set on a continuation frame (RFC 7692 §6.1)")
+
     def _check_header(self, opcode: int, fin: int, length: int) -> None:
         if opcode in _CONTROL_OPCODES:
             if not fin or length > 125:
                 raise ProtocolError("fragmented or oversized control frame (RFC 6455 §5.5)")
             return
         if opcode not in _DATA_OPCODES:
-            raise ProtocolError(f"unknown opcode {opcode:#x} (RFC 6455 §5.2)")
+            raise ProtocolError(f"unknown opcode {opcode & 0x0F:#x} (RFC 6455 §5.2)")
         in_progress = self._message_opcode >= 0
         if opcode == Opcode.CONTINUATION and not in_progress:
             raise ProtocolError("continuation frame without a message to continue (§5.4)")
@@ -281,4 +302,33 @@ class FrameParser:
                 return Message(payload.decode())
             except UnicodeDecodeError as exc:
                 raise InvalidUtf8Error("text message is not valid UTF-8 (RFC 6455 §8.1)") from exc
-        return Message(payload)
+        if opcode == Opcode.BINARY:
+            return Message(payload)
+        return self._inflated(opcode, payload)
+
+    def _inflated(self, opcode: int, payload: bytes) -> Message:
+        """Decompress a whole compressed message (RFC 7692 §7.2.2).
+
+        What it decompresses to is charged to the shared budget until the end of this
+        :meth:`feed` (its messages are handed out then), like bytes that are buffered, and
+        zlib never produces more than the budget's room or ``max_decompressed_bytes``.
+        """
+        inflater = self.inflater
+        assert inflater is not None  # RSV1 is refused without it
+        budget = self.budget
+        cap = inflater.limit
+        if budget is not None:
+            cap = min(cap, budget.limit - budget.held)
+        data = inflater.inflate(payload, cap)
+        if data is None:  # more than the room the budget has left
+            assert budget is not None
+            budget.refused += 1
+            raise ReceiveBudgetError(explain(budget.limit))
+        if budget is not None and data:
+            self._account(self._held + len(data))  # given back at the end of feed
+        if opcode & 0x0F == Opcode.TEXT:
+            try:
+                return Message(data.decode())
+            except UnicodeDecodeError as exc:
+                raise InvalidUtf8Error("text message is not valid UTF-8 (RFC 6455 §8.1)") from exc
+        return Message(data)

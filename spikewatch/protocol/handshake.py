@@ -239,10 +239,14 @@ def parse_response_head(data: bytes | bytearray) -> tuple[UpgradeResponse, int] 
     return UpgradeResponse(int(code), reason or "", tuple(headers)), end + 4
 
 
-def check_upgrade(response: UpgradeResponse, key: bytes, offered: Sequence[str]) -> str | None:
+def check_upgrade(
+    response: UpgradeResponse, key: bytes, offered: Sequence[str], *, extensions: bool = False
+) -> str | None:
     """Check a 101 answer against RFC 6455 §4.1; return the selected subprotocol.
 
-    The caller handles a status other than 101 first (outcome ``http_status``).
+    The caller handles a status other than 101 first (outcome ``http_status``). With
+    ``extensions`` (an extension was offered), the caller checks the answer's
+    ``Sec-WebSocket-Extensions`` itself (``protocol/deflate.py``).
     """
     header = response._index.get  # the dict itself: this runs on every answer
     upgrade = header("upgrade")
@@ -256,7 +260,7 @@ def check_upgrade(response: UpgradeResponse, key: bytes, offered: Sequence[str])
     accept = header("sec-websocket-accept")
     if accept != accept_for(key):
         raise ProtocolError(f"wrong Sec-WebSocket-Accept {accept!r}")
-    if header("sec-websocket-extensions"):
+    if not extensions and header("sec-websocket-extensions"):
         # §4.1: the client offered no extension, so the server may not select one.
         raise ProtocolError("the server selected an extension that was not offered")
     selected = header("sec-websocket-protocol")

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from spikewatch.errors import MessageTooBigError, ProtocolError
+from spikewatch.protocol.deflate import DeflateOffer, DeflateParams, Deflater, Inflater
 from spikewatch.protocol.frames import (
     Close,
     FrameParser,
@@ -91,6 +92,8 @@ class ClientSession:
 
     __slots__ = (
         "_budget",
+        "_deflate",
+        "_deflater",
         "_events",
         "_head",
         "_key",
@@ -101,6 +104,8 @@ class ClientSession:
         "answer_pings",
         "close_received",
         "close_sent",
+        "deflate",
+        "deflate_declined",
         "state",
     )
 
@@ -111,9 +116,20 @@ class ClientSession:
         offered: tuple[str, ...],
         max_message_bytes: int,
         budget: ReceiveBudget | None = None,
+        *,
+        deflate: DeflateOffer | None = None,
     ) -> None:
         self.state = State.CONNECTING
         self._budget = budget
+        #: The permessage-deflate offer the request carries (None: no extension offered).
+        self._deflate = deflate
+        #: The compressor once deflate is agreed: every data message sent is compressed.
+        self._deflater: Deflater | None = None
+        #: What permessage-deflate the server agreed to (None: not offered, or declined),
+        #: and whether it was offered and the server's answer left it out; both set with
+        #: :class:`Upgraded`.
+        self.deflate: DeflateParams | None = None
+        self.deflate_declined = False
         self._key = key
         self._offered = offered
         self._max_message = max_message_bytes
@@ -176,12 +192,20 @@ class ClientSession:
     def send_text(self, data: bytes) -> None:
         """Queue a text message (``data`` already UTF-8); nothing once closing (§5.5.1)."""
         if self.state == State.OPEN:
-            self._out.append(encode_frame(Opcode.TEXT, data))
+            deflater = self._deflater
+            if deflater is None:
+                self._out.append(encode_frame(Opcode.TEXT, data))
+            else:  # RSV1 on the (only) frame: a compressed message (RFC 7692 §6)
+                self._out.append(encode_frame(0x40 | Opcode.TEXT, deflater.compress(data)))
 
     def send_binary(self, data: bytes) -> None:
         """Queue a binary message; nothing once closing (§5.5.1)."""
         if self.state == State.OPEN:
-            self._out.append(encode_frame(Opcode.BINARY, data))
+            deflater = self._deflater
+            if deflater is None:
+                self._out.append(encode_frame(Opcode.BINARY, data))
+            else:
+                self._out.append(encode_frame(0x40 | Opcode.BINARY, deflater.compress(data)))
 
     def send_ping(self, payload: bytes) -> None:
         """Queue a ping (at most 125 bytes, §5.5); nothing once closing."""
@@ -216,7 +240,12 @@ class ClientSession:
                 self.state = State.CLOSED
                 self._events.append(Rejected(response))
                 return
-            subprotocol = check_upgrade(response, self._key, self._offered)
+            offer = self._deflate
+            if offer is None:
+                subprotocol = check_upgrade(response, self._key, self._offered)
+            else:
+                subprotocol = check_upgrade(response, self._key, self._offered, extensions=True)
+                agreed = offer.accept(response.header("sec-websocket-extensions"))
         except ProtocolError as exc:
             # §4.1: "the client MUST _Fail the WebSocket Connection_"; no frame can be sent.
             self.state = State.CLOSED
@@ -224,8 +253,15 @@ class ClientSession:
             return
         rest = bytes(head[used:])
         self._head = bytearray()
-        self._parser = FrameParser(self._max_message, self._budget)
+        parser = self._parser = FrameParser(self._max_message, self._budget)
         self.state = State.OPEN
+        if offer is not None:
+            if agreed is None:
+                self.deflate_declined = True
+            else:
+                self.deflate = agreed
+                parser.inflater = Inflater(agreed, offer.max_decompressed_bytes)
+                self._deflater = Deflater(agreed)
         self._events.append(Upgraded(response, subprotocol))
         if rest:
             self._receive_frames(rest)
