@@ -173,10 +173,13 @@ class StepConfig(ConfigSection):
         if (self.send is None) == (self.expect is None):
             problems.append(("", "needs exactly one of send or expect"))
         elif self.send is not None:
+            # By value, not by whether it was set: a worker gets every field (the target
+            # travels as a full dump, engine/worker_messages.py).
+            fields = type(self).model_fields
             problems.extend(
                 (option, "applies to expect steps only")
                 for option in ("timeout", "measure", "others", "optional")
-                if option in self.model_fields_set
+                if getattr(self, option) != fields[option].default
             )
         if problems:
             raise invalid(problems)
