@@ -51,14 +51,13 @@ def parse_hex(text: str) -> bytes:
     return bytes.fromhex(digits)
 
 
-def _check_hex(value: str | None) -> str | None:
-    if value is not None:
-        parse_hex(value)
+def _check_hex(value: str) -> str:
+    parse_hex(value)
     return value
 
 
-def _check_step_name(value: str | None) -> str | None:
-    if value is not None and not _STEP_NAME.fullmatch(value):
+def _check_step_name(value: str) -> str:
+    if not _STEP_NAME.fullmatch(value):
         raise ValueError("must be 1 to 32 of a-z, 0-9, _ and - (it becomes a step label)")
     return value
 
@@ -84,7 +83,7 @@ class MatcherConfig(ConfigSection):
     #: With ``json``: capture name → dotted path of a scalar.
     capture: dict[str, str] | None = None
     #: A binary message's first bytes, in hex.
-    hex: Annotated[str | None, AfterValidator(_check_hex)] = None
+    hex: Annotated[str, AfterValidator(_check_hex)] | None = None
 
     @model_validator(mode="after")
     def _check_matcher(self) -> Self:
@@ -141,7 +140,7 @@ class SendConfig(ConfigSection):
     """A message to send: exactly one of ``text`` (a template) or ``hex`` (binary)."""
 
     text: str | None = None
-    hex: Annotated[str | None, AfterValidator(_check_hex)] = None
+    hex: Annotated[str, AfterValidator(_check_hex)] | None = None
 
     @model_validator(mode="after")
     def _check_send(self) -> Self:
@@ -158,7 +157,7 @@ class SendConfig(ConfigSection):
 class StepConfig(ConfigSection):
     """One step: a ``send``, or an ``expect`` with its options."""
 
-    name: Annotated[str | None, AfterValidator(_check_step_name)] = None
+    name: Annotated[str, AfterValidator(_check_step_name)] | None = None
     send: SendConfig | None = None
     expect: MatcherConfig | None = None
     timeout: PositiveDuration = 2.0
@@ -251,7 +250,8 @@ def conversation_problems(
             measured.setdefault(step.measure, i)
         if step.send is not None:
             problems.extend(_uses(f"{at}.send", step.send.templates, known, every_capture))
-        elif step.expect is not None:
+        else:
+            assert step.expect is not None  # a step has exactly one (StepConfig checks)
             problems.extend(_uses(f"{at}.expect", step.expect.templates, known, every_capture))
             known.update(step.expect.captures)
     for i, rule in enumerate(heartbeats):

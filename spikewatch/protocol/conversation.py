@@ -112,7 +112,7 @@ class Matcher(Protocol):
 class TextMatch:
     """A text message on which a regex finds a match; its named groups are captures."""
 
-    __slots__ = ("_decode_binary", "_groups", "_pattern", "_template")
+    __slots__ = ("_decode_binary", "_groups", "_pattern", "_source", "_template")
 
     def __init__(
         self,
@@ -122,9 +122,11 @@ class TextMatch:
         decode_binary: bool = False,
     ) -> None:
         if isinstance(regex, re.Pattern):
+            self._source = regex.pattern
             self._pattern: re.Pattern[str] | None = regex
             self._template = Template((regex.pattern,))
         else:
+            self._source = regex
             self._template = Template.of(regex, captures)
             constant = self._template.constant
             self._pattern = re.compile(constant) if constant is not None else None
@@ -156,10 +158,8 @@ class TextMatch:
         return True
 
     def describe(self) -> str:
-        """Return the regex, quoted."""
-        return repr(
-            self._template.render(0, 0, {}) if self._pattern is None else self._pattern.pattern
-        )
+        """Return the regex (its template), quoted."""
+        return repr(self._source)
 
 
 def parse_path(path: str) -> tuple[str | int, ...]:
@@ -373,12 +373,8 @@ def default_measures(
     """
     if first_message is None:
         first_message = -1
-        for i, step in enumerate(steps):
-            if step.send is not None:
-                break
-            if step.expect is not None:
-                first_message = i
-                break
+        if steps and steps[0].expect is not None:
+            first_message = 0
     if round_trip is None:
         round_trip = -1
         for i in range(1, len(steps)):

@@ -395,12 +395,10 @@ class ProbeExchange:
         return None
 
     def _during(self) -> str:
-        step = self.step
-        if step == Step.UPGRADE:
+        # Undecided attempts only: in the upgrade or in a conversation step.
+        if self.step == Step.UPGRADE:
             return "the upgrade"
-        if step in _CONVERSING:
-            return self._conversation.steps[self._index].during
-        return "the exchange"
+        return self._conversation.steps[self._index].during
 
     def _succeed(self, now: float) -> None:
         attempt = self.attempt

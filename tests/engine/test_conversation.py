@@ -24,6 +24,7 @@ from spikewatch.core.outcomes import Outcome, Phase
 from spikewatch.engine.connection import ClientConnection, Keepalive, open_connection
 from spikewatch.engine.registry import ConnectionRegistry
 from spikewatch.engine.spec import ConnectionSpec, build_connection_spec
+from spikewatch.engine.worker_messages import target_from_wire, target_to_wire
 from tests.conftest import scaled
 
 #: Every test here runs on asyncio's loop and on uvloop (tests/conftest.py).
@@ -242,7 +243,7 @@ async def graphql_server(ws: ServerConnection, counts: Counts) -> None:
     await ws.wait_closed()
 
 
-GRAPHQL = {
+GRAPHQL: dict[str, Any] = {
     "subprotocols": ["graphql-transport-ws"],
     "conversation": [
         {"name": "init", "send": {"text": '{"type":"connection_init","payload":{}}'}},
@@ -388,3 +389,63 @@ async def test_the_keepalive_is_sent_not_the_conversation(registry: ConnectionRe
     assert counts.good >= 3
     assert len(rtts) == counts.good or len(rtts) == counts.good - 1
     assert conn.lost_at is None
+
+
+# -- what the spec compiles, and what a worker is sent --------------------------------------
+
+
+def test_declared_measures_and_the_short_forms_extras_compile() -> None:
+    """Declared measures are kept; a welcome/echo target's keepalive replaces its echo's."""
+    spec = spec_of(
+        "ws://127.0.0.1:1/",
+        {
+            "conversation": [
+                {"expect": {"match": "a"}},
+                {"expect": {"match": "b"}, "measure": "first_message"},
+                {"send": {"text": "c"}},
+                {"expect": {"match": "d"}},
+            ]
+        },
+    )
+    assert spec.conversation is not None
+    assert (spec.conversation.first_message, spec.conversation.round_trip) == (1, 3)
+    short = spec_of(
+        "ws://127.0.0.1:1/",
+        {
+            "echo": {"payload": "p", "match": "p"},
+            "heartbeats": [{"when": {"hex": "09"}, "answer": {"hex": "0a"}}],
+            "keepalive": {"send": {"text": "k"}, "expect": {"match": "k"}},
+        },
+    )
+    assert short.conversation is not None
+    assert [s.name for s in short.conversation.steps] == ["echo", "echo"]
+    assert len(short.conversation.heartbeats) == 1
+    keepalive = short.conversation.keepalive
+    assert keepalive is not None
+    assert keepalive.send.render(1, 1, {}) == b"k"
+    echo_only = spec_of(
+        "ws://127.0.0.1:1/", {"echo": {"payload": "p", "match": "p"}, "heartbeats": []}
+    )
+    assert echo_only.conversation is not None
+    assert echo_only.conversation.keepalive is not None
+    with_rule = spec_of(
+        "ws://127.0.0.1:1/",
+        {
+            "echo": {"payload": "p", "match": "p"},
+            "heartbeats": [{"when": {"match": "x"}, "answer": {"text": "y"}}],
+        },
+    )
+    assert with_rule.conversation is not None
+    assert with_rule.conversation.keepalive is not None, "the echo stays the keepalive"
+
+
+def test_a_worker_gets_the_same_conversation() -> None:
+    """The target travels to a worker as JSON and validates back equal (json matchers too)."""
+    config = parse_config(
+        {
+            "targets": [{"name": "t", "url": "ws://127.0.0.1:1/", **GRAPHQL}],
+            "scenarios": [{"name": "s", "spike": {"connections": 1}}],
+        }
+    )
+    target = config.targets[0]
+    assert target_from_wire(target_to_wire(target)) == target
