@@ -127,6 +127,7 @@ class ProbeExchange:
         "_index",
         "_keepalive",
         "_keepalive_payload",
+        "_keepalive_seq",
         "_last_send",
         "_left",
         "_ping_sent",
@@ -167,6 +168,7 @@ class ProbeExchange:
         self._last_send = 0.0  # when the last conversation send was written
         self._ping_sent = 0.0  # when a held connection's keepalive went out
         self._keepalive_payload = b""
+        self._keepalive_seq = 0  # the {seq} of the keepalive message awaiting its answer
         self._awaiting = False  # a held connection's ping or keepalive is unanswered
         self._unmatched: str | None = None
         self._control_count = 0
@@ -429,7 +431,7 @@ class ProbeExchange:
             self._awaiting
             and message is not None
             and not self._keepalive_payload
-            and message.expect.match(data, conn, self.seq, captures)
+            and message.expect.match(data, conn, self._keepalive_seq, captures)
         ):
             self._keepalive_answered(now - self._ping_sent, now)
             return
@@ -445,6 +447,8 @@ class ProbeExchange:
         self._ping_sent = now
         if keepalive.mode == "echo" and message is not None:
             self._send(message.send)
+            # Its answer is matched with its own {seq}: heartbeat answers may follow it.
+            self._keepalive_seq = self.seq
         else:
             self.seq += 1
             self._keepalive_payload = self.seq.to_bytes(8, "big")

@@ -12,6 +12,7 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,11 +21,14 @@ from websockets.exceptions import ConnectionClosed
 
 from spikewatch.config import parse_config
 from spikewatch.core.attempt import Attempt
-from spikewatch.core.outcomes import Outcome, Phase
+from spikewatch.core.outcomes import Outcome, Phase, RunResultKind
 from spikewatch.engine.connection import ClientConnection, Keepalive, open_connection
 from spikewatch.engine.registry import ConnectionRegistry
+from spikewatch.engine.runner import execute_run
 from spikewatch.engine.spec import ConnectionSpec, build_connection_spec
 from spikewatch.engine.worker_messages import target_from_wire, target_to_wire
+from spikewatch.engine.worker_pool import WorkerPool
+from tests.builders import RunConfigs, make_prober
 from tests.conftest import scaled
 
 #: Every test here runs on asyncio's loop and on uvloop (tests/conftest.py).
@@ -73,6 +77,7 @@ async def server(handler: Handler) -> AsyncIterator[tuple[str, Counts]]:
         finally:
             await ws.wait_closed()
             counts.closes.append(ws.close_code)
+            counts.changed.set()
 
     async with serve(handle, "127.0.0.1", 0, compression=None, ping_interval=None) as srv:
         port = next(iter(srv.sockets)).getsockname()[1]
@@ -449,3 +454,134 @@ def test_a_worker_gets_the_same_conversation() -> None:
     )
     target = config.targets[0]
     assert target_from_wire(target_to_wire(target)) == target
+
+
+# -- whole runs: a Socket.IO-like service, on the daemon's process and on workers ----------------
+
+
+def socketio_like(interval: float, grace: float) -> Handler:
+    """Engine.IO's shape: '0{sid}' on open, '40' answered '40', '42[...]' events echoed with
+    the sid checked, and '2' every ``interval`` that must be answered '3' within ``grace``."""
+
+    async def handle(ws: ServerConnection, counts: Counts) -> None:
+        sid = secrets.token_hex(6)
+        await ws.send(f'0{{"sid":"{sid}","pingInterval":50}}')
+        if await ws.recv() != "40":
+            counts.bump("bad")
+            await ws.close(4401, "connect first")
+            return
+        await ws.send("40")
+        answered = asyncio.Event()
+
+        async def pinger() -> None:
+            while True:
+                await asyncio.sleep(interval)
+                answered.clear()
+                await ws.send("2")
+                try:
+                    await asyncio.wait_for(answered.wait(), grace)
+                except TimeoutError:
+                    await ws.close(4000, "ping timeout")
+                    counts.bump("dropped")
+                    return
+                counts.bump("heartbeats_answered")
+
+        task = asyncio.create_task(pinger())
+        try:
+            async for message in ws:
+                if message == "3":
+                    answered.set()
+                elif isinstance(message, str) and message.startswith('42["echo"'):
+                    counts.bump("good" if f'"sid":"{sid}"' in message else "bad")
+                    await ws.send(message)
+        finally:
+            task.cancel()
+
+    return handle
+
+
+SOCKETIO: dict[str, Any] = {
+    "conversation": [
+        {"name": "open", "expect": {"match": '^0\\{"sid":"(?P<sid>[^"]+)"'}},
+        {"name": "connect", "send": {"text": "40"}},
+        {"name": "connected", "expect": {"match": "^40$"}, "others": "fail"},
+        {"name": "event", "send": {"text": '42["echo",{"seq":{seq},"sid":"{sid}"}]'}},
+        {"name": "echoed", "expect": {"match": '^42\\["echo",\\{"seq":{seq},"sid":"{sid}"'}},
+    ],
+    "heartbeats": [{"when": {"match": "^2$"}, "answer": {"text": "3"}}],
+    "keepalive": {
+        "send": {"text": '42["echo",{"seq":{seq},"sid":"{sid}"}]'},
+        "expect": {"match": '^42\\["echo",\\{"seq":{seq},'},
+    },
+}
+
+RUN = RunConfigs(
+    target=SOCKETIO,
+    scenario={
+        "baseline": {"probes": 3, "interval": "50ms"},
+        "spike": {"connections": 20, "batches": 2, "batch_interval": "50ms"},
+        "hold": "500ms",
+        "stable": {"connections": 2, "ping_interval": "50ms", "mode": "message"},
+        "recovery": {"probe_interval": "50ms", "consecutive": 2, "timeout": "5s", "slack": "50ms"},
+        "thresholds": {"success_ratio": 1.0},
+    },
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("on_workers", [False, True])
+async def test_a_socketio_like_run_passes_with_the_servers_counts(
+    tmp_path: Path, on_workers: bool
+) -> None:
+    """Held spike and stable connections answer heartbeats through the hold; every figure is
+    the server's (on workers too: they get the conversation with the target)."""
+    workers = WorkerPool(2, lag_interval=0.05) if on_workers else None
+    if workers is not None:
+        await workers.start()
+    try:
+        async with server(socketio_like(0.05, 0.2)) as (url, counts):
+            config = RUN(tmp_path, url, {})
+            prober = make_prober(pool=workers, lag=10.0, lateness=10.0, cpu=1e6)
+            report = await execute_run(config.targets[0], config.scenarios[0], prober)
+            await counts.until(lambda: len(counts.closes) == counts.opens)
+    finally:
+        if workers is not None:
+            await workers.close()
+    r = report.result
+    assert r.result == RunResultKind.PASSED, (r.message, r.errors)
+    assert r.spike is not None
+    assert r.spike.outcomes == {"ok": 20}
+    assert r.stable is not None
+    assert (r.stable.opened, r.stable.dropped) == (2, 0)
+    assert r.stable.message_rtt is not None
+    assert r.recovery is not None
+    made = 3 + 2 + 20 + r.recovery.probes
+    assert counts.opens == made
+    assert counts.dropped == 0, "heartbeats kept every held connection"
+    assert counts.heartbeats_answered > 0
+    assert counts.bad == 0
+    # Every connection's conversation sent one event; each stable keepalive one more.
+    assert counts.good == made + r.stable.message_rtt.count + r.stable.unanswered
+    assert counts.closes == [1000] * made
+
+
+async def test_a_failing_step_is_named_in_the_runs_errors(tmp_path: Path) -> None:
+    """A step that never matches is the error group's step, as the server saw every open."""
+    wrong = [
+        *SOCKETIO["conversation"][:2],
+        {"name": "connected", "expect": {"match": "^41"}, "timeout": "100ms"},
+    ]
+    async with server(socketio_like(1.0, 1.0)) as (url, counts):
+        config = RUN(tmp_path, url, {"stable": None}, conversation=wrong, keepalive=None)
+        report = await execute_run(config.targets[0], config.scenarios[0], make_prober())
+    r = report.result
+    assert r.result == RunResultKind.TARGET_DOWN
+    [group] = r.errors
+    assert (group.outcome, group.step, group.count) == (
+        Outcome.UNEXPECTED_MESSAGE,
+        "connected",
+        3,
+    )
+    assert group.example == "no message matched step 'connected' within 0.1s; last one: '40'"
+    assert r.as_dict()["errors"][0]["step"] == "connected"
+    assert counts.opens == 3

@@ -414,11 +414,15 @@ def test_the_keepalive_sends_its_message_never_the_conversation() -> None:
     assert ex.awaiting_answer
     ex.message("2", 11.65)  # a heartbeat meanwhile is answered, not taken for the answer
     assert sent(ex) == [(Opcode.TEXT, b"3")]
-    ex.message("ka 3", 11.7)  # {seq} moved on with the heartbeat's answer
+    ex.message("ka 3", 11.68)  # {seq} is the keepalive's own, not the heartbeat answer's
+    assert rtts == []
+    ex.message("ka 2", 11.7)
     assert rtts == [pytest.approx(0.1)]
     assert ex.deadline == 12.6
     ex.expired(12.6)
     assert sent(ex) == [(Opcode.TEXT, b"ka 4")]
+    ex.message("ka 3", 12.7)
+    assert len(rtts) == 1
     ex.expired(13.1)
     assert (ex.lost_at, ex.lost_reason) == (13.1, "no echo within 0.5s")
     assert ex.step is Step.CLOSING
