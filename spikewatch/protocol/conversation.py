@@ -136,19 +136,16 @@ class TextMatch:
         #: The short form's welcome and echo matched a binary message's text (decoded).
         self._decode_binary = decode_binary
 
-    def pattern_for(self, conn: int, seq: int, captures: Mapping[str, str]) -> re.Pattern[str]:
-        """Return the regex for this connection and message (compiled once if constant)."""
-        if self._pattern is not None:
-            return self._pattern
-        return re.compile(self._template.render(conn, seq, captures, escape=True))
-
     def match(self, data: str | bytes, conn: int, seq: int, captures: dict[str, str]) -> bool:
         """Return whether the regex finds a match in a text message."""
         if not isinstance(data, str):
             if not self._decode_binary:
                 return False
             data = data.decode("utf-8", "replace")
-        found = self.pattern_for(conn, seq, captures).search(data)
+        pattern = self._pattern
+        if pattern is None:
+            pattern = re.compile(self._template.render(conn, seq, captures, escape=True))
+        found = pattern.search(data)
         if found is None:
             return False
         for name in self._groups:

@@ -61,8 +61,10 @@ MAX_CONTROL_FRAMES_PER_SECOND = 1000
 #: ``WELCOME`` and ``ECHO`` for the short form), then ``HELD``, ``CLOSING``, ``OVER``.
 Step = Stage
 
-#: Stages in which a conversation step awaits a message.
-_CONVERSING = frozenset((Step.CONVERSATION, Step.WELCOME, Step.ECHO))
+#: The stages in which a conversation step awaits a message lie strictly between these
+#: two; plain ints, compared on the hot path (an enum in a set would hash by name).
+_UPGRADE = int(Step.UPGRADE)
+_HELD = int(Step.HELD)
 
 
 class Expectations(Protocol):
@@ -260,9 +262,9 @@ class ProbeExchange:
     def message(self, data: str | bytes, now: float) -> None:
         """A data message arrived at ``now``."""
         step = self.step
-        if step in _CONVERSING:
+        if _UPGRADE < step < _HELD:
             self._expecting(data, now)
-        elif step == Step.HELD:
+        elif step == _HELD:
             self._held_message(data, now)
 
     def pong(self, payload: bytes, now: float) -> None:
@@ -297,7 +299,7 @@ class ProbeExchange:
         if step == Step.UPGRADE:
             timeout = self._expect.handshake_timeout
             self._fail(Outcome.TIMEOUT, f"no upgrade answer within {timeout:g}s", now)
-        elif step in _CONVERSING:
+        elif _UPGRADE < step < _HELD:
             current = self._conversation.steps[self._index]
             if current.optional:
                 self._run_from(self._index + 1, now)
@@ -392,7 +394,7 @@ class ProbeExchange:
         step = self.step
         if step == Step.UPGRADE:
             return "upgrade"
-        if step in _CONVERSING:
+        if _UPGRADE < step < _HELD:
             return self._conversation.steps[self._index].name
         return None
 
@@ -417,7 +419,7 @@ class ProbeExchange:
 
     def _fail(self, outcome: Outcome, detail: str, now: float) -> None:
         self.attempt.decide(outcome, detail, now, self._label())
-        if self.step in _CONVERSING and outcome != Outcome.CLOSED:
+        if _UPGRADE < self.step < _HELD and outcome != Outcome.CLOSED:
             self.session.send_close(1008 if outcome == Outcome.UNEXPECTED_MESSAGE else 1001)
         self._over()
 
