@@ -203,6 +203,13 @@ def test_more_than_one_measure_of_a_kind() -> None:
 NOT_HEX = "must be hex bytes, two digits each, like '20 02 00'"
 
 
+def test_a_round_trip_without_a_send_before_it() -> None:
+    """round_trip times a match from the send before it: there must be one."""
+    assert problems(steps({"expect": {"match": "a"}, "measure": "round_trip"})) == [
+        "targets[0].conversation[0].measure: round_trip needs a send step before it"
+    ]
+
+
 def test_bad_hex() -> None:
     """Odd digits, non-hex characters and empty hex are errors at their field."""
     assert problems(
