@@ -145,6 +145,14 @@ def test_a_templated_regex_escapes_captures() -> None:
     assert matcher.describe() == repr("^{sid}:{conn}$")
 
 
+def test_a_capture_may_be_quantified_in_a_later_regex() -> None:
+    """A capture stands for text when the regex is compiled once for its groups."""
+    matcher = TextMatch("^{sid}+(?P<n>\\d)$", SID)
+    captures = {"sid": "ab"}
+    assert matcher.match("abbb7", 1, 1, captures)
+    assert captures["n"] == "7"
+
+
 def test_the_short_forms_text_match_reads_binary_as_text() -> None:
     """Today's welcome and echo matched a binary message's text: kept for them."""
     assert TextMatch(re.compile("hi"), decode_binary=True).match(b"hi", 1, 1, {})
