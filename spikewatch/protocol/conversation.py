@@ -214,7 +214,7 @@ class JsonMatch:
             return False
         try:
             document = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested deeper than Python goes
             return False
         if not isinstance(document, dict):
             return False
