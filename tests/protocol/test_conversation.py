@@ -399,6 +399,16 @@ def test_heartbeats_are_answered_once_the_conversation_is_over() -> None:
     assert ex.seq == 2
 
 
+def test_heartbeats_stop_while_the_peer_reads_nothing() -> None:
+    """Past the write buffer's mark (answer_pings off) heartbeats go unanswered, as pings do."""
+    ex = exchange(conversation(heartbeats=HEARTBEATS), keep_open=True)
+    ex.session.answer_pings = False
+    ex.message("2", 11.0)
+    ex.session.answer_pings = True
+    ex.message("2", 11.1)
+    assert sent(ex) == [(Opcode.TEXT, b"3")]
+
+
 def keepalive_exchange(mode: Literal["ping", "echo"] = "echo") -> tuple[ProbeExchange, list[float]]:
     rtts: list[float] = []
     message = KeepaliveMessage(TextSend("ka {seq}"), TextMatch("^ka {seq}$"))
