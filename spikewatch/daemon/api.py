@@ -25,6 +25,7 @@ from aiohttp.typedefs import Handler
 
 from spikewatch import __version__
 from spikewatch.config import ScenarioConfig, SpikewatchConfig, TargetConfig
+from spikewatch.config.conversation import step_names
 from spikewatch.config.render import public_url
 from spikewatch.core.outcomes import RunResultKind
 from spikewatch.core.result import RunResult
@@ -226,6 +227,11 @@ def _target_doc(target: TargetConfig) -> dict[str, Any]:
         "close_timeout_seconds": target.close_timeout,
         "welcome_timeout_seconds": target.welcome.timeout if target.welcome else None,
         "echo_timeout_seconds": target.echo.timeout if target.echo else None,
+        # Step names only: what a step sends may carry a credential.
+        "conversation": step_names(target.conversation) if target.conversation else None,
+        "heartbeats": len(target.heartbeats),
+        "keepalive": target.keepalive is not None,
+        "compression": "deflate" if target.compression and target.compression.deflate else None,
         "max_message_bytes": target.max_message_bytes,
     }
 

@@ -108,6 +108,10 @@ _SCHEMAS: Final[dict[str, Any]] = {
                 auth=_nullable({"type": "string", "enum": ["jwt"]}),
                 headers={"type": "array", "items": _STRING},
                 subprotocols={"type": "array", "items": _STRING},
+                conversation=_nullable({"type": "array", "items": _STRING}),
+                heartbeats={"type": "integer", "minimum": 0},
+                keepalive={"type": "boolean"},
+                compression=_nullable({"type": "string", "enum": ["deflate"]}),
             ),
         },
         scenarios={

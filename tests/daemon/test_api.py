@@ -14,9 +14,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from spikewatch import __version__
+from spikewatch.config import TargetConfig
 from spikewatch.config.render import public_url
 from spikewatch.core.outcomes import RunResultKind
-from spikewatch.daemon.api import create_app
+from spikewatch.daemon.api import _target_doc, create_app
 from spikewatch.daemon.history import RunEntry
 from spikewatch.daemon.openapi import OPENAPI_PATH, openapi_document
 from spikewatch.daemon.state import AlreadyQueuedError, QueueFullError
@@ -159,6 +160,10 @@ async def test_targets_lists_targets_without_secrets(client: Client) -> None:
         "close_timeout_seconds": 1.0,
         "welcome_timeout_seconds": 2.0,
         "echo_timeout_seconds": 1.0,
+        "conversation": None,
+        "heartbeats": 0,
+        "keepalive": False,
+        "compression": None,
         "max_message_bytes": 1048576,
     }
     assert local["url"] == "ws://127.0.0.1:8765/ws"
@@ -947,3 +952,28 @@ def test_status_page_shows_target_down_without_spike_figures() -> None:
     assert '<span class="badge target_down">target_down</span>' in page
     assert '<td class="num">—</td>' in page
     assert "17s ago" in page
+
+
+def test_target_document_names_conversation_steps_not_their_payloads() -> None:
+    """A conversation target's document lists step names, heartbeats, keepalive, compression."""
+    target = TargetConfig.model_validate(
+        {
+            "name": "sio",
+            "url": "ws://127.0.0.1:3000/socket.io/?EIO=4&transport=websocket",
+            "conversation": [
+                {"name": "open", "expect": {"match": "^0"}},
+                {"send": {"text": '40{"token":"s3cr3t-token"}'}},
+            ],
+            "heartbeats": [{"when": {"match": "^2$"}, "answer": {"text": "3"}}],
+            "keepalive": {"send": {"text": "42[1]"}, "expect": {"match": "^43"}},
+            "compression": {"deflate": True},
+        }
+    )
+    doc = _target_doc(target)
+    assert (doc["conversation"], doc["heartbeats"], doc["keepalive"], doc["compression"]) == (
+        ["open", "step2"],
+        1,
+        True,
+        "deflate",
+    )
+    assert "s3cr3t" not in repr(doc)
