@@ -361,6 +361,9 @@ class ArmedBatch:
                 fired.append((attempt, conn))
             unarmed = [(a, None) for a, c in zip(self.attempts, conns, strict=True) if c is None]
             tasks.extend(await launch([*unarmed, *fired], lambda pair: start(*pair), spawn))
+            # Let the last chunk take its first step, so that those not armed have their
+            # slots before the next batch is armed (the slot is taken in that step).
+            await asyncio.sleep(0)
         except BaseException:
             # Cancelled mid-batch: end what was started and release what was not.
             for task in tasks:

@@ -40,8 +40,10 @@ from spikewatch.engine.worker_pool import ANSWER_MARGIN
 SHARED_INSTANT_TOLERANCE = 1.0
 
 #: With worker processes the spike starts this long after the daemon decides to fire,
-#: so that every worker has its share before the first batch is due.
+#: so that every worker has its share before the first batch is due...
 WORKER_LEAD = 0.05
+#: ...and, per connection of a worker's share of the first batch, the time to arm it.
+ARM_SECONDS_PER_CONNECTION = 40e-6
 
 
 def spike_plan(
@@ -115,7 +117,9 @@ class SpikeFiring:
         attempt_bound: float,
     ) -> str:
         """Fire the spike over the worker processes; return the abort reason, if any."""
-        spike_start = await self.start(lead=WORKER_LEAD)
+        first = sum(1 for p in plan if p.group == plan[0].group) if plan else 0
+        share = -(-first // max(workers.pool.size, 1))
+        spike_start = await self.start(lead=WORKER_LEAD + share * ARM_SECONDS_PER_CONNECTION)
         start_mark = self.monitor.mark()
         new_attempt = self.run.new_attempt
         self.attempts.extend(new_attempt(Phase.SPIKE, spike_start + p.offset) for p in plan)
