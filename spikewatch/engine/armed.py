@@ -43,7 +43,14 @@ from spikewatch.engine.spec import ConnectionSpec
 from spikewatch.errors import SpikewatchError
 from spikewatch.protocol.exchange import Step
 
-__all__ = ["ARM_AHEAD", "ARM_LIMIT", "ArmedBatch", "ArmedConnection", "arm_connection"]
+__all__ = [
+    "ARM_AHEAD",
+    "ARM_LIMIT",
+    "ArmedBatch",
+    "ArmedConnection",
+    "arm_connection",
+    "keep_arrival_stamps",
+]
 
 #: A batch is armed at most this long before its instant (seconds).
 ARM_AHEAD = 1.0
@@ -64,6 +71,9 @@ _SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # SCM_TIMESTAMPNS is th
 _CONNECTING = (errno.EINPROGRESS, errno.EALREADY, errno.EAGAIN)
 
 _OVER = Step.OVER
+
+#: A socket kept for the process's life with receive stamps on (see keep_arrival_stamps).
+_stamp_keeper: list[socket.socket] = []
 
 Start = Callable[[Attempt, "ArmedConnection | None"], Coroutine[Any, Any, None]]
 
@@ -114,8 +124,11 @@ class ArmedConnection(ClientConnection):
             data = self._session.data_to_send()
             try:
                 sent = sock.send(data)
-            except OSError:  # still connecting (or failed): the transport writes it
+            except BlockingIOError:  # still connecting: the transport writes it
                 sent = 0
+            except OSError as exc:  # the connect failed (refused at once, say)
+                self.connect_failed(*classify_connect_error(exc, tls=False))
+                return
             self._wired = sent > 0
             self._unsent = data[sent:]
 
@@ -194,18 +207,19 @@ class ArmedConnection(ClientConnection):
 
     async def _connected(self, sock: socket.socket) -> None:
         """Wait until the socket's connect has finished; raise its error if it failed."""
-        loop = self._loop
-        while True:
+        for waited in (False, True):
             err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             if err:
                 raise OSError(err, os.strerror(err))
             try:
                 sock.getpeername()
             except OSError:
-                pass  # not connected yet (ENOTCONN): wait until it is writable
+                if waited:  # writable, yet neither connected nor failed: failed before
+                    raise
             else:
                 self._wired = True
                 return
+            loop = self._loop
             writable: asyncio.Future[None] = loop.create_future()
             fd = sock.fileno()
             loop.add_writer(fd, _set_once, writable)
@@ -251,6 +265,20 @@ class ArmedConnection(ClientConnection):
         sock, self._sock = self._sock, None
         if sock is not None:
             sock.close()
+
+
+def keep_arrival_stamps() -> None:
+    """Keep the kernel stamping what arrives, from now on, for the process's life.
+
+    Linux turns receive stamps on for the whole host when the first socket asks for them,
+    but later (from a work queue), and off again when the last one closes: a batch armed
+    and fired at once could find its first answers unstamped. One UDP socket that asks
+    and stays open keeps them on. Idempotent; without it answers are stamped when read.
+    """
+    if not _stamp_keeper:
+        keeper = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        keeper.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+        _stamp_keeper.append(keeper)
 
 
 def _set_once(future: asyncio.Future[None]) -> None:
@@ -309,6 +337,8 @@ class ArmedBatch:
         limit: int = ARM_LIMIT,
     ) -> None:
         """Arm the batch, :data:`ARM_CHUNK` per loop iteration, at most ``limit`` of it."""
+        if spec.ssl is None:
+            keep_arrival_stamps()
         try:
             for index, attempt in enumerate(self.attempts):
                 if index and index % ARM_CHUNK == 0:
