@@ -108,20 +108,23 @@ async def test_an_armed_batch_runs_the_full_cycle(reference: RunningTarget) -> N
 
 
 async def test_handshakes_are_timed_from_the_connect_at_their_arrival() -> None:
-    """Started at the fire, not the arming; an answer parsed later keeps its arrival time."""
+    """Started at the fire, not the arming; answers parsed later keep their arrival time,
+    and the echo they cue is timed from when it went out."""
     answered: list[float] = []
     all_answered = asyncio.Event()
 
     async def handle(connection: hostile.HostileConnection) -> None:
         await connection.accept_upgrade()
+        await connection.send(hostile.encode_frame(hostile.Opcode.TEXT, b'{"type":"welcome"}'))
         answered.append(now())
         if len(answered) == 3:
             all_answered.set()
-        await connection.discard_until_eof()
+        await connection.serve_frames(echo=True)
 
     async with hostile.HostileServer(handle) as server:
         registry = ConnectionRegistry(10)
-        batch, done = await armed_batch(make_spec(server.url), registry, 3)
+        spec = make_spec(server.url, welcome=WELCOME, echo=ECHO)
+        batch, done = await armed_batch(spec, registry, 3)
         armed_at = now()
         await asyncio.sleep(scaled(0.05))
         fired_at = now()
@@ -139,10 +142,14 @@ async def test_handshakes_are_timed_from_the_connect_at_their_arrival() -> None:
             assert a.outcome == Outcome.OK, a.detail
             assert a.started is not None
             assert a.handshake is not None
+            assert a.first_message is not None
+            assert a.rtt is not None
+            assert a.ended is not None
             assert armed_at < fired_at <= a.started
-            arrived = a.started + a.handshake
-            assert min(answered) <= arrived + 1e-3, "not before the server answered"
-            assert arrived < parsed_from, "stamped when it arrived, not when it was parsed"
+            welcomed = a.started + a.handshake + a.first_message
+            assert welcomed <= max(answered) + 1e-3, "stamped when it arrived"
+            assert welcomed < parsed_from, "not when it was parsed"
+            assert 0 < a.rtt <= a.ended - parsed_from, "from when the echo went out"
         await close_all(done)
     assert registry.open == 0
 
