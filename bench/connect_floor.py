@@ -6,12 +6,13 @@
 Each measurement runs in a fresh process: ``bench/connect_floor.c``, compiled here with
 ``cc -O2`` (or ``gcc``) into a temporary directory, or, when no C compiler is on PATH (or
 with ``--impl python``), the same procedure in pure Python (``--once N P``, below). The
-process listens on 127.0.0.1 (a free port, backlog 4096) and never accepts: the kernel
-completes each handshake into the accept queue. It plans one instant 50 ms ahead and
+process listens on 127.0.0.1 (a free port, backlog 4096; past 4096 connections on one
+port per backlog, which the connects take in turn) and never accepts: the kernel
+completes each handshake into the accept queues. It plans one instant 50 ms ahead and
 forks P processes, which busy-wait for it; then each issues its share of the N
 connections one after another, stamping the monotonic clock just before each one's
-socket and non-blocking connect (as spikewatch stamps an attempt's start just before
-``create_connection``). Lateness is stamp - planned instant, over all N stamps: p50, p99
+socket and non-blocking connect (as spikewatch stamps an attempt's start just before its
+``connect()``). Lateness is stamp - planned instant, over all N stamps: p50, p99
 and max; and the time from the instant until the last connect returned. Untimed, after
 the last connect, every handshake is checked to have completed.
 
@@ -21,8 +22,8 @@ machine, so spikewatch's start lateness for the same batch cannot be lower.
 
 It prints a table and, last, one JSON line: the medians over rounds per (N, P) and every
 round's raw figures. ``bench/run.py`` runs it as its ``floor`` part through
-:func:`measure`. Bounded: N <= 5000 and no larger than the listen backlog (4096, capped
-by ``net.core.somaxconn``), P <= 16, 10 rounds; 127.0.0.1 only.
+:func:`measure`. Bounded: N <= 10,000 and no larger than 4 listen backlogs (4096 each,
+capped by ``net.core.somaxconn``), P <= 16, 10 rounds; 127.0.0.1 only.
 """
 
 from __future__ import annotations

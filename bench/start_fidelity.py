@@ -58,8 +58,13 @@ def shape(text: str) -> tuple[int, int]:
     return b, b * n
 
 
-def avalanche(port: int, total: int, batches: int, loop: str, workers: int) -> dict[str, Any]:
-    """Run one avalanche in a fresh process; return its figures."""
+def avalanche(  # noqa: PLR0917 - one shape of one run
+    port: int, total: int, batches: int, loop: str, workers: int, tree: Path | None = None
+) -> dict[str, Any]:
+    """Run one avalanche in a fresh process (spikewatch imported from ``tree``, if given)."""
+    env = dict(os.environ)
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree)
     done = subprocess.run(  # noqa: S603 - our own interpreter and script
         [
             sys.executable,
@@ -77,6 +82,7 @@ def avalanche(port: int, total: int, batches: int, loop: str, workers: int) -> d
         text=True,
         timeout=RUN_TIMEOUT,
         check=False,
+        env=env,
     )
     if done.returncode != 0:
         raise BenchError(f"avalanche.py exited {done.returncode}: {done.stderr[-2000:]}")
@@ -200,81 +206,95 @@ def _ms(value: float | None) -> str:
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
-    """Run every part; return the report."""
+    """Run every part; return the report.
+
+    Per round and shape: the connect floor for one batch of its size (the target idle),
+    then each loop and process count, the code before (``--before``) and after in turn.
+    """
     node, npm = tools()
     install(npm)
     raise_fd_limit()
     runs: list[dict[str, Any]] = []
+    floors: list[dict[str, Any]] = []
     captures: list[dict[str, Any]] = []
+    trees: list[tuple[str, Path | None]] = [("after", None)]
+    if args.before is not None:
+        trees.insert(0, ("before", args.before.resolve()))
     with target(node) as port, tempfile.TemporaryDirectory() as folder:
         print("== warm-up: 3000 in 10 batches", file=sys.stderr)
         avalanche(port, 3000, 10, "uvloop", 1)
         for round_ in range(args.rounds):
             for batches, total in args.shapes:
+                if round_ >= args.big_rounds and total > 3000:
+                    continue
+                size = total // batches
+                print(
+                    f"== round {round_ + 1}: the floor, {size} from {args.workers}", file=sys.stderr
+                )
+                floors.extend(connect_floor.measure([size], args.workers, 1)["figures"])
                 for loop in args.loops:
                     for workers in args.workers:
-                        if round_ and total > 3000 and round_ >= args.big_rounds:
-                            continue
-                        label = f"{batches}x{total // batches} {loop} workers={workers}"
-                        print(f"== round {round_ + 1}: {label}", file=sys.stderr)
-                        figures = avalanche(port, total, batches, loop, workers)
-                        runs.append(
-                            {
-                                "round": round_ + 1,
-                                "batches": batches,
-                                "connections": total,
-                                "loop": loop,
-                                "workers": workers,
-                                **summary(figures),
-                            }
-                        )
+                        for name, tree in trees:
+                            label = f"{batches}x{size} {loop} workers={workers} {name}"
+                            print(f"== round {round_ + 1}: {label}", file=sys.stderr)
+                            figures = avalanche(port, total, batches, loop, workers, tree)
+                            runs.append(
+                                {
+                                    "round": round_ + 1,
+                                    "tree": name,
+                                    "batches": batches,
+                                    "connections": total,
+                                    "loop": loop,
+                                    "workers": workers,
+                                    **summary(figures),
+                                }
+                            )
         if args.capture:
             for loop in args.loops:
                 print(f"== capture: {args.capture} in one batch on {loop}", file=sys.stderr)
                 captures.append(capture_check(port, args.capture, loop, Path(folder)))
-    sizes = sorted({total // batches for batches, total in args.shapes})
-    print(f"== the connect floor: {sizes} from {args.workers}", file=sys.stderr)
-    floor = connect_floor.measure(sizes, args.workers, args.floor_rounds)
-    return {"runs": runs, "captures": captures, "connect_floor": floor, "rows": rows(runs, floor)}
+    return {"runs": runs, "floors": floors, "captures": captures, "rows": rows(runs, floors)}
 
 
-def rows(runs: list[dict[str, Any]], floor: dict[str, Any]) -> list[dict[str, Any]]:
-    """The medians per shape, loop and process count, with the floor for the same batch."""
-    floors = {(f["connections"], f["processes"]): f for f in floor["figures"]}
+def rows(runs: list[dict[str, Any]], floors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The medians per shape, loop, process count and tree, beside the floor's."""
+
+    def med(these: list[dict[str, Any]], key: str) -> float | None:
+        values = [r[key] for r in these if r.get(key) is not None]
+        return statistics.median(values) if values else None
+
     keys = sorted(
-        {(r["batches"], r["connections"], r["loop"], r["workers"]) for r in runs},
-        key=lambda k: (k[1] // k[0] * -1, k[0], k[2], k[3]),
+        {(r["batches"], r["connections"], r["loop"], r["workers"], r["tree"]) for r in runs},
+        key=lambda k: (-(k[1] // k[0]), k[0], k[2], k[3], k[4] != "before"),
     )
     out = []
-    for batches, total, loop, workers in keys:
+    for batches, total, loop, workers, tree in keys:
         mine = [
             r
             for r in runs
-            if (r["batches"], r["connections"], r["loop"], r["workers"])
-            == (batches, total, loop, workers)
+            if (r["batches"], r["connections"], r["loop"], r["workers"], r["tree"])
+            == (batches, total, loop, workers, tree)
         ]
-        f = floors.get((total // batches, workers))
-
-        def med(key: str, these: list[dict[str, Any]] = mine) -> float | None:
-            values = [r[key] for r in these if r[key] is not None]
-            return statistics.median(values) if values else None
-
-        late_p99 = med("late_p99")
-        floor_p99 = f["lateness_p99_seconds"] if f else None
+        size = total // batches
+        floor = [f for f in floors if (f["connections"], f["processes"]) == (size, workers)]
+        late_p99 = med(mine, "late_p99")
+        floor_p99 = med(floor, "lateness_p99_seconds")
         out.append(
             {
-                "shape": f"{batches} x {total // batches}",
+                "shape": f"{batches} x {size}",
                 "loop": loop,
                 "processes": workers,
+                "tree": tree,
                 "rounds": len(mine),
-                "late_p50": med("late_p50"),
+                "late_p50": med(mine, "late_p50"),
                 "late_p99": late_p99,
-                "late_max": med("late_max"),
-                "floor_p50": f["lateness_p50_seconds"] if f else None,
+                "late_max": med(mine, "late_max"),
+                "floor_p50": med(floor, "lateness_p50_seconds"),
                 "floor_p99": floor_p99,
                 "p99_over_floor": late_p99 / floor_p99 if late_p99 and floor_p99 else None,
-                "lag_p99": med("lag_p99_worst"),
-                "handshake_p50": med("handshake_p50"),
+                "lag_p99": med(mine, "lag_p99_worst"),
+                "handshake_p50": med(mine, "handshake_p50"),
+                "rss_bytes": med(mine, "rss_bytes"),
                 "results": [r["result"] for r in mine],
             }
         )
@@ -284,16 +304,17 @@ def rows(runs: list[dict[str, Any]], floor: dict[str, Any]) -> list[dict[str, An
 def render(report: dict[str, Any]) -> str:
     """The tables, as Markdown."""
     lines = [
-        "| shape | loop | processes | start lateness p50 / p99 / max (ms) "
+        "| shape | loop | processes | code | start lateness p50 / p99 / max (ms) "
         "| floor p50 / p99 (ms) | p99 / floor | loop lag p99 (ms) | handshake p50 (ms) "
         "| results |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in report["rows"]:
         ratio = "-" if r["p99_over_floor"] is None else f"{r['p99_over_floor']:.2f}x"
         lines.append(
-            f"| {r['shape']} | {r['loop']} | {r['processes']} | {_ms(r['late_p50'])} / "
-            f"{_ms(r['late_p99'])} / {_ms(r['late_max'])} | {_ms(r['floor_p50'])} / "
+            f"| {r['shape']} | {r['loop']} | {r['processes']} | {r['tree']} | "
+            f"{_ms(r['late_p50'])} / {_ms(r['late_p99'])} / {_ms(r['late_max'])} | "
+            f"{_ms(r['floor_p50'])} / "
             f"{_ms(r['floor_p99'])} | {ratio} | {_ms(r['lag_p99'])} | "
             f"{_ms(r['handshake_p50'])} | {', '.join(r['results'])} |"
         )
@@ -324,6 +345,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--big-rounds", type=int, default=1, help="rounds of shapes past 3000")
     parser.add_argument("--floor-rounds", type=int, default=3)
     parser.add_argument("--capture", type=int, default=3000, help="0: no packet capture")
+    parser.add_argument("--before", type=Path, help="also run this checkout (before a change)")
     parser.add_argument("--json", type=Path, default=BENCH / "results" / "start_fidelity.json")
     args = parser.parse_args(argv)
     args.shapes = [shape(s) if isinstance(s, str) else s for s in args.shapes]
