@@ -24,6 +24,7 @@ any other: its socket closed, its slot given back.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import errno
 import os
 import socket
@@ -279,6 +280,7 @@ def keep_arrival_stamps() -> None:
         keeper = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         keeper.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
         _stamp_keeper.append(keeper)
+        atexit.register(keeper.close)
 
 
 def _set_once(future: asyncio.Future[None]) -> None:
