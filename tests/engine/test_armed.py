@@ -90,9 +90,9 @@ async def test_an_armed_batch_runs_the_full_cycle(reference: RunningTarget) -> N
     """Armed, fired and completed: every attempt is a full, timed cycle; slots come back."""
     registry = ConnectionRegistry(100)
     spec = make_spec(reference.url, welcome=WELCOME, echo=ECHO)
-    batch, done = await armed_batch(spec, registry, 40)
-    assert batch.armed == 40
-    assert registry.open == 40, "arming takes the slots"
+    batch, done = await armed_batch(spec, registry, 90)
+    assert batch.armed == 90
+    assert registry.open == 90, "arming takes the slots"
     await fire(batch, done)
     for a in batch.attempts:
         assert a.outcome == Outcome.OK, a.detail
@@ -382,3 +382,44 @@ async def test_an_armed_batch_over_tls(ca: trustme.CA, tmp_path: Path) -> None:
         assert [a.outcome for a in batch.attempts] == [Outcome.OK] * 70
         await close_all(done)
     assert registry.open == 0
+
+
+async def test_an_untrusted_certificate_is_a_tls_error(ca: trustme.CA) -> None:
+    """wss to an untrusted certificate, armed: tls_error, socket and slot released."""
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost", "127.0.0.1").configure_cert(server_context)
+    async with await start_reference_target(
+        TargetBehaviour(), ssl_context=server_context
+    ) as target:
+        registry = ConnectionRegistry(10)
+        spec = make_spec(
+            target.url, ssl_context=ssl.create_default_context(), server_hostname="localhost"
+        )
+        batch, done = await armed_batch(spec, registry, 2)
+        await fire(batch, done, tls=True)
+    assert [a.outcome for a in batch.attempts] == [Outcome.TLS_ERROR] * 2
+    assert "certificate verification failed" in batch.attempts[0].detail
+    assert registry.open == 0
+
+
+async def test_a_batch_cancelled_while_firing_leaves_nothing(reference: RunningTarget) -> None:
+    """Cancelled between two chunks of connects: every connection ends, slots come back."""
+    registry = ConnectionRegistry(1000)
+    fds = open_fds()
+    batch, _ = await armed_batch(make_spec(reference.url), registry, 300)
+
+    async def one(attempt: Attempt, conn: ArmedConnection | None) -> None:
+        assert conn is not None
+        await conn.complete()
+
+    loop = asyncio.get_running_loop()
+    firing = asyncio.create_task(batch.fire(now(), one, loop.create_task))
+    async with asyncio.timeout(scaled(5)):
+        while not any(c is not None and c.fired for c in batch.conns):
+            await asyncio.sleep(0)
+    firing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await firing
+    assert not all(c is not None and c.fired for c in batch.conns), "cancelled mid-batch"
+    assert registry.open == 0
+    assert await fds_settle_at(fds) == fds
