@@ -423,3 +423,43 @@ async def test_a_batch_cancelled_while_firing_leaves_nothing(reference: RunningT
     assert not all(c is not None and c.fired for c in batch.conns), "cancelled mid-batch"
     assert registry.open == 0
     assert await fds_settle_at(fds) == fds
+
+
+async def test_a_connect_still_in_progress_at_the_fire_completes() -> None:
+    """SYN dropped at the instant (a full accept queue), accepted on its retry: the
+    request waits for the connect, then the upgrade succeeds, timed from the first SYN."""
+    loop = asyncio.get_running_loop()
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        listener.setblocking(False)
+        filler = socket.create_connection(listener.getsockname())
+        registry = ConnectionRegistry(10)
+        spec = make_spec(f"ws://127.0.0.1:{listener.getsockname()[1]}/ws", handshake_timeout=10)
+        batch, done = await armed_batch(spec, registry, 1)
+        conn = batch.conns[0]
+        assert conn is not None
+        conn.fire()
+        completing = asyncio.create_task(conn.complete())
+        async with asyncio.timeout(scaled(10)):
+            first, _ = await loop.sock_accept(listener)
+            first.close()
+            filler.close()
+            peer, _ = await loop.sock_accept(listener)  # ours, on its SYN's retry
+            with peer:
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    head += await loop.sock_recv(peer, 4096)
+                key = next(
+                    line.split(b":", 1)[1].strip().decode()
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"sec-websocket-key:")
+                )
+                await loop.sock_sendall(peer, hostile.switching_protocols(key))
+                done.append(await completing)
+                a = batch.attempts[0]
+                assert a.outcome == Outcome.OK, a.detail
+                assert a.handshake is not None
+                assert a.handshake > 0.5, "timed from the first SYN, retried after ~1 s"
+                conn.abort()
+    assert registry.open == 0
