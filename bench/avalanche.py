@@ -25,11 +25,20 @@ from clients import LOOPS, new_loop, raise_fd_limit, spikewatch_target
 _LIMIT_MARGIN = 64
 
 
-def config_document(port: int, connections: int, batches: int, interval: float) -> dict[str, Any]:
+def config_document(
+    port: int,
+    connections: int,
+    batches: int,
+    interval: float,
+    *,
+    workers: int = 1,
+    loop: str = "asyncio",
+) -> dict[str, Any]:
     """Return the config of the avalanche scenario against 127.0.0.1:``port``."""
     target = spikewatch_target(f"ws://127.0.0.1:{port}/")
     return {
         "limits": {"max_connections": connections + _LIMIT_MARGIN},
+        "prober": {"workers": workers, "event_loop": loop},
         "targets": [
             {
                 "name": target.name,
@@ -62,17 +71,24 @@ def config_document(port: int, connections: int, batches: int, interval: float) 
 async def _run(document: dict[str, Any]) -> dict[str, Any]:
     # After the loop is chosen.
     from spikewatch.config import parse_config  # noqa: PLC0415
-    from spikewatch.engine.from_config import make_prober  # noqa: PLC0415
+    from spikewatch.engine.from_config import make_prober, worker_pool  # noqa: PLC0415
     from spikewatch.engine.runner import ScenarioRun  # noqa: PLC0415
 
     config = parse_config(document)
     target, scenario = config.targets[0], config.scenarios[0]
     from spikewatch.heap import freeze_long_lived  # noqa: PLC0415
 
-    prober = make_prober(config)
-    run = ScenarioRun(target, scenario, prober)
-    freeze_long_lived()  # as spikewatch once does before its run
-    report = await run.execute()
+    pool = worker_pool(config.prober)
+    if pool is not None:
+        await pool.start()
+    try:
+        prober = make_prober(config, pool=pool)
+        run = ScenarioRun(target, scenario, prober)
+        freeze_long_lived()  # as spikewatch once does before its run
+        report = await run.execute()
+    finally:
+        if pool is not None:
+            await pool.close()
     result = report.result.as_dict()
     figures: dict[str, Any] = {"result": result}
     if run.spike_marks is not None:
@@ -94,9 +110,17 @@ def main(argv: list[str]) -> int:
     parser.add_argument("batches", type=int)
     parser.add_argument("batch_interval", type=float, help="seconds between batches")
     parser.add_argument("--loop", choices=LOOPS, default="asyncio")
+    parser.add_argument("--workers", type=int, default=1, help="prober.workers (1: this process)")
     args = parser.parse_args(argv)
     raise_fd_limit()
-    document = config_document(args.port, args.connections, args.batches, args.batch_interval)
+    document = config_document(
+        args.port,
+        args.connections,
+        args.batches,
+        args.batch_interval,
+        workers=args.workers,
+        loop=args.loop,
+    )
     loop = new_loop(args.loop)
     try:
         figures = loop.run_until_complete(_run(document))
@@ -107,6 +131,7 @@ def main(argv: list[str]) -> int:
         batches=args.batches,
         batch_interval=args.batch_interval,
         loop=args.loop,
+        workers=args.workers,
     )
     print(json.dumps(figures))
     return 0

@@ -5,8 +5,9 @@
  *   cc -O2 -o connect_floor bench/connect_floor.c
  *   ./connect_floor N P
  *
- * The parent listens on 127.0.0.1 (a free port, backlog 4096) and never accepts: the
- * kernel completes each handshake into the accept queue. It plans one instant 50 ms
+ * The parent listens on 127.0.0.1 (a free port, backlog 4096; past 4096 connections, on
+ * ceil(N / backlog) ports, which the connects take in turn) and never accepts: the
+ * kernel completes each handshake into the accept queues. It plans one instant 50 ms
  * ahead on CLOCK_MONOTONIC and forks P children. Each child busy-waits for the instant,
  * then for each of its share of the N connections stamps CLOCK_MONOTONIC (the actual
  * start, as spikewatch stamps before create_connection) and calls
@@ -22,9 +23,9 @@
  * handshakes completed; and, per child, how long before the instant it was ready
  * (negative: it missed the instant, and the figures are not a floor).
  *
- * Bounded: N <= 5000, P <= 16, N no larger than the listen backlog (4096, capped by
- * /proc/sys/net/core/somaxconn): past it the kernel drops SYNs and connect() would be
- * cheaper than a real handshake. Exit status 2 for refused arguments, 1 for a failure.
+ * Bounded: N <= 10000, P <= 16, N no larger than MAX_LISTENERS times the listen backlog
+ * (4096, capped by /proc/sys/net/core/somaxconn): past it the kernel drops SYNs and
+ * connect() would be cheaper than a real handshake. Exit status 2 for refused arguments, 1 for a failure.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -41,7 +42,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_N 5000
+#define MAX_N 10000
+#define MAX_LISTENERS 4
 #define MAX_P 16
 #define BACKLOG 4096
 #define LEAD_NS 50000000LL             /* the planned instant, this far ahead */
@@ -123,7 +125,8 @@ static int effective_backlog(void) {
 }
 
 /* One child: wait for the instant, connect `count` times, report through `out`. */
-static int child(int out, const struct sockaddr_in *addr, int count, int64_t planned) {
+static int child(int out, const struct sockaddr_in *addrs, int listeners, int count,
+                 int64_t planned) {
     int64_t *stamps = calloc((size_t)count, sizeof *stamps);
     int *fds = calloc((size_t)count, sizeof *fds);
     struct pollfd *polls = calloc((size_t)count, sizeof *polls);
@@ -148,6 +151,7 @@ static int child(int out, const struct sockaddr_in *addr, int count, int64_t pla
             break;
         }
         fds[done] = fd;
+        const struct sockaddr_in *addr = &addrs[done % listeners];
         if (connect(fd, (const struct sockaddr *)addr, sizeof *addr) < 0 &&
             errno != EINPROGRESS) {
             fprintf(stderr, "connect_floor: connect: %s\n", strerror(errno));
@@ -229,14 +233,15 @@ int main(int argc, char **argv) {
         return 2;
     }
     int backlog = effective_backlog();
-    if (n > backlog) {
+    if (n > backlog * MAX_LISTENERS) {
         fprintf(stderr,
                 "connect_floor: refused: N=%d exceeds the listen backlog %d (min(%d, "
-                "net.core.somaxconn)); past it the kernel drops SYNs instead of completing "
-                "handshakes\n",
-                n, backlog, BACKLOG);
+                "net.core.somaxconn)) times %d listeners; past it the kernel drops SYNs "
+                "instead of completing handshakes\n",
+                n, backlog, BACKLOG, MAX_LISTENERS);
         return 2;
     }
+    int listeners = (n + backlog - 1) / backlog;
     struct rlimit lim;
     if (getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
         lim.rlim_cur = lim.rlim_max;
@@ -249,20 +254,25 @@ int main(int argc, char **argv) {
         return 2;
     }
 
-    int listener = socket(AF_INET, SOCK_STREAM, 0);
-    if (listener < 0) {
-        fprintf(stderr, "connect_floor: socket: %s\n", strerror(errno));
-        return 1;
-    }
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = 0};
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t addr_len = sizeof addr;
-    if (bind(listener, (struct sockaddr *)&addr, sizeof addr) < 0 ||
-        listen(listener, BACKLOG) < 0 ||
-        getsockname(listener, (struct sockaddr *)&addr, &addr_len) < 0) {
-        fprintf(stderr, "connect_floor: listener on 127.0.0.1: %s\n", strerror(errno));
-        close(listener);
-        return 1;
+    int listener[MAX_LISTENERS];
+    struct sockaddr_in addrs[MAX_LISTENERS];
+    for (int l = 0; l < listeners; l++) {
+        listener[l] = socket(AF_INET, SOCK_STREAM, 0);
+        if (listener[l] < 0) {
+            fprintf(stderr, "connect_floor: socket: %s\n", strerror(errno));
+            return 1;
+        }
+        struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = 0};
+        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        socklen_t addr_len = sizeof addr;
+        if (bind(listener[l], (struct sockaddr *)&addr, sizeof addr) < 0 ||
+            listen(listener[l], BACKLOG) < 0 ||
+            getsockname(listener[l], (struct sockaddr *)&addr, &addr_len) < 0) {
+            fprintf(stderr, "connect_floor: listener on 127.0.0.1: %s\n", strerror(errno));
+            close(listener[l]);
+            return 1;
+        }
+        addrs[l] = addr;
     }
 
     int64_t set_at = now_ns();
@@ -292,10 +302,11 @@ int main(int argc, char **argv) {
         }
         if (pid == 0) {
             close(fd[0]);
-            close(listener);
+            for (int l = 0; l < listeners; l++)
+                close(listener[l]);
             for (int j = 0; j < forked; j++)
                 close(pipes[j]);
-            _exit(child(fd[1], &addr, counts[i], planned));
+            _exit(child(fd[1], addrs, listeners, counts[i], planned));
         }
         close(fd[1]);
         pids[forked] = pid;
@@ -338,7 +349,8 @@ int main(int argc, char **argv) {
             status = 1;
         }
     }
-    close(listener); /* the queued, never-accepted connections are reset */
+    for (int l = 0; l < listeners; l++)
+        close(listener[l]); /* the queued, never-accepted connections are reset */
     if (status == 0 && got != (size_t)n) {
         fprintf(stderr, "connect_floor: %zu stamps for %d connections\n", got, n);
         status = 1;

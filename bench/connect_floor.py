@@ -6,12 +6,13 @@
 Each measurement runs in a fresh process: ``bench/connect_floor.c``, compiled here with
 ``cc -O2`` (or ``gcc``) into a temporary directory, or, when no C compiler is on PATH (or
 with ``--impl python``), the same procedure in pure Python (``--once N P``, below). The
-process listens on 127.0.0.1 (a free port, backlog 4096) and never accepts: the kernel
-completes each handshake into the accept queue. It plans one instant 50 ms ahead and
+process listens on 127.0.0.1 (a free port, backlog 4096; past 4096 connections on one
+port per backlog, which the connects take in turn) and never accepts: the kernel
+completes each handshake into the accept queues. It plans one instant 50 ms ahead and
 forks P processes, which busy-wait for it; then each issues its share of the N
 connections one after another, stamping the monotonic clock just before each one's
-socket and non-blocking connect (as spikewatch stamps an attempt's start just before
-``create_connection``). Lateness is stamp - planned instant, over all N stamps: p50, p99
+socket and non-blocking connect (as spikewatch stamps an attempt's start just before its
+``connect()``). Lateness is stamp - planned instant, over all N stamps: p50, p99
 and max; and the time from the instant until the last connect returned. Untimed, after
 the last connect, every handshake is checked to have completed.
 
@@ -21,13 +22,14 @@ machine, so spikewatch's start lateness for the same batch cannot be lower.
 
 It prints a table and, last, one JSON line: the medians over rounds per (N, P) and every
 round's raw figures. ``bench/run.py`` runs it as its ``floor`` part through
-:func:`measure`. Bounded: N <= 5000 and no larger than the listen backlog (4096, capped
-by ``net.core.somaxconn``), P <= 16, 10 rounds; 127.0.0.1 only.
+:func:`measure`. Bounded: N <= 10,000 and no larger than 4 listen backlogs (4096 each,
+capped by ``net.core.somaxconn``), P <= 16, 10 rounds; 127.0.0.1 only.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
 import os
@@ -55,7 +57,9 @@ BENCH = Path(__file__).resolve().parent
 SOURCE = BENCH / "connect_floor.c"
 COMPILERS = ("cc", "gcc")
 IMPLS = ("auto", "c", "python")
-MAX_CONNECTIONS = 5000
+MAX_CONNECTIONS = 10_000
+#: Past one listen backlog the connects take several listeners in turn, at most this many.
+MAX_LISTENERS = 4
 MAX_PROCESSES = 16
 MAX_ROUNDS = 10
 #: What the listener asks for; the kernel caps it at net.core.somaxconn.
@@ -102,11 +106,11 @@ def check_bounds(connections: int, processes: int) -> None:
             f"P={processes} refused: need 1 <= P <= {MAX_PROCESSES} and P <= N ({connections})"
         )
     backlog = effective_backlog()
-    if connections > backlog:
+    if connections > backlog * MAX_LISTENERS:
         raise RefusedError(
             f"N={connections} refused: it exceeds the listen backlog {backlog} "
-            f"(min({BACKLOG}, net.core.somaxconn)); past it the kernel drops SYNs instead of "
-            "completing handshakes"
+            f"(min({BACKLOG}, net.core.somaxconn)) times {MAX_LISTENERS} listeners; past it "
+            "the kernel drops SYNs instead of completing handshakes"
         )
 
 
@@ -131,7 +135,7 @@ def _await_handshakes(socks: list[socket.socket]) -> int:
     return established
 
 
-def _child(out: int, address: tuple[str, int], count: int, planned: int) -> None:
+def _child(out: int, addresses: list[tuple[str, int]], count: int, planned: int) -> None:
     """Wait for ``planned``, connect ``count`` times, send the stamps to ``out``."""
     stamps = array("q", bytes(8 * count))
     socks: list[socket.socket] = []
@@ -144,7 +148,7 @@ def _child(out: int, address: tuple[str, int], count: int, planned: int) -> None
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             socks.append(sock)
             sock.setblocking(False)
-            error = sock.connect_ex(address)
+            error = sock.connect_ex(addresses[i % len(addresses)])
             if error not in (0, errno.EINPROGRESS):
                 raise OSError(error, f"connect: {os.strerror(error)}")
         done = time.monotonic_ns()
@@ -166,6 +170,17 @@ def _read_to_end(fd: int) -> bytes:
     return b"".join(chunks)
 
 
+def _listeners(stack: contextlib.ExitStack, connections: int) -> list[socket.socket]:
+    """Listen on as many ports as ``connections`` need (one per listen backlog)."""
+    listeners = []
+    for _ in range(-(-connections // effective_backlog())):
+        listener = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(BACKLOG)
+        listeners.append(listener)
+    return listeners
+
+
 def python_once(connections: int, processes: int) -> dict[str, Any]:
     """Measure once in pure Python, in this process and ``processes`` forked children.
 
@@ -174,10 +189,9 @@ def python_once(connections: int, processes: int) -> dict[str, Any]:
     """
     check_bounds(connections, processes)
     raise_fd_limit()
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(BACKLOG)
-        address: tuple[str, int] = listener.getsockname()
+    with contextlib.ExitStack() as listening:
+        listeners = _listeners(listening, connections)
+        addresses: list[tuple[str, int]] = [sock.getsockname() for sock in listeners]
         set_at = time.monotonic_ns()
         planned = set_at + LEAD_NS
         children: list[tuple[int, int, int]] = []  # pid, read end, connections
@@ -191,10 +205,11 @@ def python_once(connections: int, processes: int) -> dict[str, Any]:
                 status = 1
                 try:
                     os.close(read_end)
-                    listener.close()
+                    for listener in listeners:
+                        listener.close()
                     for _, other, _ in children:
                         os.close(other)
-                    _child(write_end, address, count, planned)
+                    _child(write_end, addresses, count, planned)
                     status = 0
                 except BaseException:  # noqa: BLE001 - reported, then the child exits 1
                     traceback.print_exc()

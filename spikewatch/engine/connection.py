@@ -132,8 +132,10 @@ class ClientConnection(asyncio.Protocol):
         transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH_WATER)
         transport.write(self._session.data_to_send())
 
-    def data_received(self, data: bytes) -> None:
-        now = _now()
+    def data_received(self, data: bytes, now: float = 0.0) -> None:
+        # ``now``: when the bytes arrived, if earlier (an armed connection's first reads).
+        if not now:
+            now = _now()
         exchange = self._exchange
         if exchange.step == _OVER:
             return
@@ -215,6 +217,11 @@ class ClientConnection(asyncio.Protocol):
         self._exchange.ended(outcome, detail, _now(), step="connect")
         self._settle()
         self._let_go()
+
+    def connect_timed_out(self) -> None:
+        """Record that the handshake deadline passed before the TCP (or TLS) connection."""
+        what = "TCP/TLS connection" if self._spec.ssl is not None else "TCP connection"
+        self.connect_failed(Outcome.TIMEOUT, f"no {what} within {self._spec.handshake_timeout:g}s")
 
     def start(self, connecting: asyncio.Task[object]) -> None:
         """The connect starts now: arm the one timer that bounds connect, TLS and upgrade.
@@ -430,8 +437,7 @@ async def open_connection(
         if not conn.connect_expired or task.uncancel() > 0:
             conn.abort()
             raise
-        what = "TCP/TLS connection" if spec.ssl is not None else "TCP connection"
-        conn.connect_failed(Outcome.TIMEOUT, f"no {what} within {spec.handshake_timeout:g}s")
+        conn.connect_timed_out()
     except Exception as exc:  # noqa: BLE001 - every connect failure becomes a classified outcome
         conn.connect_failed(*classify_connect_error(exc, tls=spec.ssl is not None))
     try:

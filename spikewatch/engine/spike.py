@@ -25,11 +25,11 @@ from spikewatch.core.plan import (
     shard_plan,
 )
 from spikewatch.core.result import count_outcomes
+from spikewatch.engine.armed import ARM_AHEAD, ArmedBatch, ArmedConnection
 from spikewatch.engine.clock import now as _now
 from spikewatch.engine.clock import sleep_until
 from spikewatch.engine.connection import ClientConnection, open_connection
 from spikewatch.engine.inflight import RunInFlight
-from spikewatch.engine.launch import launch
 from spikewatch.engine.prober_monitor import Mark, ProberMonitor
 from spikewatch.engine.registry import PROBE_RESERVE, ConnectionRegistry
 from spikewatch.engine.spec import ConnectionSpec
@@ -41,8 +41,10 @@ from spikewatch.engine.worker_pool import ANSWER_MARGIN
 SHARED_INSTANT_TOLERANCE = 1.0
 
 #: With worker processes the spike starts this long after the daemon decides to fire,
-#: so that every worker has its share before the first batch is due.
+#: so that every worker has its share before the first batch is due...
 WORKER_LEAD = 0.05
+#: ...and, per connection of a worker's share of the first batch, the time to arm it.
+ARM_SECONDS_PER_CONNECTION = 40e-6
 
 
 def spike_plan(
@@ -118,7 +120,9 @@ class SpikeFiring:
         attempt_bound: float,
     ) -> str:
         """Fire the spike over the worker processes; return the abort reason, if any."""
-        spike_start = await self.start(lead=WORKER_LEAD)
+        first = sum(1 for p in plan if p.group == plan[0].group) if plan else 0
+        share = -(-first // max(workers.pool.size, 1))
+        spike_start = await self.start(lead=WORKER_LEAD + share * ARM_SECONDS_PER_CONNECTION)
         start_mark = self.monitor.mark()
         new_attempt = self.run.new_attempt
         self.attempts.extend(new_attempt(Phase.SPIKE, spike_start + p.offset) for p in plan)
@@ -134,15 +138,23 @@ class SpikeFiring:
         plan: tuple[PlannedConnection, ...],
         rule: AbortRule,
     ) -> str:
-        """Fire the spike from this event loop; return the abort reason, if any."""
+        """Fire the spike from this event loop; return the abort reason, if any.
+
+        Each batch is armed before its instant (:mod:`spikewatch.engine.armed`): the
+        first before the spike's start is set, the next ones as soon as the one before
+        is out, but no earlier than :data:`ARM_AHEAD` before their instant.
+        """
         finished = failed = 0
         abort_reason = ""
 
-        async def one(attempt: Attempt) -> None:
+        async def one(attempt: Attempt, armed: ArmedConnection | None) -> None:
             nonlocal finished, failed, abort_reason
-            conn = await open_connection(
-                spec, attempt, registry, keep_open=True, reserve=PROBE_RESERVE
-            )
+            if armed is not None:
+                conn: ClientConnection | None = await armed.complete()
+            else:
+                conn = await open_connection(
+                    spec, attempt, registry, keep_open=True, reserve=PROBE_RESERVE
+                )
             if conn is not None and attempt.outcome == Outcome.OK:
                 self.held.append(conn)
             if attempt.outcome == Outcome.ABORTED:
@@ -155,24 +167,49 @@ class SpikeFiring:
                     f"abort.error_ratio={rule.error_ratio:g} reached: {failed} of {finished} failed"
                 )
 
-        spike_start = await self.start()
-        start_mark = self.monitor.mark()
+        groups = [list(g) for _, g in itertools.groupby(plan, key=lambda p: p.group)]
         tasks: list[asyncio.Task[None]] = []
-        for _, planned_group in itertools.groupby(plan, key=lambda p: p.group):
-            group = list(planned_group)
-            planned = spike_start + group[0].offset
-            await sleep_until(planned)
-            batch = [self.run.new_attempt(Phase.SPIKE, planned) for _ in group]
-            self.attempts.extend(batch)
-            if abort_reason:
-                now = _now()
-                for attempt in batch:
-                    attempt.abort(now, abort_reason)
-                continue
-            tasks.extend(await launch(batch, one, self.run.spawn))
-        await asyncio.gather(*tasks)
+        batch: ArmedBatch | None = None
+        try:
+            batch = await self._arm(groups[0], spec, registry) if groups else None
+            spike_start = await self.start()
+            start_mark = self.monitor.mark()
+            for group in groups:
+                planned = spike_start + group[0].offset
+                if batch is None:
+                    await sleep_until(planned - ARM_AHEAD)
+                    batch = await self._arm(group, spec, registry, armed=not abort_reason)
+                await sleep_until(planned)
+                self.attempts.extend(batch.attempts)
+                if abort_reason:
+                    now = _now()
+                    for attempt in batch.attempts:
+                        attempt.planned = planned
+                        attempt.abort(now, abort_reason)
+                    batch.release()
+                else:
+                    tls = spec.ssl is not None
+                    tasks.extend(await batch.fire(planned, one, self.run.spawn, tls=tls))
+                batch = None
+            await asyncio.gather(*tasks)
+        finally:
+            if batch is not None:
+                batch.release()  # armed, never started: a cancel or a deadline
         self.marks = (start_mark, self.monitor.mark())
         return abort_reason
+
+    async def _arm(
+        self,
+        group: list[PlannedConnection],
+        spec: ConnectionSpec,
+        registry: ConnectionRegistry,
+        *,
+        armed: bool = True,
+    ) -> ArmedBatch:
+        batch = ArmedBatch([self.run.new_attempt(Phase.SPIKE) for _ in group])
+        if armed:
+            await batch.arm(spec, registry, reserve=PROBE_RESERVE)
+        return batch
 
     def t0(self) -> float:
         """Return T0, when the last attempt made finished; note it and say how the spike went."""

@@ -24,11 +24,11 @@ from typing import Any
 from spikewatch.core.attempt import Attempt
 from spikewatch.core.outcomes import Outcome, Phase
 from spikewatch.engine import eventloop
+from spikewatch.engine.armed import ARM_AHEAD, ArmedBatch, ArmedConnection
 from spikewatch.engine.churn_pace import ChurnStarts, until_closed
 from spikewatch.engine.clock import now as _now
 from spikewatch.engine.clock import sleep_until
 from spikewatch.engine.connection import ClientConnection, losses, open_connection
-from spikewatch.engine.launch import launch
 from spikewatch.engine.prober_monitor import Mark, ProberMonitor
 from spikewatch.engine.registry import ConnectionRegistry
 from spikewatch.engine.spec import ConnectionSpec, build_connection_spec
@@ -81,24 +81,39 @@ class ShareRun:
         self._flush_pending = False
 
     async def fire(self, groups: list[tuple[float, list[int]]], *, progress: bool) -> None:
-        """Open the share's connections group by group; then send every attempt."""
+        """Arm and open the share's connections group by group; then send every attempt.
+
+        Each group is armed (:mod:`spikewatch.engine.armed`) no earlier than
+        :data:`ARM_AHEAD` before its instant, once the group before it is out.
+        """
         loop = asyncio.get_running_loop()
         self._progress = progress
         tasks: list[asyncio.Task[None]] = []
         start: Mark | None = None
-        for at, conns in groups:
-            await sleep_until(at)
-            if start is None:
-                start = self.monitor.mark()
-            attempts = [Attempt(Phase.SPIKE, conn, planned=at) for conn in conns]
-            self.attempts.extend(attempts)
-            if self.abort_reason:
-                now = _now()
-                for attempt in attempts:
-                    attempt.abort(now, self.abort_reason)
-                continue
-            tasks.extend(await launch(attempts, self._one, loop.create_task))
-        await asyncio.gather(*tasks)
+        batch: ArmedBatch | None = None
+        try:
+            for at, conns in groups:
+                batch = ArmedBatch([Attempt(Phase.SPIKE, conn, planned=at) for conn in conns])
+                await sleep_until(at - ARM_AHEAD)
+                if not self.abort_reason:
+                    await batch.arm(self.spec, self.registry)
+                await sleep_until(at)
+                if start is None:
+                    start = self.monitor.mark()
+                self.attempts.extend(batch.attempts)
+                if self.abort_reason:
+                    now = _now()
+                    for attempt in batch.attempts:
+                        attempt.abort(now, self.abort_reason)
+                    batch.release()
+                else:
+                    tls = self.spec.ssl is not None
+                    tasks.extend(await batch.fire(at, self._one, loop.create_task, tls=tls))
+                batch = None
+            await asyncio.gather(*tasks)
+        finally:
+            if batch is not None:
+                batch.release()  # armed, never started: the run ended first
         end = self.monitor.mark()
         self.marks = (start or end, end)
         self.send(Attempts(run=self.run, attempts=[attempt_to_wire(a) for a in self.attempts]))
@@ -138,8 +153,11 @@ class ShareRun:
         rows = [attempt_to_wire(a) for a in self.attempts]
         self.send(Attempts(run=self.run, attempts=rows, peak_in_flight=starts.peak_in_flight))
 
-    async def _one(self, attempt: Attempt) -> None:
-        conn = await open_connection(self.spec, attempt, self.registry, keep_open=True)
+    async def _one(self, attempt: Attempt, armed: ArmedConnection | None) -> None:
+        if armed is not None:
+            conn: ClientConnection | None = await armed.complete()
+        else:
+            conn = await open_connection(self.spec, attempt, self.registry, keep_open=True)
         if conn is not None and attempt.outcome == Outcome.OK:
             self.conns.append(conn)
         self._count(attempt)
