@@ -13,6 +13,7 @@ from spikewatch.config.auth import AuthConfig
 from spikewatch.config.durations import PositiveDuration
 from spikewatch.config.fields import ConfigSection, Name, compile_regex
 from spikewatch.config.problems import Problems, invalid, path_key
+from spikewatch.config.version import VersionConfig
 from spikewatch.core.echo_template import fill_template
 
 __all__ = ["EchoConfig", "TargetConfig", "TlsConfig", "WelcomeConfig"]
@@ -147,6 +148,7 @@ class TargetConfig(ConfigSection):
     max_message_bytes: int = Field(default=1_048_576, ge=125)
     auth: AuthConfig | None = None
     tls: TlsConfig = Field(default_factory=TlsConfig)
+    version: VersionConfig | None = None
 
     @field_validator("url")
     @classmethod

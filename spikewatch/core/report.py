@@ -92,6 +92,8 @@ def build_run_result(
         message=message,
         upgrade_statuses=count_upgrade_statuses(everything),
         timeline=dict(record.timeline),
+        target_version=record.version.value if record.version is not None else None,
+        target_version_reason=record.version.reason if record.version is not None else None,
     )
 
 

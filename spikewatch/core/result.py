@@ -265,6 +265,10 @@ class RunResult:
     message: str = ""
     upgrade_statuses: Mapping[str, int] = field(default_factory=dict)
     timeline: Mapping[str, float] = field(default_factory=dict)
+    #: The target's version (``unknown`` when it could not be read, and why); None when
+    #: the target's config names no ``version:`` (issue 17).
+    target_version: str | None = None
+    target_version_reason: str | None = None
 
     @property
     def passed(self) -> bool:
@@ -278,6 +282,7 @@ class RunResult:
             "id": self.id,
             "target": self.target,
             "scenario": self.scenario,
+            "target_version": self.target_version,
             "result": self.result.value,
             "message": self.message,
             "started_at": started.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
@@ -292,5 +297,6 @@ class RunResult:
             "detail": {
                 "upgrade_statuses": dict(self.upgrade_statuses),
                 "timeline_seconds": {k: round(v, 6) for k, v in self.timeline.items()},
+                "target_version_reason": self.target_version_reason,
             },
         }

@@ -304,6 +304,7 @@ class Daemon:
             doc = await store.call(store.store.last_finished, t.name, s.name)
             if doc is not None:
                 self.metrics.restore_last_run(doc)
+        self.metrics.restore_versions(await store.call(store.store.current_versions))
 
     def _make_prober(self, config: SpikewatchConfig) -> Prober:
         return make_prober(config, registry=self.registry, monitor=self.monitor, pool=self.pool)

@@ -73,6 +73,7 @@ class ClientConnection(asyncio.Protocol):
         "connect_expired",
         "done",
         "key",
+        "version",
     )
 
     def __init__(
@@ -111,6 +112,8 @@ class ClientConnection(asyncio.Protocol):
         self._closed_waiter: asyncio.Future[None] | None = None
         self._connecting: asyncio.Task[object] | None = None
         self.connect_expired = False
+        #: The target's version header in the 101 answer (when the spec names one).
+        self.version: str | None = None
         registry.track(self)
 
     # -- asyncio.Protocol ---------------------------------------------------------------
@@ -140,6 +143,8 @@ class ClientConnection(asyncio.Protocol):
                 exchange.message(event.data, now)  # type: ignore[union-attr]
             elif kind is Upgraded:
                 exchange.upgraded(now)
+                if self._spec.version_header is not None:
+                    self.version = event.response.header(self._spec.version_header)  # type: ignore[union-attr]
             elif kind is Ping:
                 exchange.control_frame(now)  # the session answers it
             elif kind is Pong:

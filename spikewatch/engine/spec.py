@@ -92,6 +92,8 @@ class ConnectionSpec:
     #: The url's path and query and the header values, when any holds ``{conn}``: the
     #: request is then composed per connection (a SockJS session id, say), else once.
     per_connection: tuple[str, str, tuple[tuple[str, str], ...]] | None = None
+    #: The 101 answer's header that says the target's version (lower case), if one does.
+    version_header: str | None = None
 
     def request_for(self, conn: int) -> UpgradeRequest:
         """Return the upgrade request of connection ``conn`` (the shared one, unless the
@@ -195,4 +197,7 @@ def build_connection_spec(
         minter=minter,
         send_as=send_as,
         query_param=query_param,
+        version_header=target.version.header.lower()
+        if target.version is not None and target.version.header is not None
+        else None,
     )
