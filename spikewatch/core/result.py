@@ -297,6 +297,10 @@ class RunResult:
             "detail": {
                 "upgrade_statuses": dict(self.upgrade_statuses),
                 "timeline_seconds": {k: round(v, 6) for k, v in self.timeline.items()},
-                "target_version_reason": self.target_version_reason,
+                **(
+                    {"target_version_reason": self.target_version_reason}
+                    if self.target_version_reason is not None
+                    else {}
+                ),
             },
         }

@@ -787,6 +787,15 @@ ANSWERS = [
     Answer(401, "POST", "/-/reload", "/-/reload", {}, None),
     Answer(403, "POST", "/-/reload", "/-/reload", {"headers": AUTH}, _no_token),
     Answer(200, "GET", OPENAPI_PATH, OPENAPI_PATH, {}, None),
+    Answer(
+        200,
+        "GET",
+        "/api/v1/compare",
+        "/api/v1/compare?target=chat-staging&scenario=avalanche&version=2.0&against=1.0",
+        {},
+        None,
+    ),
+    Answer(400, "GET", "/api/v1/compare", "/api/v1/compare?target=chat-staging", {}, None),
 ]
 
 

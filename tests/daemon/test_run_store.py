@@ -72,7 +72,10 @@ def test_a_database_from_a_newer_version_is_refused(tmp_path: Path) -> None:
     db = sqlite3.connect(tmp_path / DB_NAME)
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     db.close()
-    with pytest.raises(StoreError, match=r"schema version 2 is newer than this spikewatch's \(1\)"):
+    newer = (
+        rf"schema version {SCHEMA_VERSION + 1} is newer than this spikewatch's \({SCHEMA_VERSION}\)"
+    )
+    with pytest.raises(StoreError, match=newer):
         store_in(tmp_path)
 
 
