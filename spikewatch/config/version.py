@@ -125,6 +125,4 @@ class VersionConfig(ConfigSection):
         """Say where the version is read, for the run's detail."""
         if self.header is not None:
             return f"header {self.header}"
-        if self.capture is not None:
-            return f"capture {self.capture}"
         return f"url {urlsplit(self.url or '').path or '/'}"
