@@ -6,7 +6,8 @@ in one run compare). Each burst runs in a fresh process (``bench/clients.py burs
 ``PYTHONPATH`` set to one tree, alternating A, B and the hand-written floor (A B F A B F …)
 so that drift hits all three alike; per connection is the marginal between two sizes.
 
-``python bench/ab.py --before /path/to/old/checkout [--after .] [--rounds 5] [--loop uvloop]``
+``python bench/ab.py --before /path/to/old/checkout [--after .] [--rounds 5] [--loop uvloop]
+[--conversation]`` (``--conversation``: a 3-step conversation's cost per connection too).
 
 The target is ``bench/target.js`` (Node ``ws``, installed by ``npm ci`` the first time, as
 ``bench/run.py`` does). Everything runs on 127.0.0.1.
@@ -67,6 +68,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "after": (args.after.resolve(), "spikewatch"),
         "floor": (args.after.resolve(), "floor"),
     }
+    if args.conversation:
+        # A three-round-trip conversation (bench/clients.py THREE_STEPS), reported beside.
+        sides["conversation"] = (args.after.resolve(), "spikewatch-3step")
     marginals: dict[str, list[float]] = {name: [] for name in sides}
     with target(node) as port:
         burst(args.after, "floor", port, small, args)  # warm Node's JIT
@@ -79,6 +83,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             for name in sides:
                 marginals[name].append((cpu[(name, big)] - cpu[(name, small)]) / (big - small))
     per = {name: statistics.median(values) for name, values in marginals.items()}
+    extra = {}
+    if args.conversation:
+        extra = {
+            "conversation_over_after": round(per["conversation"] / per["after"], 3),
+            "conversation_over_floor": round(per["conversation"] / per["floor"], 3),
+        }
     return {
         "loop": args.loop,
         "rounds": args.rounds,
@@ -87,6 +97,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "after_over_before": round(per["after"] / per["before"], 3),
         "before_over_floor": round(per["before"] / per["floor"], 3),
         "after_over_floor": round(per["after"] / per["floor"], 3),
+        **extra,
     }
 
 
@@ -99,6 +110,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--sizes", type=int, nargs=2, default=[1000, 3000])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=200)
+    parser.add_argument(
+        "--conversation",
+        action="store_true",
+        help="also measure a 3-step conversation (the after tree) beside the welcome/echo",
+    )
     args = parser.parse_args(argv)
     for tree in (args.before, args.after):
         if not (tree / "spikewatch" / "__init__.py").is_file():

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import gc
 import json
 import os
@@ -152,7 +153,23 @@ class LagTicker:
 # -- spikewatch's engine ----------------------------------------------------------------
 
 
-def spikewatch_target(url: str, *, echo: bool = True) -> Any:
+#: A conversation of three round trips (issue 13), for its cost beside the welcome and echo:
+#: the welcome by JSON, an echo whose answer's conn is captured, and an echo that sends the
+#: capture and matches it back.
+THREE_STEPS = [
+    {"name": "welcome", "expect": {"json": {"type": "welcome"}}, "timeout": CYCLE_TIMEOUT},
+    {"name": "ping", "send": {"text": '{"type":"ping","seq":{seq},"conn":{conn}}'}},
+    {
+        "name": "pong",
+        "expect": {"match": '"seq":{seq},"conn":(?P<c>\\d+)'},
+        "timeout": CYCLE_TIMEOUT,
+    },
+    {"name": "again", "send": {"text": '{"type":"again","of":"{c}"}'}},
+    {"name": "again-echo", "expect": {"match": '"of":"{c}"'}, "timeout": CYCLE_TIMEOUT},
+]
+
+
+def spikewatch_target(url: str, *, echo: bool = True, conversation: bool = False) -> Any:
     """Return the TargetConfig the daemon would build for the bench target."""
     from spikewatch.config import parse_config  # noqa: PLC0415 - import only what is measured
 
@@ -161,15 +178,18 @@ def spikewatch_target(url: str, *, echo: bool = True) -> Any:
         "url": url,
         "handshake_timeout": CYCLE_TIMEOUT,
         "close_timeout": CYCLE_TIMEOUT,
-        "welcome": {"match": WELCOME_MATCH, "timeout": CYCLE_TIMEOUT},
     }
-    if echo:
+    if conversation:
+        target["conversation"] = THREE_STEPS
+    else:
+        target["welcome"] = {"match": WELCOME_MATCH, "timeout": CYCLE_TIMEOUT}
+    if echo and not conversation:
         target["echo"] = {"payload": ECHO_PAYLOAD, "match": ECHO_MATCH, "timeout": CYCLE_TIMEOUT}
     config = {"targets": [target], "scenarios": [{"name": "bench", "spike": {"connections": 1}}]}
     return parse_config(config).targets[0]
 
 
-def _spikewatch(url: str) -> Client:
+def _spikewatch(url: str, *, conversation: bool = False) -> Client:
     from spikewatch.core.attempt import Attempt  # noqa: PLC0415 - import only what is measured
     from spikewatch.core.outcomes import Outcome, Phase  # noqa: PLC0415
     from spikewatch.engine.connection import open_connection  # noqa: PLC0415
@@ -177,7 +197,7 @@ def _spikewatch(url: str) -> Client:
     from spikewatch.engine.spec import build_connection_spec  # noqa: PLC0415
 
     # The spec the daemon builds for such a target, through the same validated path.
-    target = spikewatch_target(url)
+    target = spikewatch_target(url, conversation=conversation)
     spec = build_connection_spec(target, target.host)
     registry = ConnectionRegistry(limit=1 << 30)
 
@@ -410,6 +430,7 @@ def _floor(url: str) -> Client:
 CLIENTS: dict[str, Callable[[str], Client]] = {
     "floor": _floor,
     "spikewatch": _spikewatch,
+    "spikewatch-3step": functools.partial(_spikewatch, conversation=True),
     "websockets": _websockets,
     "aiohttp": _aiohttp,
 }

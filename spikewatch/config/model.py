@@ -173,13 +173,36 @@ class SpikewatchConfig(BaseSettings):
                     )
                 )
             if scenario.stable is not None and scenario.stable.mode == "echo":
-                no_echo = [t.name for t in self.targets_of(scenario) if t.echo is None]
-                if no_echo:
-                    names = ", ".join(repr(n) for n in no_echo)
-                    problems.append((f"{at}.stable.mode", f"echo needs echo on target {names}"))
+                problems.extend(self._keepalive_problems(at, scenario))
         if problems:
             raise invalid(problems)
         return self
+
+    def _keepalive_problems(self, at: str, scenario: ScenarioConfig) -> Problems:
+        """Stable mode echo (or message) needs a keepalive message on every target."""
+        assert scenario.stable is not None
+        mode = scenario.stable.mode
+        problems: Problems = []
+        no_echo = []
+        for target in self.targets_of(scenario):
+            if target.keepalive is not None:
+                continue
+            if target.conversation is not None:
+                # A conversation's steps are never re-sent as a keepalive (issue 13).
+                index = self.targets.index(target)
+                problems.append(
+                    (
+                        f"targets[{index}].keepalive",
+                        f"is needed by {at}.stable.mode {mode}: the conversation is not"
+                        " re-sent to keep a connection alive",
+                    )
+                )
+            elif target.echo is None:
+                no_echo.append(target.name)
+        if no_echo:
+            names = ", ".join(repr(n) for n in no_echo)
+            problems.append((f"{at}.stable.mode", f"{mode} needs echo on target {names}"))
+        return problems
 
     def target(self, name: str) -> TargetConfig:
         """Return the target called ``name``; raise KeyError if there is none."""

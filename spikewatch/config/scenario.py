@@ -6,7 +6,7 @@ from typing import Annotated, Any, Final, Literal, Self
 from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.cron import CronTrigger
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from spikewatch.config.durations import Duration, PositiveDuration
 from spikewatch.config.fields import ConfigSection, Name, Ratio
@@ -109,13 +109,19 @@ class RampConfig(ConfigSection):
         return sum(self.steps)
 
 
+def _message_is_echo(value: object) -> object:
+    return "echo" if value == "message" else value
+
+
 class StableConfig(ConfigSection):
     """Connections opened before the spike and kept busy through it."""
 
     connections: int = Field(ge=1)
     ping_interval: PositiveDuration = 1.0
-    #: auto: echo when the target has one, else a WebSocket ping.
-    mode: Literal["auto", "ping", "echo"] = "auto"
+    #: auto: the target's keepalive, else its echo, else a WebSocket ping; echo (or its
+    #: clearer alias message, read as echo): the keepalive, else the echo; ping: a
+    #: WebSocket ping.
+    mode: Annotated[Literal["auto", "ping", "echo"], BeforeValidator(_message_is_echo)] = "auto"
     #: How long a ping or echo may go unanswered before the connection counts as lost.
     timeout: PositiveDuration = 5.0
 

@@ -10,10 +10,16 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 
 from spikewatch.config.auth import AuthConfig
+from spikewatch.config.conversation import (
+    HeartbeatConfig,
+    KeepaliveConfig,
+    StepConfig,
+    conversation_problems,
+)
 from spikewatch.config.durations import PositiveDuration
 from spikewatch.config.fields import ConfigSection, Name, compile_regex
 from spikewatch.config.problems import Problems, invalid, path_key
-from spikewatch.config.version import VersionConfig
+from spikewatch.config.version import VersionConfig, capture_problem
 from spikewatch.core.echo_template import fill_template
 
 __all__ = ["EchoConfig", "TargetConfig", "TlsConfig", "WelcomeConfig"]
@@ -145,6 +151,12 @@ class TargetConfig(ConfigSection):
     close_timeout: PositiveDuration = 1.0
     welcome: WelcomeConfig | None = None
     echo: EchoConfig | None = None
+    #: Ordered send/expect steps (issue 13); replaces welcome and echo (not both).
+    conversation: tuple[StepConfig, ...] | None = Field(default=None, min_length=1)
+    #: Rules answered on every connection once its conversation is over.
+    heartbeats: tuple[HeartbeatConfig, ...] = ()
+    #: What a stable connection sends each stable.ping_interval (mode echo or message).
+    keepalive: KeepaliveConfig | None = None
     max_message_bytes: int = Field(default=1_048_576, ge=125)
     auth: AuthConfig | None = None
     tls: TlsConfig = Field(default_factory=TlsConfig)
@@ -205,9 +217,30 @@ class TargetConfig(ConfigSection):
             and any(name.lower() == "authorization" for name in self.headers)
         ):
             problems.append(("headers", "Authorization is set by auth.jwt (send_as: header)"))
+        if self.conversation is not None:
+            problems.extend(
+                (name, "goes with the short form: set conversation, or welcome and echo")
+                for name in ("welcome", "echo")
+                if getattr(self, name) is not None
+            )
+        problems.extend(
+            conversation_problems(self.conversation or (), self.heartbeats, self.keepalive)
+        )
+        steps = self.conversation or ()
+        captured = (name for s in steps if s.expect is not None for name in s.expect.captures)
+        if (version_problem := capture_problem(self.version, captured)) is not None:
+            problems.append(("version.capture", version_problem))
         if problems:
             raise invalid(problems)
         return self
+
+    @property
+    def steps_bound(self) -> float:
+        """Return the longest the steps after the upgrade may take (every expect's timeout)."""
+        if self.conversation is None:
+            welcome = self.welcome.timeout if self.welcome else 0.0
+            return welcome + (self.echo.timeout if self.echo else 0.0)
+        return sum(s.timeout * s.repeat for s in self.conversation if s.expect is not None)
 
     @property
     def secure(self) -> bool:

@@ -14,6 +14,7 @@ does not answer gives ``unknown``, never a failed run.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Self
 from urllib.parse import urlsplit
 
@@ -23,13 +24,11 @@ from spikewatch.config.durations import PositiveDuration
 from spikewatch.config.fields import ConfigSection, compile_regex
 from spikewatch.config.problems import Problems, invalid
 
-__all__ = ["VersionConfig"]
+__all__ = ["VersionConfig", "capture_problem"]
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _PATH = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 _CAPTURE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,31}")
-#: Conversations (issue 13) are not in this build: a capture source cannot be honoured.
-CAPTURE_NEEDS = "needs conversations (a target conversation with this capture)"
 
 
 class VersionConfig(ConfigSection):
@@ -114,8 +113,6 @@ class VersionConfig(ConfigSection):
             problems.append(("url", "needs exactly one of json or regex beside it"))
         if self.url is None and (self.json_path is not None or self.regex is not None):
             problems.append(("url", "json and regex read the answer of url: set url"))
-        if self.capture is not None:
-            problems.append(("capture", CAPTURE_NEEDS))
         if problems:
             raise invalid(problems)
         return self
@@ -125,4 +122,18 @@ class VersionConfig(ConfigSection):
         """Say where the version is read, for the run's detail."""
         if self.header is not None:
             return f"header {self.header}"
+        if self.capture is not None:
+            return f"capture {self.capture}"
         return f"url {urlsplit(self.url or '').path or '/'}"
+
+
+def capture_problem(version: VersionConfig | None, captures: Iterable[str]) -> str | None:
+    """Say what is wrong with a ``capture`` source, given what the target's steps capture."""
+    if version is None or version.capture is None:
+        return None
+    known = sorted(set(captures))
+    if version.capture in known:
+        return None
+    if not known:
+        return "needs a conversation step that captures it (the target has none)"
+    return f"no conversation step captures {version.capture!r} (captured: {', '.join(known)})"

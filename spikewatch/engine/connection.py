@@ -12,7 +12,7 @@ handles (``loop.call_at``), not a task per connection.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import cast
 
 from spikewatch.core.attempt import Attempt
@@ -180,6 +180,11 @@ class ClientConnection(asyncio.Protocol):
         self._let_go()
         self._exchange.connection_lost(f": {exc}" if exc else "", _now())
         self._settle()
+
+    @property
+    def captures(self) -> Mapping[str, str]:
+        """The conversation's captures so far (the target's version may be one)."""
+        return self._exchange.captures
 
     # -- public controls ----------------------------------------------------------------
 

@@ -110,10 +110,7 @@ class RunReport:
 
 def attempt_bound(target: TargetConfig) -> float:
     """Return the longest one attempt may take until its outcome is decided."""
-    one = target.handshake_timeout
-    one += target.welcome.timeout if target.welcome else 0.0
-    one += target.echo.timeout if target.echo else 0.0
-    return one
+    return target.handshake_timeout + target.steps_bound
 
 
 def run_deadline(scenario: ScenarioConfig, target: TargetConfig) -> float:
@@ -257,7 +254,7 @@ class ScenarioRun:
         if baseline.target_down:
             return
         if self.scenario.stable is not None:
-            echo = target.echo is not None
+            echo = target.keepalive is not None or target.echo is not None
             self.stable = StableConnections(self.run, self.scenario.stable, echo=echo)
             await self.stable.open(self.spec, self.prober.registry)
         t0 = await self._run_spike()
@@ -393,7 +390,7 @@ class ScenarioRun:
         config = self.target.version
         if config is None:
             return None
-        if config.header is not None:
+        if config.url is None:
             return version_from_probes(config, self._probe_conns)
         task = self._version_read
         if task is None or not task.done() or task.cancelled():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import re
 import socket
 import ssl
@@ -11,7 +12,30 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from spikewatch.config.conversation import (
+    HeartbeatConfig,
+    KeepaliveConfig,
+    MatcherConfig,
+    SendConfig,
+    parse_hex,
+    step_names,
+)
 from spikewatch.core.echo_template import fill_template
+from spikewatch.protocol.conversation import (
+    BinarySend,
+    Conversation,
+    ConversationStep,
+    Heartbeat,
+    HexMatch,
+    JsonMatch,
+    KeepaliveMessage,
+    Matcher,
+    Send,
+    TextMatch,
+    TextSend,
+    default_measures,
+    welcome_echo_conversation,
+)
 from spikewatch.protocol.handshake import UpgradeRequest
 
 if TYPE_CHECKING:
@@ -94,6 +118,19 @@ class ConnectionSpec:
     per_connection: tuple[str, str, tuple[tuple[str, str], ...]] | None = None
     #: The 101 answer's header that says the target's version (lower case), if one does.
     version_header: str | None = None
+    #: The steps after the upgrade, compiled once; built from welcome and echo when None.
+    conversation: Conversation | None = None
+
+    def __post_init__(self) -> None:
+        if self.conversation is None:
+            echo = None
+            if self.echo_payload is not None:
+                assert self.echo_match is not None
+                echo = short_form_echo(self.echo_payload, self.echo_pattern or self.echo_match)
+            conversation = welcome_echo_conversation(
+                self.welcome, self.welcome_timeout, echo, self.echo_timeout
+            )
+            object.__setattr__(self, "conversation", conversation)
 
     def request_for(self, conn: int) -> UpgradeRequest:
         """Return the upgrade request of connection ``conn`` (the shared one, unless the
@@ -133,6 +170,92 @@ class ConnectionSpec:
             return payload, self.echo_pattern
         assert self.echo_match is not None
         return payload, re.compile(fill_template(self.echo_match, seq=seq, conn=conn))
+
+
+def short_form_echo(payload: str, match: str | re.Pattern[str]) -> tuple[Send, Matcher]:
+    """Return the echo's send and match: ``{seq}`` and ``{conn}`` filled, braces literal."""
+    return TextSend(payload), TextMatch(match, decode_binary=True)
+
+
+def _send(config: SendConfig, captures: frozenset[str]) -> Send:
+    if config.text is not None:
+        return TextSend(config.text, captures)
+    assert config.hex is not None
+    return BinarySend(parse_hex(config.hex))
+
+
+def _matcher(config: MatcherConfig, captures: frozenset[str]) -> Matcher:
+    if config.match is not None:
+        return TextMatch(config.match, captures)
+    if config.json_fields is not None:
+        return JsonMatch(config.json_fields, config.capture)
+    assert config.hex is not None
+    return HexMatch(parse_hex(config.hex))
+
+
+def _held_rules(
+    captures: frozenset[str],
+    heartbeats: tuple[HeartbeatConfig, ...],
+    keepalive: KeepaliveConfig | None,
+) -> tuple[tuple[Heartbeat, ...], KeepaliveMessage | None]:
+    rules = tuple(
+        Heartbeat(_matcher(h.when, captures), _send(h.answer, captures)) for h in heartbeats
+    )
+    if keepalive is None:
+        return rules, None
+    message = KeepaliveMessage(
+        _send(keepalive.send, captures), _matcher(keepalive.expect, captures)
+    )
+    return rules, message
+
+
+def build_conversation(target: TargetConfig) -> Conversation | None:
+    """Compile the target's conversation, heartbeats and keepalive (None: the short form's
+    welcome and echo alone, which :class:`ConnectionSpec` builds itself)."""
+    if target.conversation is None:
+        if not target.heartbeats and target.keepalive is None:
+            return None
+        welcome = target.welcome
+        echo = target.echo
+        short = welcome_echo_conversation(
+            welcome.pattern if welcome is not None else None,
+            welcome.timeout if welcome is not None else 0.0,
+            short_form_echo(echo.payload, echo.match) if echo is not None else None,
+            echo.timeout if echo is not None else 0.0,
+        )
+        rules, keepalive = _held_rules(frozenset(), target.heartbeats, target.keepalive)
+        return dataclasses.replace(short, heartbeats=rules, keepalive=keepalive or short.keepalive)
+    steps: list[ConversationStep] = []
+    captures: frozenset[str] = frozenset()
+    first = rtt = None
+    for index, (config, name) in enumerate(
+        zip(target.conversation, step_names(target.conversation), strict=True)
+    ):
+        if config.send is not None:
+            steps.append(
+                ConversationStep(name, send=_send(config.send, captures), repeat=config.repeat)
+            )
+            continue
+        assert config.expect is not None
+        steps.append(
+            ConversationStep(
+                name,
+                expect=_matcher(config.expect, captures),
+                timeout=config.timeout,
+                others_fail=config.others == "fail",
+                optional=config.optional,
+                repeat=config.repeat,
+            )
+        )
+        captures |= frozenset(config.expect.captures)
+        if config.measure == "first_message":
+            first = index
+        elif config.measure == "round_trip":
+            rtt = index
+    compiled = tuple(steps)
+    first, rtt = default_measures(compiled, first, rtt)
+    rules, keepalive = _held_rules(captures, target.heartbeats, target.keepalive)
+    return Conversation(compiled, rules, keepalive, first_message=first, round_trip=rtt)
 
 
 def build_connection_spec(
@@ -200,4 +323,5 @@ def build_connection_spec(
         version_header=target.version.header.lower()
         if target.version is not None and target.version.header is not None
         else None,
+        conversation=build_conversation(target),
     )

@@ -26,7 +26,8 @@ class StableConnections:
     def __init__(self, run: RunInFlight, config: StableConfig, *, echo: bool) -> None:
         self.run = run
         self.config = config
-        # auto: echo when the target echoes, ping otherwise.
+        # auto: the target's keepalive message (its keepalive, else its echo) when it has
+        # one, ping otherwise.
         self.mode: Literal["ping", "echo"] = "echo" if echo else "ping"
         if config.mode != "auto":
             self.mode = config.mode

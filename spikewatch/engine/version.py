@@ -28,8 +28,12 @@ MAX_VERSION_BODY_BYTES = 64 * 1024
 
 
 def version_from_probes(config: VersionConfig, conns: Iterable[ClientConnection]) -> TargetVersion:
-    """Return the version the baseline probes' 101 answers reported (``header``)."""
-    return from_values((conn.version for conn in conns), config.source)
+    """Return the version the baseline probes reported: in their 101 answers (``header``),
+    or as a capture of their conversation (``capture``)."""
+    name = config.capture
+    if name is None:
+        return from_values((conn.version for conn in conns), config.source)
+    return from_values((conn.captures.get(name) for conn in conns), config.source)
 
 
 async def read_version_url(config: VersionConfig) -> TargetVersion:

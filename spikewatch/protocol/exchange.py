@@ -1,18 +1,21 @@
-"""What a probe connection is for, sans I/O: the welcome, the echo, the keepalive.
+"""What a probe connection is for, sans I/O: its conversation, heartbeats and keepalive.
 
 The session (``session.py``) keeps the WebSocket protocol; this keeps the probe's steps
 on top of it and is the one writer of the attempt's outcome and measurements. The engine
 hands it each session event with the instant its bytes arrived, and calls :meth:`expired`
 when :attr:`ProbeExchange.deadline` passes; what the exchange sends goes through the
-session. Nothing here reads a clock or touches a socket.
+session. Nothing here reads a clock or touches a socket. The steps themselves (what to
+send, what to expect) are the target's conversation, compiled once
+(``conversation.py``); the short form's welcome and echo are a conversation too.
 
 Steps, in the order a healthy connection passes through them::
 
-    UPGRADE -> WELCOME -> ECHO -> CLOSING (our close frame out) -> OVER
-                                \\-> HELD (keep_open; keepalive) --^
+    UPGRADE -> the conversation's steps -> CLOSING (our close frame out) -> OVER
+                                        \\-> HELD (keep_open; keepalive, heartbeats) --^
 
 ``OVER`` means the engine closes the TCP connection now (a failure, a close frame from
 the peer); ``CLOSING`` means it waits for the peer's close, within ``close_timeout``.
+A failed attempt's step label is ``upgrade`` or the conversation step's name.
 """
 
 from __future__ import annotations
@@ -20,17 +23,33 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import IntEnum
-from typing import Literal, Protocol
+from typing import Literal, Protocol, cast
 
 from spikewatch.core.attempt import Attempt
 from spikewatch.core.outcomes import Outcome
+from spikewatch.protocol.conversation import (
+    EXAMPLE_CHARS,
+    Conversation,
+    Send,
+    Stage,
+    echo_for_messages,
+    example_of,
+    welcome_echo_conversation,
+)
 from spikewatch.protocol.frames import Close
 from spikewatch.protocol.handshake import UpgradeResponse
 from spikewatch.protocol.session import ClientSession
 
-#: How much of an unexpected message is kept as the example in the run's detail.
-EXAMPLE_CHARS = 120
+__all__ = [
+    "EXAMPLE_CHARS",
+    "MAX_CONTROL_FRAMES_PER_SECOND",
+    "Expectations",
+    "Keepalive",
+    "ProbeExchange",
+    "Step",
+    "WelcomeEcho",
+    "conversation_of",
+]
 
 #: Control frames (pings, pongs) a peer may send within one second before the connection
 #: is failed as a flood. Servers ping every few seconds; thousands a second cost a parse
@@ -38,28 +57,27 @@ EXAMPLE_CHARS = 120
 MAX_CONTROL_FRAMES_PER_SECOND = 1000
 
 
-class Step(IntEnum):
-    """What the probe awaits."""
+#: What the probe awaits: ``UPGRADE``, then the conversation's steps (``CONVERSATION``, or
+#: ``WELCOME`` and ``ECHO`` for the short form), then ``HELD``, ``CLOSING``, ``OVER``.
+Step = Stage
 
-    UPGRADE = 0
-    WELCOME = 1
-    ECHO = 2
-    HELD = 3
-    CLOSING = 4
-    OVER = 5
-
-
-#: The step an attempt failed in, as the run's ``errors`` name it, and as details say it.
-_STEP_LABELS = {Step.UPGRADE: "upgrade", Step.WELCOME: "welcome", Step.ECHO: "echo"}
-_STEP_NAMES = {step: f"the {label}" for step, label in _STEP_LABELS.items()}
-#: Steps that await a message the probe expects; a failure there sends a close frame.
-_EXPECTING = frozenset((Step.WELCOME, Step.ECHO))
-#: Steps in which an echo may be outstanding (the probe's, or an echo keepalive's).
-_AWAITING_ECHO = frozenset((Step.ECHO, Step.HELD))
+#: The stages in which a conversation step awaits a message lie strictly between these
+#: two; plain ints, compared on the hot path (an enum in a set would hash by name).
+_UPGRADE = int(Step.UPGRADE)
+_HELD = int(Step.HELD)
 
 
 class Expectations(Protocol):
     """What a probe expects of its target (``engine.spec.ConnectionSpec`` provides it)."""
+
+    @property
+    def handshake_timeout(self) -> float: ...
+    @property
+    def conversation(self) -> Conversation | None: ...
+
+
+class WelcomeEcho(Protocol):
+    """The short form's expectations, written by hand: a welcome, then one echo."""
 
     @property
     def handshake_timeout(self) -> float: ...
@@ -76,9 +94,22 @@ class Expectations(Protocol):
         """Return the echo payload for message ``seq`` of ``conn`` and its pattern."""
 
 
+def conversation_of(expect: Expectations | WelcomeEcho) -> Conversation:
+    """Return the conversation ``expect`` holds, or the one its welcome and echo make."""
+    conversation: Conversation | None = getattr(expect, "conversation", None)
+    if conversation is not None:
+        return conversation
+    short = cast("WelcomeEcho", expect)
+    echo = None if short.echo_payload is None else echo_for_messages(short.echo_for)
+    return welcome_echo_conversation(short.welcome, short.welcome_timeout, echo, short.echo_timeout)
+
+
 @dataclass(frozen=True, slots=True)
 class Keepalive:
-    """How a held (stable) connection proves it is still alive."""
+    """How a held (stable) connection proves it is still alive.
+
+    ``echo``: the target's keepalive message (its ``keepalive``, else its echo).
+    """
 
     interval: float
     timeout: float
@@ -93,14 +124,19 @@ class ProbeExchange:
         "_awaiting",
         "_control_count",
         "_control_since",
-        "_echo_pattern",
-        "_echo_sent",
+        "_conversation",
         "_expect",
+        "_index",
         "_keepalive",
         "_keepalive_payload",
+        "_keepalive_seq",
+        "_last_send",
+        "_left",
+        "_ping_sent",
         "_unmatched",
         "_upgraded_at",
         "attempt",
+        "captures",
         "deadline",
         "keep_open",
         "lost_at",
@@ -114,7 +150,7 @@ class ProbeExchange:
         self,
         attempt: Attempt,
         session: ClientSession,
-        expect: Expectations,
+        expect: Expectations | WelcomeEcho,
         *,
         keep_open: bool = False,
         keepalive: Keepalive | None = None,
@@ -122,20 +158,27 @@ class ProbeExchange:
         self.attempt = attempt
         self.session = session
         self._expect = expect
+        self._conversation = conversation_of(expect)
         self.keep_open = keep_open or keepalive is not None
         self._keepalive = keepalive
         self.step = Step.UPGRADE
         #: When :meth:`expired` is due (monotonic seconds); 0 when nothing is awaited.
         self.deadline = 0.0
         self._upgraded_at = 0.0
-        self._echo_sent = 0.0
-        self._echo_pattern: re.Pattern[str] | None = None
+        self._index = 0  # the conversation step in progress
+        self._left = 0  # how many more times that step runs (its repeat)
+        self._last_send = 0.0  # when the last conversation send was written
+        self._ping_sent = 0.0  # when a held connection's keepalive went out
         self._keepalive_payload = b""
-        self._awaiting = False  # a held connection's ping or echo is unanswered
+        self._keepalive_seq = 0  # the {seq} of the keepalive message awaiting its answer
+        self._awaiting = False  # a held connection's ping or keepalive is unanswered
         self._unmatched: str | None = None
         self._control_count = 0
         self._control_since = 0.0
+        #: How many messages this connection has sent (``{seq}``).
         self.seq = 0
+        #: What the conversation captured, by name (read after it, e.g. ``version``).
+        self.captures: dict[str, str] = {}
         #: When and why a held connection was lost (a stable connection's drop).
         self.lost_at: float | None = None
         self.lost_reason: str | None = None
@@ -152,23 +195,22 @@ class ProbeExchange:
 
         ``step`` names where it ended when the exchange cannot know (the TCP connect).
         """
-        self.attempt.decide(outcome, detail, now, step or _STEP_LABELS.get(self.step))
+        self.attempt.decide(outcome, detail, now, step or self._label())
         self._over()
 
     def connection_lost(self, cause: str, now: float) -> None:
         """The TCP connection is gone; ``cause`` is the transport's error, if any."""
         step = self.step
         if self.attempt.outcome is None:
-            name = _STEP_NAMES.get(step, "the exchange")
-            detail = f"the peer closed the connection during {name}{cause}"
-            self.attempt.decide(Outcome.CLOSED, detail, now, _STEP_LABELS.get(step))
+            detail = f"the peer closed the connection during {self._during()}{cause}"
+            self.attempt.decide(Outcome.CLOSED, detail, now, self._label())
         elif step == Step.HELD:
             self._lose(f"connection lost{cause}", now)
         self._over()
 
     @property
     def awaiting_answer(self) -> bool:
-        """Whether a held connection's last keepalive ping (or echo) is unanswered."""
+        """Whether a held connection's last keepalive ping (or message) is unanswered."""
         return self._awaiting
 
     def close(self, now: float) -> None:
@@ -184,11 +226,7 @@ class ProbeExchange:
         assert started is not None
         self.attempt.handshake = now - started
         self._upgraded_at = now
-        if self._expect.welcome is not None:
-            self.step = Step.WELCOME
-            self.deadline = now + self._expect.welcome_timeout
-        else:
-            self._start_echo_or_succeed(now)
+        self._run_from(0, now)
 
     def rejected(self, response: UpgradeResponse, now: float) -> None:
         """The upgrade was answered with a status other than 101."""
@@ -212,9 +250,10 @@ class ProbeExchange:
             code = "no code" if close.code is None else f"code {close.code}"
             reason = f" ({close.reason})" if close.reason else ""
             if self.attempt.outcome is None:
-                name = _STEP_NAMES.get(step, "the exchange")
                 self._fail(
-                    Outcome.CLOSED, f"the peer closed with {code}{reason} during {name}", now
+                    Outcome.CLOSED,
+                    f"the peer closed with {code}{reason} during {self._during()}",
+                    now,
                 )
                 return
             self._lose(f"the peer closed with {code}{reason}", now)
@@ -223,33 +262,10 @@ class ProbeExchange:
     def message(self, data: str | bytes, now: float) -> None:
         """A data message arrived at ``now``."""
         step = self.step
-        if step == Step.WELCOME:
-            pattern = self._expect.welcome
-            assert pattern is not None
-            text = data if isinstance(data, str) else data.decode("utf-8", "replace")
-            if pattern.search(text) is None:
-                self._fail(
-                    Outcome.UNEXPECTED_MESSAGE,
-                    f"welcome did not match {pattern.pattern!r}: {text[:EXAMPLE_CHARS]!r}",
-                    now,
-                )
-                return
-            self.attempt.first_message = now - self._upgraded_at
-            self._start_echo_or_succeed(now)
-        elif step in _AWAITING_ECHO and self._echo_pattern is not None:
-            text = data if isinstance(data, str) else data.decode("utf-8", "replace")
-            if self._echo_pattern.search(text) is None:
-                # Other traffic (a broadcast, say) may precede the echo; judge at the timeout.
-                self._unmatched = text[:EXAMPLE_CHARS]
-                return
-            rtt = now - self._echo_sent
-            self._echo_pattern = None
-            self._unmatched = None
-            if step == Step.ECHO:
-                self.attempt.rtt = rtt
-                self._succeed(now)
-            else:
-                self._keepalive_answered(rtt, now)
+        if _UPGRADE < step < _HELD:
+            self._expecting(data, now)
+        elif step == _HELD:
+            self._held_message(data, now)
 
     def pong(self, payload: bytes, now: float) -> None:
         """A pong arrived: the answer to a keepalive ping when its payload matches."""
@@ -259,7 +275,7 @@ class ProbeExchange:
             and payload == self._keepalive_payload
         ):
             self._keepalive_payload = b""
-            self._keepalive_answered(now - self._echo_sent, now)
+            self._keepalive_answered(now - self._ping_sent, now)
 
     def control_frame(self, now: float) -> None:
         """Count a ping or pong; past the budget the connection is failed as a flood."""
@@ -280,44 +296,113 @@ class ProbeExchange:
         """The deadline passed: a step timed out, or a held connection's keepalive is due."""
         self.deadline = 0.0
         step = self.step
-        expect = self._expect
         if step == Step.UPGRADE:
-            self._fail(
-                Outcome.TIMEOUT, f"no upgrade answer within {expect.handshake_timeout:g}s", now
-            )
-        elif step == Step.WELCOME:
-            self._fail(Outcome.TIMEOUT, f"no welcome within {expect.welcome_timeout:g}s", now)
-        elif step == Step.ECHO:
-            if self._unmatched is not None:
+            timeout = self._expect.handshake_timeout
+            self._fail(Outcome.TIMEOUT, f"no upgrade answer within {timeout:g}s", now)
+        elif _UPGRADE < step < _HELD:
+            current = self._conversation.steps[self._index]
+            if current.optional:
+                self._run_from(self._index + 1, now)
+            elif self._unmatched is not None:
                 self._fail(
                     Outcome.UNEXPECTED_MESSAGE,
-                    f"no message matched the echo pattern within {expect.echo_timeout:g}s; "
-                    f"last one: {self._unmatched!r}",
+                    f"no message matched {current.pattern_of} within {current.timeout:g}s; "
+                    f"last one: {self._unmatched}",
                     now,
                 )
             else:
-                self._fail(Outcome.TIMEOUT, f"no echo answer within {expect.echo_timeout:g}s", now)
+                self._fail(
+                    Outcome.TIMEOUT, f"no {current.awaited} within {current.timeout:g}s", now
+                )
         elif step == Step.HELD:
             if self._awaiting:
                 self._keepalive_lost(now)
             else:
                 self._send_keepalive(now)
 
-    # -- steps --------------------------------------------------------------------------
+    # -- the conversation ---------------------------------------------------------------
 
-    def _start_echo_or_succeed(self, now: float) -> None:
-        if self._expect.echo_payload is None:
-            self._succeed(now)
-            return
-        self.step = Step.ECHO
-        self._send_echo(now)
-        self.deadline = now + self._expect.echo_timeout
+    def _run_from(self, index: int, now: float) -> None:
+        """Send what the steps from ``index`` send; stop at the next expect, or succeed."""
+        steps = self._conversation.steps
+        count = len(steps)
+        while index < count:
+            current = steps[index]
+            send = current.send
+            if send is None:
+                self._index = index
+                self._left = current.repeat
+                self._unmatched = None
+                self.step = current.stage
+                self.deadline = now + current.timeout
+                return
+            for _ in range(current.repeat):
+                self._send(send)
+            self._last_send = now
+            index += 1
+        self._succeed(now)
 
-    def _send_echo(self, now: float) -> None:
+    def _send(self, send: Send) -> None:
         self.seq += 1
-        text, self._echo_pattern = self._expect.echo_for(self.attempt.conn, self.seq)
-        self._echo_sent = now
-        self.session.send_text(text.encode())
+        data = send.render(self.attempt.conn, self.seq, self.captures)
+        if send.binary:
+            self.session.send_binary(data)
+        else:
+            self.session.send_text(data)
+
+    def _expecting(self, data: str | bytes, now: float) -> None:
+        conversation = self._conversation
+        index = self._index
+        current = conversation.steps[index]
+        matcher = current.expect
+        assert matcher is not None
+        if matcher.match(data, self.attempt.conn, self.seq, self.captures):
+            attempt = self.attempt
+            if index == conversation.first_message and attempt.first_message is None:
+                attempt.first_message = now - self._upgraded_at
+            if index == conversation.round_trip and attempt.rtt is None:
+                attempt.rtt = now - self._last_send
+            self._left -= 1
+            if self._left:
+                self._unmatched = None
+                self.deadline = now + current.timeout
+            else:
+                self._run_from(index + 1, now)
+            return
+        example = self._example(data)
+        if not current.others_fail:
+            # Other traffic (a broadcast, say) may precede the answer; judge at the timeout.
+            self._unmatched = example
+        elif current.optional:
+            # Not this step's message: the conversation goes on, and the next step has it.
+            self._run_from(index + 1, now)
+            self.message(data, now)
+        else:
+            self._fail(
+                Outcome.UNEXPECTED_MESSAGE,
+                f"{current.name} did not match {matcher.describe()}: {example}",
+                now,
+            )
+
+    def _example(self, data: str | bytes) -> str:
+        if isinstance(data, bytes) and self.step != Step.CONVERSATION:
+            # The short form's welcome and echo matched (and quoted) a binary message's text.
+            data = data.decode("utf-8", "replace")
+        return example_of(data)
+
+    def _label(self) -> str | None:
+        step = self.step
+        if step == Step.UPGRADE:
+            return "upgrade"
+        if _UPGRADE < step < _HELD:
+            return self._conversation.steps[self._index].name
+        return None
+
+    def _during(self) -> str:
+        # Undecided attempts only: in the upgrade or in a conversation step.
+        if self.step == Step.UPGRADE:
+            return "the upgrade"
+        return self._conversation.steps[self._index].during
 
     def _succeed(self, now: float) -> None:
         attempt = self.attempt
@@ -333,22 +418,46 @@ class ProbeExchange:
             self._start_close(1000)
 
     def _fail(self, outcome: Outcome, detail: str, now: float) -> None:
-        self.attempt.decide(outcome, detail, now, _STEP_LABELS.get(self.step))
-        if self.step in _EXPECTING and outcome != Outcome.CLOSED:
+        self.attempt.decide(outcome, detail, now, self._label())
+        if _UPGRADE < self.step < _HELD and outcome != Outcome.CLOSED:
             self.session.send_close(1008 if outcome == Outcome.UNEXPECTED_MESSAGE else 1001)
         self._over()
 
     # -- held connections ---------------------------------------------------------------
 
+    def _held_message(self, data: str | bytes, now: float) -> None:
+        conversation = self._conversation
+        conn, captures = self.attempt.conn, self.captures
+        message = conversation.keepalive
+        if (
+            self._awaiting
+            and message is not None
+            and not self._keepalive_payload
+            and message.expect.match(data, conn, self._keepalive_seq, captures)
+        ):
+            self._keepalive_answered(now - self._ping_sent, now)
+            return
+        if not self.session.answer_pings:
+            # The peer reads nothing (our write buffer is past its mark): answer it no more
+            # than its pings, or a heartbeat flood grows our memory without bound (issue 12).
+            return
+        for rule in conversation.heartbeats:
+            if rule.when.match(data, conn, self.seq, captures):
+                self._send(rule.answer)
+                return
+
     def _send_keepalive(self, now: float) -> None:
         keepalive = self._keepalive
         assert keepalive is not None
-        if keepalive.mode == "echo":
-            self._send_echo(now)
+        message = self._conversation.keepalive
+        self._ping_sent = now
+        if keepalive.mode == "echo" and message is not None:
+            self._send(message.send)
+            # Its answer is matched with its own {seq}: heartbeat answers may follow it.
+            self._keepalive_seq = self.seq
         else:
             self.seq += 1
             self._keepalive_payload = self.seq.to_bytes(8, "big")
-            self._echo_sent = now
             self.session.send_ping(self._keepalive_payload)
         self._awaiting = True
         self.deadline = now + keepalive.timeout
@@ -359,12 +468,12 @@ class ProbeExchange:
         keepalive.on_rtt(rtt)
         self._awaiting = False
         # Keep the cadence from when the ping was sent, not from when it was answered.
-        self.deadline = max(now, self._echo_sent + keepalive.interval)
+        self.deadline = max(now, self._ping_sent + keepalive.interval)
 
     def _keepalive_lost(self, now: float) -> None:
         keepalive = self._keepalive
         assert keepalive is not None
-        what = "echo" if keepalive.mode == "echo" else "pong"
+        what = "pong" if self._keepalive_payload else "echo"
         self._lose(f"no {what} within {keepalive.timeout:g}s", now)
         self._start_close(1001)
 

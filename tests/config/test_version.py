@@ -60,7 +60,7 @@ def test_no_version_is_none() -> None:
         ({"url": "http://h/", "json": "a..b"}, "must be a dotted path"),
         ({"url": "http://h/", "regex": "v([0-9]+)"}, "must have a named group (?P<version>...)"),
         ({"url": "http://h/", "regex": "("}, "is not a valid regular expression"),
-        ({"capture": "version"}, "needs conversations"),
+        ({"capture": "version"}, "needs a conversation step that captures it"),
         ({"capture": "1bad"}, "must be a capture name"),
         ({"url": "http://h/", "json": "v", "timeout": "31s"}, "less than or equal to 30"),
     ],
@@ -76,3 +76,16 @@ def test_the_version_travels_to_workers_and_back() -> None:
     """The wire form (field names) validates back into the same config."""
     config = target({"url": "http://h/v", "json": "a.b", "timeout": "1s"})
     assert target_from_wire(target_to_wire(config)) == config
+
+
+def test_a_capture_source_names_a_capture_of_the_conversation() -> None:
+    """capture: must be captured by a step; the problem lists what is captured."""
+    steps = [{"name": "hello", "expect": {"match": '"version":"(?P<v>[^"]+)"'}}]
+    doc = {"name": "t", "url": "ws://127.0.0.1/ws", "conversation": steps}
+    loaded = TargetConfig.model_validate({**doc, "version": {"capture": "v"}}).version
+    assert loaded is not None
+    assert loaded.source == "capture v"
+    with pytest.raises(ValidationError) as caught:
+        TargetConfig.model_validate({**doc, "version": {"capture": "version"}})
+    assert "version.capture" in str(caught.value)
+    assert "no conversation step captures 'version' (captured: v)" in str(caught.value)

@@ -229,3 +229,25 @@ async def test_a_version_holding_a_secret_is_not_recorded(tmp_path: Path) -> Non
         result = (await execute_run(config.targets[0], config.scenarios[0], prober)).result
     assert result.target_version == UNKNOWN
     assert result.target_version_reason == "the version read holds a secret; not recorded"
+
+
+async def test_a_conversation_capture_names_the_version(
+    tmp_path: Path, reference: RunningTarget
+) -> None:
+    """version: {capture: version}: what the baseline probes' conversations captured."""
+    conversation = [
+        {"name": "welcome", "expect": {"match": WELCOME}},
+        {"name": "ask", "send": {"text": '{"app":"5.5.1"}'}},
+        {"name": "answer", "expect": {"match": '"app":"(?P<version>[0-9.]+)"'}},
+    ]
+    config = write_config(
+        tmp_path,
+        reference.url,
+        {},
+        welcome=None,
+        conversation=conversation,
+        version={"capture": "version"},
+    )
+    result = (await run(config)).result
+    assert result.result == RunResultKind.PASSED
+    assert (result.target_version, result.target_version_reason) == ("5.5.1", None)
