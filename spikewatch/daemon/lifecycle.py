@@ -284,6 +284,7 @@ class Daemon:
     def _apply(self, config: SpikewatchConfig) -> None:
         pairs = config.pairs()
         self.metrics.sync_pairs(SpikewatchMetrics.config_pairs(config))
+        self.metrics.keep_versions({t.name for t in config.targets if t.version is not None})
         self.registry.limit = config.limits.max_connections
         self.registry.receive_budget.limit = config.limits.max_receive_buffer_bytes
         self.dispatcher.max_concurrent = config.limits.max_concurrent_runs

@@ -361,7 +361,12 @@ class SpikewatchMetrics:
         for pair in [p for p in self._pairs if p not in keep]:
             for metric, labels in self._series(*pair, self._pairs.pop(pair)):
                 metric.remove(*labels)
-        targets = {target for target, _ in keep}
+        self.keep_versions({target for target, _ in keep})
+
+    def keep_versions(self, targets: set[str]) -> None:
+        """Remove the version series of every target not in ``targets`` (gone from the
+        config, or no longer with a ``version:``)."""
+        self._pairs_version += 1
         for target in [t for t in self._versions if t not in targets]:
             self.target_info.remove(target, self._versions.pop(target))
             self.target_version_change.remove(target)

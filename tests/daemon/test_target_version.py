@@ -295,10 +295,12 @@ def test_target_info_follows_the_version_without_leaving_the_old_series() -> Non
     metrics.set_target_version("u", "9", 60.0)
     assert info(metrics) == {("t", "2.0"): 1.0, ("u", "9"): 1.0}
     assert changed_at(metrics, "t") == 50.0
-    # A reload that drops target u removes its series.
+    # A reload that drops target u removes its series; one that drops t's version: too.
     metrics.sync_pairs([("t", "s", [])])
     assert info(metrics) == {("t", "2.0"): 1.0}
     assert changed_at(metrics, "u") is None
+    metrics.keep_versions(set())
+    assert info(metrics) == {}
 
 
 def test_a_run_sets_the_version_and_a_restart_restores_it(tmp_path: Path) -> None:
@@ -328,3 +330,24 @@ def test_runs_without_a_version_leave_target_info_alone() -> None:
     metrics.ensure_pairs([("chat-staging", "avalanche", [])])
     metrics.record_run(RunReport(finished_result()))
     assert info(metrics) == {}
+
+
+def test_check_config_shows_the_version_as_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The effective config names the version's JSON path json, as the user writes it."""
+    document = {
+        "targets": [
+            {
+                "name": "t",
+                "url": "ws://127.0.0.1:1/ws",
+                "version": {"url": "http://127.0.0.1:1/v?token=abc", "json": "build.version"},
+            }
+        ],
+        "scenarios": [{"name": "s", "spike": {"connections": 5}}],
+    }
+    assert main(["check-config", str(write_config(tmp_path / "c.yaml", document))]) == 0
+    out = capsys.readouterr().out
+    assert "json: build.version" in out
+    assert "json_path" not in out
+    assert "abc" not in out  # the version URL's query is masked like the target's
