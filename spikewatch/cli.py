@@ -25,14 +25,16 @@ from spikewatch.config import (
 )
 from spikewatch.config.render import render_effective_config, secret_values
 from spikewatch.core.redact import Redactor, printable
+from spikewatch.daemon.compare import format_comparison, stored_comparison
 from spikewatch.daemon.lifecycle import Daemon, serve
 from spikewatch.daemon.logs import configure_logging
+from spikewatch.daemon.run_store import RunStore, StoreError
 from spikewatch.demo import DEFAULT_LISTEN, run_demo
 from spikewatch.engine import eventloop
 from spikewatch.engine.eventloop import EventLoopChoice
 from spikewatch.engine.from_config import make_prober, worker_pool
 from spikewatch.engine.runner import ProgressFn, RunReport, execute_run
-from spikewatch.errors import ConfigError, UsageError
+from spikewatch.errors import ConfigError, ConfigProblem, UsageError
 from spikewatch.heap import freeze_long_lived
 from spikewatch.summary import format_summary
 from spikewatch.target.cli import add_target_arguments, run_target_command
@@ -170,6 +172,32 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return EXIT_PASSED
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    """``spikewatch compare``: one target version against another, from the stored runs."""
+    config = load_config(args.config)
+    target, scenario = pick(config, args.target, args.scenario)
+    if config.storage.path is None:
+        raise UsageError("compare reads the run history: set storage.path in the config")
+    retention = config.storage.retention
+    try:
+        store = RunStore(
+            config.storage.path, max_runs=retention.max_runs, max_age=retention.max_age
+        )
+    except StoreError as exc:
+        raise ConfigError([ConfigProblem("storage.path", str(exc))]) from None
+    try:
+        comparison = stored_comparison(
+            store, target.name, scenario.name, args.version, args.against
+        )
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(comparison.as_dict(), indent=2))
+    else:
+        print(format_comparison(comparison))
+    return EXIT_PASSED
+
+
 def cmd_target(args: argparse.Namespace) -> int:
     """``spikewatch target``: serve the reference target."""
     return run_target_command(args)
@@ -210,6 +238,17 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a config and print it, secrets masked")
     check.add_argument("file", help="config file")
     check.set_defaults(func=cmd_check_config)
+
+    compare = sub.add_parser(
+        "compare", help="compare two target versions' recovery from the stored run history"
+    )
+    compare.add_argument("--config", help="config file (default: $SPIKEWATCH_CONFIG)")
+    compare.add_argument("--target", required=True, help="target name from the config")
+    compare.add_argument("--scenario", required=True, help="scenario name from the config")
+    compare.add_argument("--version", required=True, help="the target version to judge")
+    compare.add_argument("--against", required=True, help="the target version to judge it by")
+    compare.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    compare.set_defaults(func=cmd_compare)
 
     target = sub.add_parser("target", help="serve the reference WebSocket target")
     add_target_arguments(target)

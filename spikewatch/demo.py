@@ -38,6 +38,8 @@ def demo_document(target_url: str, listen: str, token_file: Path) -> dict[str, A
         "welcome": {"match": r'"type":\s*"welcome"', "timeout": "2s"},
         "echo": {"payload": '{"type":"ping","seq":{seq}}', "match": '"seq":\\s*{seq}'},
         "handshake_timeout": "3s",
+        # Each spell of the target below is a "deploy" with its own version (issue 17).
+        "version": {"header": "X-App-Version"},
     }
     recovery = {
         "probe_interval": "250ms",
@@ -86,16 +88,25 @@ class Spell:
 
 
 def spells(rng: random.Random) -> itertools.cycle[Spell]:
-    """Healthy, then slow after bursts (random length), then capacity-limited, forever."""
+    """Healthy, then slow after bursts (random length), then capacity-limited, forever;
+    each a version of its own, as if each were a deploy."""
     slow = rng.uniform(2.0, 8.0)
     return itertools.cycle(
         [
-            Spell("healthy", {}),
+            Spell("healthy (version 1.0)", {"version": "1.0"}),
             Spell(
-                f"slow for {slow:.1f}s after each burst",
-                {"burst_threshold": 40, "recovery_delay": slow, "slow_delay": 0.05},
+                f"slow for {slow:.1f}s after each burst (version 1.1)",
+                {
+                    "burst_threshold": 40,
+                    "recovery_delay": slow,
+                    "slow_delay": 0.05,
+                    "version": "1.1",
+                },
             ),
-            Spell("capacity-limited to 45 connections", {"capacity": 45}),
+            Spell(
+                "capacity-limited to 45 connections (version 1.2)",
+                {"capacity": 45, "version": "1.2"},
+            ),
         ]
     )
 
@@ -106,8 +117,7 @@ async def cycle_spells(
     """Change the target's behaviour every ``every`` seconds."""
     for spell in spells(rng):
         await target.reset()
-        if spell.knobs:
-            await target.set_behaviour(**spell.knobs)
+        await target.set_behaviour(**spell.knobs)
         log.info("demo target: %s", spell.name)
         await asyncio.sleep(every)
 

@@ -105,6 +105,8 @@ async def test_spells_cycle_healthy_slow_capacity(monkeypatch: pytest.MonkeyPatc
     assert any(b.burst_threshold == 40 and b.recovery_delay > 0 for b in seen)
     assert any(b.capacity == 45 for b in seen)
     assert any(b.capacity is None and b.burst_threshold is None for b in seen)
+    # Each spell is a version of its own: the demo shows version changes.
+    assert {b.version for b in seen} == {"1.0", "1.1", "1.2"}
 
 
 def test_embedded_config_is_valid(tmp_path: Path) -> None:

@@ -73,7 +73,9 @@ def _plain(value: Any) -> Any:
     if isinstance(value, SecretStr):
         return MASK
     if isinstance(value, BaseModel):
-        plain = {name: _plain(getattr(value, name)) for name in type(value).model_fields}
+        # A field's alias is the key users write (a target version's ``json``).
+        fields = type(value).model_fields
+        plain = {fields[name].alias or name: _plain(getattr(value, name)) for name in fields}
         if "headers" in plain:
             # Static credentials ride in custom headers too (X-Api-Key, X-Auth-Token, ...)
             # and the config cannot know what each one carries: show names, never values.

@@ -20,6 +20,7 @@ from spikewatch.config.conversation import (
 from spikewatch.config.durations import PositiveDuration
 from spikewatch.config.fields import ConfigSection, Name, compile_regex
 from spikewatch.config.problems import Problems, invalid, path_key
+from spikewatch.config.version import VersionConfig, capture_problem
 from spikewatch.core.echo_template import fill_template
 
 __all__ = ["EchoConfig", "TargetConfig", "TlsConfig", "WelcomeConfig"]
@@ -161,6 +162,7 @@ class TargetConfig(ConfigSection):
     auth: AuthConfig | None = None
     tls: TlsConfig = Field(default_factory=TlsConfig)
     compression: CompressionConfig | None = None
+    version: VersionConfig | None = None
 
     @field_validator("url")
     @classmethod
@@ -226,6 +228,10 @@ class TargetConfig(ConfigSection):
         problems.extend(
             conversation_problems(self.conversation or (), self.heartbeats, self.keepalive)
         )
+        steps = self.conversation or ()
+        captured = (name for s in steps if s.expect is not None for name in s.expect.captures)
+        if (version_problem := capture_problem(self.version, captured)) is not None:
+            problems.append(("version.capture", version_problem))
         if problems:
             raise invalid(problems)
         return self

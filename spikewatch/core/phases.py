@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from spikewatch.core.attempt import Attempt
 from spikewatch.core.recovery import Baseline, RecoveryDecision
 from spikewatch.core.saturation import ProcessHealth, WorkerShare
+from spikewatch.core.version import TargetVersion
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +128,8 @@ class RunRecord:
     error: str | None = None
     timeline: Mapping[str, float] = field(default_factory=dict)
     origin: float = 0.0
+    #: The target's version (issue 17); None when its config names no ``version:``.
+    version: TargetVersion | None = None
 
     def attempts(self) -> tuple[Attempt, ...]:
         """Return every attempt of the run, phase by phase."""

@@ -98,6 +98,8 @@ def build_run_result(
         timeline=dict(record.timeline),
         trace=build_timeline(record),
         deflate_declined=count_deflate_declined(everything),
+        target_version=record.version.value if record.version is not None else None,
+        target_version_reason=record.version.reason if record.version is not None else None,
     )
 
 

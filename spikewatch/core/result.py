@@ -322,6 +322,10 @@ class RunResult:
     trace: RunTimeline | None = None
     #: Successful attempts whose server declined the permessage-deflate offer.
     deflate_declined: int = 0
+    #: The target's version (``unknown`` when it could not be read, and why); None when
+    #: the target's config names no ``version:`` (issue 17).
+    target_version: str | None = None
+    target_version_reason: str | None = None
 
     @property
     def passed(self) -> bool:
@@ -338,10 +342,13 @@ class RunResult:
         }
         if self.deflate_declined:  # only when compression was offered and declined
             detail["deflate_declined"] = self.deflate_declined
+        if self.target_version_reason is not None:
+            detail["target_version_reason"] = self.target_version_reason
         return {
             "id": self.id,
             "target": self.target,
             "scenario": self.scenario,
+            "target_version": self.target_version,
             "result": self.result.value,
             "message": self.message,
             "started_at": started.isoformat(timespec="milliseconds").replace("+00:00", "Z"),

@@ -29,6 +29,7 @@ from spikewatch.config.conversation import step_names
 from spikewatch.config.render import public_url
 from spikewatch.core.outcomes import RunResultKind
 from spikewatch.core.result import RunResult
+from spikewatch.daemon.compare import stored_comparison
 from spikewatch.daemon.http_guard import SECURITY_HEADERS
 from spikewatch.daemon.openapi import OPENAPI_PATH, openapi_document
 from spikewatch.daemon.pages import add_page_routes
@@ -83,6 +84,7 @@ def create_app(state: DaemonState) -> web.Application:
     app.router.add_get("/api/v1/runs", _list_runs, name="runs")
     app.router.add_post("/api/v1/runs", _request_run)
     app.router.add_get("/api/v1/runs/{id}", _get_run, name="run")
+    app.router.add_get("/api/v1/compare", _compare, name="compare")
     app.router.add_post("/-/reload", _reload, name="reload")
     app.router.add_get(OPENAPI_PATH, _openapi, name="openapi")
     add_page_routes(app, STATE)
@@ -364,6 +366,7 @@ def _run_filter(query: Mapping[str, str]) -> RunFilter:
         result=result,
         since=_instant("since", query.get("since")),
         until=_instant("until", query.get("until")),
+        version=query.get("version") or None,
     )
 
 
@@ -389,6 +392,18 @@ async def _get_run(request: web.Request) -> web.Response:
         kept = history.store.store.max_runs
         raise ApiError(404, f"no run {run_id!r}: the history keeps only the last {kept} runs")
     return web.json_response(doc)
+
+
+async def _compare(request: web.Request) -> web.Response:
+    """Answer one target version against another, from the stored runs (issue 17)."""
+    query = request.query
+    names = ("target", "scenario", "version", "against")
+    missing = [name for name in names if not query.get(name)]
+    if missing:
+        raise ApiError(400, f"compare needs {', '.join(names)}; missing: {', '.join(missing)}")
+    store = request.app[STATE].history.store
+    comparison = await store.call(stored_comparison, store.store, *(query[n] for n in names))
+    return web.json_response(comparison.as_dict())
 
 
 async def _run_request(request: web.Request) -> tuple[str, str]:

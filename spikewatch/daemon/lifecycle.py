@@ -293,6 +293,7 @@ class Daemon:
     def _apply(self, config: SpikewatchConfig) -> None:
         pairs = config.pairs()
         self.metrics.sync_pairs(SpikewatchMetrics.config_pairs(config))
+        self.metrics.keep_versions({t.name for t in config.targets if t.version is not None})
         self.registry.limit = config.limits.max_connections
         self.registry.receive_budget.limit = config.limits.max_receive_buffer_bytes
         self.dispatcher.max_concurrent = config.limits.max_concurrent_runs
@@ -313,6 +314,7 @@ class Daemon:
             doc = await store.call(store.store.last_finished, t.name, s.name)
             if doc is not None:
                 self.metrics.restore_last_run(doc)
+        self.metrics.restore_versions(await store.call(store.store.current_versions))
 
     def _make_prober(self, config: SpikewatchConfig) -> Prober:
         return make_prober(config, registry=self.registry, monitor=self.monitor, pool=self.pool)

@@ -38,6 +38,7 @@ from spikewatch.core.outcomes import (
     status_code_label,
 )
 from spikewatch.core.verdict import Measurements, evaluate_thresholds
+from spikewatch.core.version import UNKNOWN
 from spikewatch.heap import release_free_heap
 
 if TYPE_CHECKING:
@@ -304,6 +305,19 @@ class SpikewatchMetrics:
         self.build_info = gauge("build_info", "The running spikewatch version.", ("version",), live)
         self.build_info.labels(version).set(1)
 
+        # Issue 17: one info series per target, its current version, so that PromQL can
+        # join a pair's figures to the version that produced them without a label per run.
+        self.target_info = gauge(
+            "target_info", "1, labelled with the target's current version.", ("target", "version")
+        )
+        self.target_version_change = gauge(
+            "target_version_change_timestamp_seconds",
+            "When the target's current version was first seen (Unix time).",
+            ("target",),
+        )
+        #: Each target's version in ``target_info``.
+        self._versions: dict[str, str] = {}
+
         #: The pairs that have series, with the threshold names each has series for.
         self._pairs: dict[tuple[str, str], set[str]] = {}
 
@@ -347,6 +361,15 @@ class SpikewatchMetrics:
         for pair in [p for p in self._pairs if p not in keep]:
             for metric, labels in self._series(*pair, self._pairs.pop(pair)):
                 metric.remove(*labels)
+        self.keep_versions({target for target, _ in keep})
+
+    def keep_versions(self, targets: set[str]) -> None:
+        """Remove the version series of every target not in ``targets`` (gone from the
+        config, or no longer with a ``version:``)."""
+        self._pairs_version += 1
+        for target in [t for t in self._versions if t not in targets]:
+            self.target_info.remove(target, self._versions.pop(target))
+            self.target_version_change.remove(target)
 
     def sync_pairs(self, pairs: Iterable[tuple[str, str, Iterable[str]]]) -> None:
         """Make the series match exactly ``pairs`` (after a reload).
@@ -436,6 +459,8 @@ class SpikewatchMetrics:
         self.run_duration.labels(*pair).observe(r.duration)
         self.last_run_timestamp.labels(*pair).set(r.started_at + r.duration)
         self.last_run_success.labels(*pair).set(1 if r.passed else 0)
+        if r.target_version is not None:
+            self.set_target_version(r.target, r.target_version, r.started_at)
         if r.result not in DESCRIBES_TARGET:
             return
         for check in r.thresholds:
@@ -481,6 +506,28 @@ class SpikewatchMetrics:
             self.last_recovery.labels(*pair).set(math.inf)
         else:
             self.last_recovery.labels(*pair).set(_value(recovery["seconds"]))
+
+    def set_target_version(self, target: str, version: str, since: float) -> None:
+        """Make ``target_info`` say ``version`` (first seen at ``since``), removing the
+        series of the version before; ``unknown`` never replaces a version read before:
+        a version URL that failed once is not a deploy."""
+        current = self._versions.get(target)
+        if version == current or (version == UNKNOWN and current is not None):
+            return
+        self._pairs_version += 1
+        if current is not None:
+            self.target_info.remove(target, current)
+        self._versions[target] = version
+        self.target_info.labels(target, version).set(1)
+        self.target_version_change.labels(target).set(since)
+
+    def restore_versions(self, versions: Mapping[str, tuple[str, str]]) -> None:
+        """Set each configured target's version series from the stored history (at a start):
+        ``versions`` maps a target to its last known version and when it was first seen."""
+        configured = {target for target, _ in self._pairs}
+        for target, (version, since) in versions.items():
+            if target in configured:
+                self.set_target_version(target, version, datetime.fromisoformat(since).timestamp())
 
     # -- the daemon's state ---------------------------------------------------------------
 

@@ -70,6 +70,7 @@ _SCHEMAS: Final[dict[str, Any]] = {
         id=_STRING,
         target=_STRING,
         scenario=_STRING,
+        target_version=_nullable(_STRING),
         state={"type": "string", "enum": _RUN_STATES},
         trigger={"type": "string", "enum": ["schedule", "api"]},
         result=_nullable({"type": "string", "enum": [k.value for k in RunResultKind]}),
@@ -135,6 +136,28 @@ _SCHEMAS: Final[dict[str, Any]] = {
                 next_run=_nullable(_STRING),
                 next_run_timestamp_seconds=_nullable(_NUMBER),
                 last=_nullable({"type": "object"}),
+            ),
+        },
+    ),
+    "Comparison": _object(
+        ["target", "scenario", "version", "against", "alpha", "method", "figures"],
+        target=_STRING,
+        scenario=_STRING,
+        version=_STRING,
+        against=_STRING,
+        alpha=_NUMBER,
+        method=_STRING,
+        figures={
+            "type": "object",
+            "additionalProperties": _object(
+                ["version", "against", "p_value", "verdict"],
+                version={"type": "object"},
+                against={"type": "object"},
+                p_value=_nullable(_NUMBER),
+                verdict={
+                    "type": "string",
+                    "enum": ["different", "not_different", "too_few_runs"],
+                },
             ),
         },
     ),
@@ -243,6 +266,7 @@ _PATHS: Final[dict[str, Any]] = {
             "parameters": [
                 _filter("target", "Only runs of this target"),
                 _filter("scenario", "Only runs of this scenario"),
+                _filter("version", "Only runs that measured this target version"),
                 {
                     "name": "result",
                     "in": "query",
@@ -302,6 +326,22 @@ _PATHS: Final[dict[str, Any]] = {
             "responses": {
                 "200": _json("The run", _ref("Run")),
                 "404": _error("No such run in the history"),
+            },
+        }
+    },
+    "/api/v1/compare": {
+        "get": {
+            "summary": "One target version against another from the stored runs "
+            "(Mann-Whitney U per figure: recovery, spike success ratio, handshake p95)",
+            "parameters": [
+                {**_filter("target", "The target"), "required": True},
+                {**_filter("scenario", "The scenario"), "required": True},
+                {**_filter("version", "The version to judge"), "required": True},
+                {**_filter("against", "The version to judge it by"), "required": True},
+            ],
+            "responses": {
+                "200": _json("The comparison", _ref("Comparison")),
+                "400": _error("A parameter is missing"),
             },
         }
     },

@@ -43,8 +43,6 @@ __all__ = [
 
 #: The database's file name in ``storage.path``.
 DB_NAME: Final = "runs.sqlite3"
-#: The schema this spikewatch writes.
-SCHEMA_VERSION: Final = 2
 #: Runs kept by a store without a file (``storage.path`` unset), whatever max_runs says.
 MEMORY_MAX_RUNS: Final = 200
 
@@ -71,7 +69,16 @@ _MIGRATIONS: Final[Sequence[str]] = (
     """
     ALTER TABLE runs ADD COLUMN summary TEXT;
     """,
+    # 3: the target's version each run measured (issue 17), filled in for stored runs.
+    """
+    ALTER TABLE runs ADD COLUMN version TEXT;
+    UPDATE runs SET version = json_extract(doc, '$.target_version');
+    CREATE INDEX runs_version ON runs (target, version, seq);
+    """,
 )
+
+#: The schema this spikewatch writes.
+SCHEMA_VERSION: Final = len(_MIGRATIONS)
 
 
 class StoreError(SpikewatchError):
@@ -88,6 +95,8 @@ class RunFilter:
     #: Accepted at or after / before this instant (epoch seconds).
     since: float | None = None
     until: float | None = None
+    #: The target version the run measured (``target_version``).
+    version: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,10 +189,10 @@ class RunStore:
         with self._db:  # a transaction: BEGIN ... COMMIT
             self._db.execute("BEGIN")
             self._db.execute(
-                "INSERT INTO runs (id, target, scenario, state, result, at, doc, summary)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (id) DO UPDATE SET state = excluded.state,"
-                " result = excluded.result, doc = excluded.doc, summary = excluded.summary",
+                "INSERT INTO runs (id, target, scenario, state, result, at, doc, summary, version)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET state = excluded.state, result = excluded.result,"
+                " doc = excluded.doc, summary = excluded.summary, version = excluded.version",
                 (
                     doc["id"],
                     doc["target"],
@@ -193,6 +202,7 @@ class RunStore:
                     at,
                     _text(doc),
                     _summary(doc),
+                    doc.get("target_version"),
                 ),
             )
         self.prune()
@@ -226,7 +236,7 @@ class RunStore:
         if cursor is not None:
             clauses.append("seq < ?")
             args.append(decode_cursor(cursor))
-        for column in ("target", "scenario", "result"):
+        for column in ("target", "scenario", "result", "version"):
             value = getattr(where, column)
             if value is not None:
                 clauses.append(f"{column} = ?")
@@ -256,6 +266,36 @@ class RunStore:
             (target, scenario),
         ).fetchone()
         return None if row is None else _doc(row[0])
+
+    def finished_of_version(
+        self, target: str, scenario: str, version: str, *, limit: int
+    ) -> list[dict[str, Any]]:
+        """Return up to ``limit`` newest runs of a pair with a result, of one target version."""
+        rows = self._db.execute(
+            "SELECT doc FROM runs WHERE target = ? AND version = ? AND scenario = ?"
+            " AND result IS NOT NULL ORDER BY seq DESC LIMIT ?",
+            (target, version, scenario, limit),
+        ).fetchall()
+        return [_doc(text) for (text,) in rows]
+
+    def current_versions(self) -> dict[str, tuple[str, str]]:
+        """Return each target's last known version and the ``started_at`` of its first run
+        since the version before it (or of its first stored run): what
+        ``spikewatch_target_info`` and the version-change timestamp say after a restart."""
+        found: dict[str, tuple[str, str]] = {}
+        latest = self._db.execute(
+            "SELECT target, version FROM runs AS r WHERE seq = (SELECT MAX(seq) FROM runs"
+            " WHERE target = r.target AND version IS NOT NULL AND version != 'unknown')"
+        ).fetchall()
+        for target, version in latest:
+            row = self._db.execute(
+                "SELECT doc FROM runs WHERE target = ? AND version = ? AND seq > COALESCE("
+                "(SELECT MAX(seq) FROM runs WHERE target = ? AND version IS NOT NULL"
+                " AND version NOT IN (?, 'unknown')), 0) ORDER BY seq LIMIT 1",
+                (target, version, target, version),
+            ).fetchone()
+            found[target] = (version, _doc(row[0])["started_at"])
+        return found
 
     def cancel_unfinished(self, reason: str) -> list[dict[str, Any]]:
         """Mark the runs still queued or running (a daemon stopped) cancelled; return them."""

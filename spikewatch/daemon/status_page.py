@@ -156,7 +156,7 @@ def _pairs_table(pairs: Sequence[ScheduledPair], target_urls: Mapping[str, str],
             f"<td>{escape(pair.schedule)}</td>"
             f"<td>{_badge(pair.state) if pair.state != 'idle' else escape(pair.state)}</td>"
             f"<td>{_when(pair.next_run, now, missing='not scheduled')}</td>"
-            f"<td>{_result_cell(last)}</td>"
+            f"<td>{_result_cell(last)}{_version_line(last)}</td>"
             f'<td class="num">{_spike_ratio(last)}</td>'
             f'<td class="num">{_recovery(last)}</td>'
             f"<td>{_when(_finished(last), now, missing='never')}</td>"
@@ -167,11 +167,11 @@ def _pairs_table(pairs: Sequence[ScheduledPair], target_urls: Mapping[str, str],
 
 def _runs_table(runs: Sequence[RunEntry], now: float) -> str:
     head = _head(
-        "Run", "Target", "Scenario", "Trigger", "Result", "Started", "Duration", "Spike ok",
-        "Recovery", "Message",
+        "Run", "Target", "Version", "Scenario", "Trigger", "Result", "Started", "Duration",
+        "Spike ok", "Recovery", "Message",
     )  # fmt: skip
     if not runs:
-        return _table(head, ['<tr><td colspan="10" class="muted">no runs yet</td></tr>'])
+        return _table(head, ['<tr><td colspan="11" class="muted">no runs yet</td></tr>'])
     rows = []
     for entry in runs:
         result = entry.result
@@ -182,6 +182,7 @@ def _runs_table(runs: Sequence[RunEntry], now: float) -> str:
             "<tr>"
             f'<td><a href="{run_href(entry.id)}">{escape(entry.id)}</a></td>'
             f"<td>{escape(entry.target)}</td>"
+            f"<td>{_version(result)}</td>"
             f"<td>{escape(entry.scenario)}</td>"
             f"<td>{escape(entry.trigger)}</td>"
             f"<td>{_badge(result.result.value) if result is not None else _badge(entry.state)}</td>"
@@ -226,6 +227,21 @@ def _result_cell(result: RunResult | None) -> str:
     if result is None:
         return '<span class="badge none">no run yet</span>'
     return _badge(result.result.value)
+
+
+def _version(result: RunResult | None) -> str:
+    """The target version the run measured (issue 17); the reason when it is unknown."""
+    if result is None or result.target_version is None:
+        return '<span class="muted">—</span>'
+    reason = result.target_version_reason
+    title = f' title="{escape(reason, quote=True)}"' if reason else ""
+    return f'<span class="version"{title}>{escape(result.target_version)}</span>'
+
+
+def _version_line(result: RunResult | None) -> str:
+    if result is None or result.target_version is None:
+        return ""
+    return f'<br><span class="muted small">version {_version(result)}</span>'
 
 
 def _finished(result: RunResult | None) -> float | None:

@@ -12,7 +12,7 @@ handles (``loop.call_at``), not a task per connection.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import cast
 
 from spikewatch.core.attempt import DEFLATE_DECLINED, Attempt
@@ -73,6 +73,7 @@ class ClientConnection(asyncio.Protocol):
         "connect_expired",
         "done",
         "key",
+        "version",
     )
 
     def __init__(
@@ -116,6 +117,8 @@ class ClientConnection(asyncio.Protocol):
         self._closed_waiter: asyncio.Future[None] | None = None
         self._connecting: asyncio.Task[object] | None = None
         self.connect_expired = False
+        #: The target's version header in the 101 answer (when the spec names one).
+        self.version: str | None = None
         registry.track(self)
 
     # -- asyncio.Protocol ---------------------------------------------------------------
@@ -149,6 +152,8 @@ class ClientConnection(asyncio.Protocol):
                 if session.deflate_declined:
                     self.attempt.detail = DEFLATE_DECLINED  # kept if it succeeds
                 exchange.upgraded(now)
+                if self._spec.version_header is not None:
+                    self.version = event.response.header(self._spec.version_header)  # type: ignore[union-attr]
             elif kind is Ping:
                 exchange.control_frame(now)  # the session answers it
             elif kind is Pong:
@@ -184,6 +189,11 @@ class ClientConnection(asyncio.Protocol):
         self._let_go()
         self._exchange.connection_lost(f": {exc}" if exc else "", _now())
         self._settle()
+
+    @property
+    def captures(self) -> Mapping[str, str]:
+        """The conversation's captures so far (the target's version may be one)."""
+        return self._exchange.captures
 
     # -- public controls ----------------------------------------------------------------
 

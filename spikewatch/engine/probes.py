@@ -25,7 +25,7 @@ from spikewatch.core.recovery import (
 )
 from spikewatch.engine.clock import now as _now
 from spikewatch.engine.clock import sleep_until
-from spikewatch.engine.connection import open_connection
+from spikewatch.engine.connection import ClientConnection, open_connection
 from spikewatch.engine.inflight import RunInFlight
 from spikewatch.engine.registry import ConnectionRegistry
 from spikewatch.engine.spec import ConnectionSpec
@@ -38,8 +38,9 @@ async def probe(
     attempt: Attempt,
     *,
     until_closed: bool = False,
-) -> Attempt:
-    """Open one probe connection (it closes itself once its steps are done).
+) -> ClientConnection | None:
+    """Open one probe connection (it closes itself once its steps are done); return it,
+    None when no attempt was made.
 
     The connection stays the run's until it is gone, so that the run's end closes it
     whatever state its closing handshake is in (issue 12).
@@ -50,7 +51,7 @@ async def probe(
         if until_closed:
             # Bounded by the connection's own close timeout, which aborts it.
             await conn.wait_closed()
-    return attempt
+    return conn
 
 
 class BaselineProbes:
@@ -60,6 +61,8 @@ class BaselineProbes:
         self.run = run
         self.config = config
         self.attempts: list[Attempt] = []
+        #: The probes' connections, once closed: what their answers said (the version).
+        self.conns: list[ClientConnection] = []
         #: A baseline cut short (or never begun) stands for a target that is down.
         self.decision = decide_baseline(config.probes, [])
 
@@ -83,13 +86,19 @@ class BaselineProbes:
         run.progress(f"baseline: {cfg.probes} probes every {cfg.interval:g}s")
         start = run.mark("baseline_start")
         tasks = []
+
+        async def one(attempt: Attempt) -> None:
+            conn = await probe(run, spec, registry, attempt, until_closed=True)
+            if conn is not None:
+                self.conns.append(conn)
+
         for i in range(cfg.probes):
             await sleep_until(start + i * cfg.interval)
             attempt = run.new_attempt(Phase.BASELINE)
             self.attempts.append(attempt)
             # Baseline probes finish closing before the spike, so that none of them holds
             # a slot (or the target's attention) when the spike starts.
-            tasks.append(run.spawn(probe(run, spec, registry, attempt, until_closed=True)))
+            tasks.append(run.spawn(one(attempt)))
         await asyncio.gather(*tasks)
         ok = [a.latency for a in self.attempts if a.outcome == Outcome.OK]
         baseline = decide_baseline(cfg.probes, [x for x in ok if x is not None])

@@ -45,6 +45,7 @@ from spikewatch.core.redact import NO_REDACTION, Redactor
 from spikewatch.core.report import build_run_result
 from spikewatch.core.result import RunResult
 from spikewatch.core.saturation import ProberLimits, WorkerShare
+from spikewatch.core.version import UNKNOWN, TargetVersion
 from spikewatch.engine.churn import ChurnFiring
 from spikewatch.engine.clock import now as _now
 from spikewatch.engine.clock import sleep_until
@@ -57,6 +58,7 @@ from spikewatch.engine.spec import ConnectionSpec, build_connection_spec, resolv
 from spikewatch.engine.spike import SpikeFiring, spike_plan
 from spikewatch.engine.spike_on_workers import SpikeOnWorkers
 from spikewatch.engine.stable import StableConnections
+from spikewatch.engine.version import cancelled_version, read_version_url, version_from_probes
 from spikewatch.engine.worker_pool import WorkerPool
 from spikewatch.errors import SpikewatchError
 
@@ -168,6 +170,9 @@ class ScenarioRun:
         self.recovery: RecoveryPhase | None = None
         #: The monitor's marks around the phases besides the spike that measure the target.
         self._windows: list[tuple[str, Mark, Mark]] = []
+        #: What says the target's version: the baseline probes, or a GET of its URL.
+        self._probe_conns: list[ClientConnection] = []
+        self._version_read: asyncio.Task[TargetVersion] | None = None
 
     @property
     def spike_marks(self) -> tuple[Mark, Mark] | None:
@@ -212,6 +217,15 @@ class ScenarioRun:
         return self._report(self._record(error, wall_start, duration))
 
     async def _phases(self) -> None:
+        version = self.target.version
+        if version is not None and version.url is not None:
+            # Read beside the baseline; bounded by its own timeout, awaited at the end.
+            self._version_read = self.run.spawn(read_version_url(version))
+        await self._measure()
+        if self._version_read is not None:
+            await asyncio.wait([self._version_read])
+
+    async def _measure(self) -> None:
         target = self.target
         try:
             address = await resolve(target.host, target.port)
@@ -256,6 +270,7 @@ class ScenarioRun:
             return await probes.run_probes(self.spec, self.prober.registry)
         finally:
             self.baseline = probes.record()
+            self._probe_conns = probes.conns
             self._windows.append(("baseline", since, self.prober.monitor.mark()))
 
     async def _run_spike(self) -> float:
@@ -413,7 +428,23 @@ class ScenarioRun:
             error=error,
             timeline=dict(self.run.timeline),
             origin=self.run.start,
+            version=self._version(),
         )
+
+    def _version(self) -> TargetVersion | None:
+        """Return the target's version as this run read it; None when none is configured."""
+        config = self.target.version
+        if config is None:
+            return None
+        if config.url is None:
+            return version_from_probes(config, self._probe_conns)
+        task = self._version_read
+        if task is None or not task.done() or task.cancelled():
+            return cancelled_version(config)
+        exc = task.exception()
+        if exc is not None:
+            return TargetVersion(UNKNOWN, f"{config.source}: {type(exc).__name__}")
+        return task.result()
 
     def _prober_health(self) -> ProberHealth:
         """Return the prober's figures over the spike (its memory only, when none was fired)."""
@@ -458,7 +489,10 @@ def redact_record(record: RunRecord, redact: Redactor) -> RunRecord:
     if spike is not None and spike.held_drop_example is not None:
         spike = replace(spike, held_drop_example=redact(spike.held_drop_example))
     error = redact(record.error) if record.error is not None else None
-    return replace(record, stable=stable, spike=spike, error=error)
+    version = record.version
+    if version is not None and redact(version.value) != version.value:
+        version = TargetVersion(UNKNOWN, "the version read holds a secret; not recorded")
+    return replace(record, stable=stable, spike=spike, error=error, version=version)
 
 
 async def execute_run(

@@ -119,6 +119,8 @@ class ConnectionSpec:
     per_connection: tuple[str, str, tuple[tuple[str, str], ...]] | None = None
     #: The permessage-deflate offer every request carries (target ``compression``).
     deflate: DeflateOffer | None = None
+    #: The 101 answer's header that says the target's version (lower case), if one does.
+    version_header: str | None = None
     #: The steps after the upgrade, compiled once; built from welcome and echo when None.
     conversation: Conversation | None = None
 
@@ -327,5 +329,8 @@ def build_connection_spec(
         send_as=send_as,
         query_param=query_param,
         deflate=deflate,
+        version_header=target.version.header.lower()
+        if target.version is not None and target.version.header is not None
+        else None,
         conversation=build_conversation(target),
     )

@@ -25,7 +25,10 @@ SUPPORTED_JWT_ALGORITHMS = frozenset(
 )
 
 #: Paths of the target's control endpoints, which the WebSocket path must not shadow.
-CONTROL_PATHS = frozenset({"/healthz", "/stats", "/degrade", "/reset"})
+CONTROL_PATHS = frozenset({"/healthz", "/stats", "/degrade", "/reset", "/version"})
+
+#: The 101 answer's header that carries ``version`` (issue 17: a deploy's version).
+VERSION_HEADER = "X-App-Version"
 
 #: RFC 7518 §3.2: an HMAC key must be at least as long as the hash output.
 _HMAC_MIN_KEY_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
@@ -56,6 +59,9 @@ class TargetBehaviour:
     jwt_algorithms: tuple[str, ...] = ("HS256",)
     jwt_audience: str | None = None
     subprotocols: tuple[str, ...] = ()
+    #: The version the target reports, in the 101 answer's ``X-App-Version`` and at
+    #: ``GET /version``; None reports none. Changed mid-way to stand for a deploy.
+    version: str | None = None
 
     def __post_init__(self) -> None:
         if not self.path.startswith("/"):
@@ -148,6 +154,7 @@ _LIVE_KNOBS: dict[str, Callable[[str, object], object]] = {
     "jwt_algorithms": _texts,
     "jwt_audience": _optional_text,
     "subprotocols": _texts,
+    "version": _optional_text,
 }
 
 

@@ -62,6 +62,12 @@ def add_target_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--path", default=_DEFAULTS.path, help="WebSocket path (default /ws)")
     parser.add_argument(
+        "--app-version",
+        metavar="VERSION",
+        help="report this version in the 101 answer's X-App-Version and at GET /version"
+        ' (change it with POST /degrade {"version": ...})',
+    )
+    parser.add_argument(
         "--no-welcome",
         dest="welcome",
         action="store_false",
@@ -180,6 +186,7 @@ def behaviour_from_args(args: argparse.Namespace) -> TargetBehaviour:
         jwt_algorithms=algorithms,
         jwt_audience=args.jwt_audience,
         subprotocols=tuple(args.subprotocols),
+        version=args.app_version,
     )
 
 

@@ -8,6 +8,8 @@ Routes (on one listener):
 - ``GET /stats``: the counters of :class:`~spikewatch.target.degrade.TargetStats`.
 - ``POST /degrade``: a JSON object of knob overrides, applied at once.
 - ``POST /reset``: the start-up knobs again, and any degradation in progress ends.
+- ``GET /version``: ``{"version": ...}``, the ``version`` knob (also sent in the 101
+  answer's ``X-App-Version`` header when set).
 
 Every decision (burst, recovery, capacity) is made by the pure
 :class:`~spikewatch.target.degrade.TargetState`; this module only does the I/O.
@@ -26,7 +28,12 @@ from typing import Self
 
 from aiohttp import WSCloseCode, WSMsgType, hdrs, web
 
-from spikewatch.target.behaviour import InvalidKnobError, TargetBehaviour, with_knobs
+from spikewatch.target.behaviour import (
+    VERSION_HEADER,
+    InvalidKnobError,
+    TargetBehaviour,
+    with_knobs,
+)
 from spikewatch.target.degrade import Clock, TargetState, TargetStats
 from spikewatch.target.tokens import (
     QUERY_PARAMETER,
@@ -92,6 +99,7 @@ class _ReferenceTarget:
         app.router.add_get("/stats", self.stats)
         app.router.add_post("/degrade", self.degrade)
         app.router.add_post("/reset", self.reset)
+        app.router.add_get("/version", self.version, allow_head=False)
         app.router.add_get(self.initial.path, self.websocket, allow_head=False)
         app.on_shutdown.append(self.on_shutdown)
         return app
@@ -129,6 +137,8 @@ class _ReferenceTarget:
             heartbeat=None,
             timeout=CLOSE_TIMEOUT,
         )
+        if behaviour.version is not None:
+            ws.headers[VERSION_HEADER] = behaviour.version
         if protocol is None and offered:
             # aiohttp logs the offered list when it selects none, and a token offered
             # there is a credential that must never reach a log.
@@ -189,6 +199,9 @@ class _ReferenceTarget:
 
     async def stats(self, request: web.Request) -> web.Response:
         return web.json_response(self.state.stats().as_dict())
+
+    async def version(self, request: web.Request) -> web.Response:
+        return web.json_response({"version": self.state.behaviour.version})
 
     async def degrade(self, request: web.Request) -> web.Response:
         try:

@@ -119,6 +119,7 @@ def test_the_json_of_a_passed_run_is_the_contracts() -> None:
         "id": "0123456789abcdef",
         "target": "chat",
         "scenario": "burst",
+        "target_version": None,
         "result": "passed",
         "message": "",
         "started_at": "2023-11-14T22:13:20.250Z",

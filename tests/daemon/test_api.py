@@ -796,6 +796,15 @@ ANSWERS = [
     Answer(404, "GET", "/runs/{id}", "/runs/nope", {}, None),
     Answer(200, "GET", "/targets/{target}/{scenario}", "/targets/echo-local/ramp", {}, None),
     Answer(404, "GET", "/targets/{target}/{scenario}", "/targets/nope/ramp", {}, None),
+    Answer(
+        200,
+        "GET",
+        "/api/v1/compare",
+        "/api/v1/compare?target=chat-staging&scenario=avalanche&version=2.0&against=1.0",
+        {},
+        None,
+    ),
+    Answer(400, "GET", "/api/v1/compare", "/api/v1/compare?target=chat-staging", {}, None),
 ]
 
 

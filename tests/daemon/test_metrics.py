@@ -72,6 +72,8 @@ CONTRACT: tuple[tuple[str, str, frozenset[str]], ...] = tuple(
 #: Beyond the table (the contract allows extensions where users need more).
 EXTENSIONS: tuple[tuple[str, str, frozenset[str]], ...] = (
     ("spikewatch_runs_skipped_total", "counter", frozenset({"target", "scenario", "reason"})),
+    ("spikewatch_target_info", "gauge", frozenset({"target", "version"})),
+    ("spikewatch_target_version_change_timestamp_seconds", "gauge", frozenset({"target"})),
 )
 
 #: Beyond the table too, for diagnosing the daemon itself (bench/soak.py reads them);
@@ -91,6 +93,7 @@ OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 def make_metrics() -> SpikewatchMetrics:
     metrics = SpikewatchMetrics(version="1.2.3")
     metrics.ensure_pairs([(T, S, ["success_ratio", "recovered"])])
+    metrics.set_target_version(T, "1.0.0", 1_700_000_000.0)
     return metrics
 
 

@@ -83,7 +83,7 @@ def test_a_database_from_a_newer_version_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_version_1_database_is_migrated_and_its_runs_still_answer(tmp_path: Path) -> None:
-    """A file of schema 1 (no summary column) gets version 2; its old rows page and answer
+    """A file of schema 1 (no summary column) is migrated; its old rows page and answer
     as before, new rows page without their detail."""
     db = sqlite3.connect(tmp_path / DB_NAME)
     db.executescript(
@@ -102,7 +102,7 @@ def test_a_version_1_database_is_migrated_and_its_runs_still_answer(tmp_path: Pa
     db.close()
     store = store_in(tmp_path)
     try:
-        assert store.schema_version == SCHEMA_VERSION == 2
+        assert store.schema_version == SCHEMA_VERSION == 3
         assert store.get("old") == doc("old")
         store.put(doc("new"), time.time())
         assert store.get("new") == doc("new")

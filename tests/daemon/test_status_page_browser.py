@@ -138,9 +138,10 @@ async def test_browser_shows_each_target_with_its_last_result(
     assert ramp[6] == "33.3% (10/30)"
     assert ramp[7] == "not within 120 s"
     assert pairs["echo-local", "avalanche"][5] == "no run yet"
-    runs = [row for row in parser.rows if len(row) == 10 and row[0].startswith("r-")]
+    runs = [row for row in parser.rows if len(row) == 11 and row[0].startswith("r-")]
     assert [row[0] for row in runs] == ["r-bad", "r-ok"]
-    assert runs[0][9] == "missed: success_ratio, recovered"
+    assert runs[0][2] == "—"  # no version: configured for that target
+    assert runs[0][10] == "missed: success_ratio, recovered"
     assert '<a href="/runs/r-ok">r-ok</a>' in dom
     assert '<a href="/targets/chat-staging/avalanche">avalanche</a>' in dom
     assert "ready" in dom

@@ -60,6 +60,8 @@ CONTRACT_METRICS = frozenset(
         "build_info",
         # README, "Beyond the contract".
         "runs_skipped_total",
+        "target_info",
+        "target_version_change_timestamp_seconds",
     }
 )
 #: Not spikewatch's own, and allowed: the process collector's start time ("the standard
@@ -231,7 +233,9 @@ def test_alerts_have_name_severity_and_annotations(alerts: list[dict[str, Any]])
         assert alert["labels"]["severity"] in SEVERITIES, name
         assert "for" in alert, f"{name}: say `for: 0m` when no delay is meant"
         notes = alert["annotations"]
-        assert set(notes) == {"summary", "description", "runbook_url"}, name
+        # SpikewatchRecoveryRegressed also names the target versions (issue 17).
+        versions = {"version", "version_before"} if name == "SpikewatchRecoveryRegressed" else set()
+        assert set(notes) == {"summary", "description", "runbook_url", *versions}, name
         assert notes["summary"].strip(), name
         assert "{{" not in notes["summary"], f"{name}: the summary must be static"
         assert "{{" in notes["description"], f"{name}: the description must be templated"
@@ -276,6 +280,7 @@ def test_rules_read_what_the_exporter_exposes(groups: list[dict[str, Any]]) -> N
     """Every spikewatch_* name a rule reads is in a real exposition (with one pair)."""
     metrics = SpikewatchMetrics(version="test")
     metrics.ensure_pairs([("chat", "avalanche", ["recovery"])])
+    metrics.set_target_version("chat", "1.0", 0.0)  # a target with a version: in its config
     exposition = metrics.render(None)[0].decode()
     exposed = set(re.findall(r"^(\w+)[ {]", exposition, re.MULTILINE))
     read = {n for rule in rules_of(groups) for n in metric_names(str(rule["expr"]))}

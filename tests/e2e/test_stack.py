@@ -79,6 +79,8 @@ def daemon_document(url: str) -> dict[str, Any]:
                 "url": url,
                 "welcome": {"match": r'"type":\s*"welcome"'},
                 "echo": {"payload": '{"seq":{seq}}', "match": '"seq":{seq}'},
+                # The per-version panels have data only for a target that reports one.
+                "version": {"header": "X-App-Version"},
             }
         ],
         "scenarios": [
@@ -103,7 +105,7 @@ def daemon_document(url: str) -> dict[str, Any]:
 
 @pytest.fixture
 async def target() -> AsyncIterator[RunningTarget]:
-    async with await start_reference_target(TargetBehaviour()) as running:
+    async with await start_reference_target(TargetBehaviour(version="1.0")) as running:
         yield running
 
 

@@ -37,6 +37,7 @@ RECORDING_RULES = {
     "spikewatch:last_recovery_seconds": "spikewatch_last_recovery_seconds",
     "spikewatch:recovery_seconds:median_7d": "spikewatch_last_recovery_seconds",
     "spikewatch:spike_success_ratio": "spikewatch_last_spike_success_ratio",
+    "spikewatch:last_recovery_seconds_capped:by_version": "spikewatch_last_recovery_seconds",
 }
 PAIR = frozenset({"target", "scenario"})
 #: Labels Prometheus adds to every scraped series.
@@ -69,7 +70,7 @@ NOT_CHARTED = {
 }
 
 #: How many queries each dashboard has (panel targets, nested row panels included).
-EXPECTED_QUERY_COUNTS = {OVERVIEW: 30, TARGET: 37}
+EXPECTED_QUERY_COUNTS = {OVERVIEW: 30, TARGET: 39}
 
 # PromQL, as far as these checks read it.
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'')
@@ -404,13 +405,38 @@ def test_overview_links_to_the_target_detail_with_the_pair() -> None:
 
 def test_target_detail_marks_failed_runs() -> None:
     """A Prometheus annotation marks the pair's failed runs, with a title."""
-    (failed, invalid) = annotation_queries(load(TARGET))
+    (failed, invalid, _) = annotation_queries(load(TARGET))
     assert 'result=~"failed|target_down|aborted|error"' in failed["expr"]
     assert 'target="$target", scenario="$scenario"' in failed["expr"]
     assert failed["expr"].endswith("> 0")
     assert failed["titleFormat"]
     assert failed["enable"] is True
     assert 'result="invalid"' in invalid["expr"]
+
+
+@pytest.mark.parametrize(("name", "op"), [(OVERVIEW, "=~"), (TARGET, "=")])
+def test_version_changes_are_annotations_on_every_panel(name: str, op: str) -> None:
+    """Both dashboards mark each target version change (issue 17), titled with the version;
+    a dashboard-wide annotation, so every panel shows it."""
+    (versions,) = [
+        a for a in annotation_queries(load(name)) if a["name"] == "Target version changes"
+    ]
+    assert "changes(spikewatch_target_version_change_timestamp_seconds" in versions["expr"]
+    assert f'spikewatch_target_info{{target{op}"$target"}}' in versions["expr"]
+    assert "{{version}}" in versions["titleFormat"]
+    assert versions["enable"] is True
+    assert "filter" not in versions  # not limited to some panels
+
+
+def test_target_detail_shows_recovery_per_version() -> None:
+    """A table of the recent versions' recovery: p50 and worst over the time range."""
+    table = panel_by_title(load(TARGET), "Recovery per version")
+    assert table["type"] == "table"
+    exprs = [t["expr"] for t in table["targets"]]
+    assert [e.split("(")[0] for e in exprs] == ["quantile_over_time", "max_over_time"]
+    assert all("spikewatch:last_recovery_seconds_capped:by_version" in e for e in exprs)
+    renames = table["transformations"][1]["options"]["renameByName"]
+    assert renames == {"Value #A": "p50", "Value #B": "worst"}
 
 
 def test_target_detail_heatmap_and_stacked_outcomes() -> None:
