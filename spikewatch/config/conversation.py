@@ -248,6 +248,8 @@ def conversation_problems(
                     (f"{at}.measure", f"conversation[{first}] measures {step.measure} already")
                 )
             measured.setdefault(step.measure, i)
+            if step.measure == "round_trip" and not any(s.send for s in steps[:i]):
+                problems.append((f"{at}.measure", "round_trip needs a send step before it"))
         if step.send is not None:
             problems.extend(_uses(f"{at}.send", step.send.templates, known, every_capture))
         else:

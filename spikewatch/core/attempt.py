@@ -28,8 +28,10 @@ class Attempt:
     first_message: float | None = None
     rtt: float | None = None
     latency: float | None = None
-    #: The step a failed attempt was in: connect, upgrade, welcome or echo (None when
-    #: it succeeded or was never made), so that a timeout says what it timed out on.
+    #: The step a failed attempt was in: connect, upgrade, welcome or echo, or the name
+    #: of its conversation step (None when it succeeded or was never made), so that a
+    #: timeout says what it timed out on. Conversation step names come from the config
+    #: only, so the set of values stays bounded.
     step: str | None = None
 
     def decide(self, outcome: Outcome, detail: str, now: float, step: str | None = None) -> bool:

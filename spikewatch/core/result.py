@@ -54,7 +54,8 @@ class ErrorGroup:
         }
 
 
-#: Steps in the order a connection passes through them; None (aborted, never made) last.
+#: Steps in the order a connection passes through them; a conversation's own step names
+#: after these, in the order their groups first appear; None (aborted, never made) last.
 _STEP_ORDER = {"connect": 0, "upgrade": 1, "welcome": 2, "echo": 3}
 
 
@@ -68,8 +69,13 @@ def group_errors(attempts: Iterable[Attempt]) -> tuple[ErrorGroup, ...]:
         key = (a.outcome, a.step)
         counts[key] += 1
         examples.setdefault(key, a)
+    last = len(_STEP_ORDER)
     order = sorted(
-        counts, key=lambda k: (_OUTCOME_ORDER[k[0]], _STEP_ORDER.get(k[1] or "", len(_STEP_ORDER)))
+        counts,
+        key=lambda k: (
+            _OUTCOME_ORDER[k[0]],
+            last + 1 if k[1] is None else _STEP_ORDER.get(k[1], last),
+        ),
     )
     return tuple(
         ErrorGroup(

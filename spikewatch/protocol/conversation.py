@@ -131,7 +131,8 @@ class TextMatch:
             constant = self._template.constant
             self._pattern = re.compile(constant) if constant is not None else None
         # The groups, from the template with placeholders standing for the variables.
-        groups = re.compile(self._template.render(0, 0, {})).groupindex
+        stand_ins = dict.fromkeys(self._template.parts[1::2], "0")
+        groups = re.compile(self._template.render(0, 0, stand_ins)).groupindex
         self._groups = tuple(groups)
         #: The short form's welcome and echo matched a binary message's text (decoded).
         self._decode_binary = decode_binary
@@ -213,7 +214,7 @@ class JsonMatch:
             return False
         try:
             document = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested deeper than Python goes
             return False
         if not isinstance(document, dict):
             return False

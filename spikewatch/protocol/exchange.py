@@ -437,6 +437,10 @@ class ProbeExchange:
         ):
             self._keepalive_answered(now - self._ping_sent, now)
             return
+        if not self.session.answer_pings:
+            # The peer reads nothing (our write buffer is past its mark): answer it no more
+            # than its pings, or a heartbeat flood grows our memory without bound (issue 12).
+            return
         for rule in conversation.heartbeats:
             if rule.when.match(data, conn, self.seq, captures):
                 self._send(rule.answer)

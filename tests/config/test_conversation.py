@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from spikewatch.config import SpikewatchConfig, parse_config
 from spikewatch.config.conversation import parse_hex, step_names
@@ -200,6 +203,13 @@ def test_more_than_one_measure_of_a_kind() -> None:
 NOT_HEX = "must be hex bytes, two digits each, like '20 02 00'"
 
 
+def test_a_round_trip_without_a_send_before_it() -> None:
+    """round_trip times a match from the send before it: there must be one."""
+    assert problems(steps({"expect": {"match": "a"}, "measure": "round_trip"})) == [
+        "targets[0].conversation[0].measure: round_trip needs a send step before it"
+    ]
+
+
 def test_bad_hex() -> None:
     """Odd digits, non-hex characters and empty hex are errors at their field."""
     assert problems(
@@ -297,3 +307,30 @@ def test_stable_echo_with_a_conversation_and_no_keepalive() -> None:
             "targets[0].keepalive: is needed by scenarios[0].stable.mode echo: the"
             " conversation is not re-sent to keep a connection alive"
         ]
+
+
+def readme_targets() -> list[dict[str, Any]]:
+    """Return every target of the README's Conversations examples."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("### Conversations", 1)[1].split("\n## ", 1)[0]
+    targets: list[dict[str, Any]] = []
+    for block in re.findall(r"```yaml\n(.*?)```", section, flags=re.DOTALL):
+        document = yaml.safe_load(block)
+        targets.extend(document["targets"] if isinstance(document, dict) else document)
+    return targets
+
+
+def test_the_readmes_examples_load() -> None:
+    """Every example target in the README's Conversations section is a valid config."""
+    targets = readme_targets()
+    assert [t["name"] for t in targets] == ["socketio", "graphql", "cable", "mqtt", "echo"]
+    config = parse_config(
+        {
+            "targets": targets,
+            "scenarios": [{"name": "s", "spike": {"connections": 1}, "stable": {"connections": 1}}],
+        }
+    )
+    cable = config.target("cable")
+    assert cable.conversation is not None
+    assert cable.conversation[3].send is not None
+    assert '\\"text\\":\\"hi {conn}\\"' in (cable.conversation[3].send.text or "")

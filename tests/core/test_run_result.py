@@ -496,3 +496,20 @@ def test_held_connections_the_target_dropped_are_reported_and_can_fail_the_run()
         "value": 4,
         "passed": False,
     }
+
+
+def test_conversation_steps_group_after_the_known_steps_and_before_none() -> None:
+    """A conversation's step names are groups of their own, after upgrade, before no step."""
+    at_ack = failed(Phase.SPIKE, 400, Outcome.TIMEOUT, "no message for step 'ack' within 2s")
+    at_next = failed(Phase.SPIKE, 401, Outcome.TIMEOUT, "no message for step 'next' within 2s")
+    at_upgrade = failed(Phase.SPIKE, 402, Outcome.TIMEOUT, "no upgrade answer within 5s")
+    nowhere = failed(Phase.SPIKE, 403, Outcome.TIMEOUT, "no step")
+    at_ack.step, at_next.step, at_upgrade.step = "ack", "next", "upgrade"
+    attempts = (*spike(good=2).attempts, nowhere, at_next, at_ack, at_upgrade, at_ack)
+    result = build(record(spike=SpikePhase(attempts, aborted=False)))
+    assert [(e.step, e.count) for e in result.errors] == [
+        ("upgrade", 1),
+        ("next", 1),
+        ("ack", 2),
+        (None, 1),
+    ]

@@ -145,6 +145,14 @@ def test_a_templated_regex_escapes_captures() -> None:
     assert matcher.describe() == repr("^{sid}:{conn}$")
 
 
+def test_a_capture_may_be_quantified_in_a_later_regex() -> None:
+    """A capture stands for text when the regex is compiled once for its groups."""
+    matcher = TextMatch("^{sid}+(?P<n>\\d)$", SID)
+    captures = {"sid": "ab"}
+    assert matcher.match("abbb7", 1, 1, captures)
+    assert captures["n"] == "7"
+
+
 def test_the_short_forms_text_match_reads_binary_as_text() -> None:
     """Today's welcome and echo matched a binary message's text: kept for them."""
     assert TextMatch(re.compile("hi"), decode_binary=True).match(b"hi", 1, 1, {})
@@ -163,6 +171,7 @@ def test_the_short_forms_text_match_reads_binary_as_text() -> None:
         ('{"type":"next","p":{"d":[{"n":1}]},"ok":true}', False),
         ('["type","next"]', False),
         ("not json", False),
+        ("[" * 100_000, False),
         (b'{"type":"next"}', False),
     ],
 )
@@ -388,6 +397,16 @@ def test_heartbeats_are_answered_once_the_conversation_is_over() -> None:
     ex.message("other", 11.2)
     assert sent(ex) == [(Opcode.TEXT, b"3"), (Opcode.TEXT, b'{"type":"pong","sid":"s1"}')]
     assert ex.seq == 2
+
+
+def test_heartbeats_stop_while_the_peer_reads_nothing() -> None:
+    """Past the write buffer's mark (answer_pings off) heartbeats go unanswered, as pings do."""
+    ex = exchange(conversation(heartbeats=HEARTBEATS), keep_open=True)
+    ex.session.answer_pings = False
+    ex.message("2", 11.0)
+    ex.session.answer_pings = True
+    ex.message("2", 11.1)
+    assert sent(ex) == [(Opcode.TEXT, b"3")]
 
 
 def keepalive_exchange(mode: Literal["ping", "echo"] = "echo") -> tuple[ProbeExchange, list[float]]:
