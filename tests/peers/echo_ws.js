@@ -4,7 +4,9 @@
 "use strict";
 const { WebSocketServer } = require("ws");
 
-const say = (event) => process.stdout.write(`${JSON.stringify(event)}\n`);
+const say = (event) => {
+  process.stdout.write(`${JSON.stringify(event)}\n`);
+};
 const wss = new WebSocketServer({ host: "127.0.0.1", port: 0, perMessageDeflate: false });
 wss.on("listening", () => say({ event: "listening", port: wss.address().port }));
 wss.on("connection", (ws) => {

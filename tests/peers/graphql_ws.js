@@ -2,13 +2,16 @@
 // yields 1, 2, 3, ... one a second from its subscribe. graphql-ws answers its own ping with pong.
 // Prints one JSON line per event from graphql-ws's hooks: listening (with the port),
 // connect (onConnect), subscribe (onSubscribe), next (onNext), close (onClose, with the
-// code and reason), and from ws: open, and ws_close with the close code.
+// code and reason), and from ws: open, and ws_close with the close code. (A hook returning
+// a value changes what graphql-ws does: say returns nothing.)
 "use strict";
 const { WebSocketServer } = require("ws");
 const { useServer } = require("graphql-ws/use/ws");
 const { buildSchema } = require("graphql");
 
-const say = (event) => process.stdout.write(`${JSON.stringify(event)}\n`);
+const say = (event) => {
+  process.stdout.write(`${JSON.stringify(event)}\n`);
+};
 const schema = buildSchema("type Query { hello: String } type Subscription { tick: Int }");
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const roots = {

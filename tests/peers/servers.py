@@ -235,7 +235,8 @@ def mosquitto(directory: Path) -> LogPeer:
     """mosquitto with a websockets listener (tests/peers/mosquitto.conf)."""
     port = free_port()
     config = fill("mosquitto.conf", directory, PORT=port, MQTT_PORT=free_port())
-    argv = [program("mosquitto"), "-c", str(config)]
+    # mosquitto writes its log with stdio and does not flush a pipe: stdbuf makes it by line.
+    argv = [program("stdbuf"), "-oL", program("mosquitto"), "-c", str(config)]
     return LogPeer("mosquitto", argv, port, r"mosquitto version \S+ running")
 
 

@@ -2,13 +2,16 @@
 // sender. Heartbeats are Socket.IO's own: pingInterval/pingTimeout from PING_INTERVAL_MS and
 // PING_TIMEOUT_MS (Socket.IO's defaults, 25 s and 20 s, when unset).
 // Prints one JSON line per event from Socket.IO's own events: listening (with the port),
-// engine_open / engine_close (Engine.IO connections, with the close reason), connection /
+// engine_open / heartbeat (an answered ping) / engine_close (Engine.IO connections, with the
+// close reason), connection /
 // disconnect (Socket.IO sockets, with the disconnect reason), echo.
 "use strict";
 const http = require("http");
 const { Server } = require("socket.io");
 
-const say = (event) => process.stdout.write(`${JSON.stringify(event)}\n`);
+const say = (event) => {
+  process.stdout.write(`${JSON.stringify(event)}\n`);
+};
 const httpServer = http.createServer();
 const io = new Server(httpServer, {
   transports: ["websocket"],
@@ -18,6 +21,7 @@ const io = new Server(httpServer, {
 });
 io.engine.on("connection", (raw) => {
   say({ event: "engine_open" });
+  raw.on("heartbeat", () => say({ event: "heartbeat" }));
   raw.on("close", (reason) => say({ event: "engine_close", reason }));
 });
 io.engine.on("connection_error", (err) => say({ event: "connection_error", code: err.code }));
