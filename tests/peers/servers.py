@@ -62,7 +62,7 @@ def fill(template: str, directory: Path, **values: object) -> Path:
     for name, value in values.items():
         text = text.replace(f"@{name}@", str(value))
     left = re.search(r"@[A-Z_]+@", text)
-    assert left is None, f"{template}: {left.group()} is not filled in" if left else ""
+    assert left is None, f"{template}: {left and left.group()} is not filled in"
     path = directory / template
     path.write_text(text)
     return path
@@ -74,6 +74,8 @@ class PeerServer:
     def __init__(self, name: str, argv: list[str], *, env: dict[str, str] | None = None) -> None:
         self.name = name
         self.lines: list[str] = []
+        #: True once the process closed its output (it exited): no more lines will come.
+        self.ended = False
         self._changed = threading.Condition()
         self._process = subprocess.Popen(
             argv,
@@ -95,18 +97,17 @@ class PeerServer:
                 self.lines.append(line.rstrip("\n"))
                 self._changed.notify_all()
         with self._changed:
+            self.ended = True
             self._changed.notify_all()
 
     def wait(self, done: Callable[[], bool], timeout: float, what: str) -> None:
         """Block until ``done()`` holds, woken by each new line; fail after ``timeout``."""
         with self._changed:
-            ok = self._changed.wait_for(
-                lambda: done() or self._process.poll() is not None, scaled(timeout)
-            )
+            ok = self._changed.wait_for(lambda: done() or self.ended, scaled(timeout))
             held = done()
         tail = "\n".join(self.lines[-20:])
         assert ok, f"{self.name}: no {what} within {timeout}s; its last lines:\n{tail}"
-        assert held, f"{self.name} exited ({self._process.returncode}) before {what}:\n{tail}"
+        assert held, f"{self.name} exited ({self._process.poll()}) before {what}:\n{tail}"
 
     async def until(self, done: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
         """Wait (off the event loop) until the server's account satisfies ``done()``."""
