@@ -55,6 +55,7 @@ async def test_an_event_round_trip_with_connections_alive_60s_through_heartbeats
     # Each held and stable connection lived past two pings (at 25 s and 50 s).
     assert socketio.count("heartbeat", mark) >= 2 * (20 + 3)
     assert socketio.count("echo", mark) == n + result.stable.message_rtt.count
+    assert socketio.count("ack", mark) == result.stable.message_rtt.count, "keepalives acked"
 
 
 async def test_without_heartbeats_socketio_drops_every_held_connection(
