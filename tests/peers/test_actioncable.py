@@ -35,9 +35,12 @@ async def test_a_channel_message_after_subscribing(tmp_path: Path, cable: server
     assert result.spike.first_message is not None, "the welcome times the first message"
     assert result.spike.message_rtt is not None
     assert result.stable is not None
-    assert (result.stable.opened, result.stable.dropped, result.stable.unanswered) == (2, 0, 0)
+    assert (result.stable.opened, result.stable.dropped) == (2, 0)
     assert result.stable.message_rtt is not None
     assert cable.count("connect", mark) == n
     assert cable.count("subscribed", mark) == n
     assert cable.count("unsubscribed", mark) == n
-    assert cable.count("echo", mark) == n + result.stable.message_rtt.count
+    # One echo per conversation and per keepalive answered; a keepalive still unanswered when
+    # the run closed its connection may or may not have been performed before the close.
+    answered = result.stable.message_rtt.count
+    assert answered <= cable.count("echo", mark) - n <= answered + result.stable.unanswered

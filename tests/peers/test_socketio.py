@@ -47,15 +47,18 @@ async def test_an_event_round_trip_with_connections_alive_60s_through_heartbeats
     assert result.spike.held_dropped == 0
     assert result.spike.message_rtt is not None
     assert result.stable is not None
-    assert (result.stable.opened, result.stable.dropped, result.stable.unanswered) == (3, 0, 0)
+    assert (result.stable.opened, result.stable.dropped) == (3, 0)
     assert result.stable.message_rtt is not None
     assert socketio.count("engine_open", mark) == n
     assert socketio.count("connection", mark) == n
     assert socketio.values("disconnect", "reason", mark) == ["transport close"] * n
     # Each held and stable connection lived past two pings (at 25 s and 50 s).
     assert socketio.count("heartbeat", mark) >= 2 * (20 + 3)
-    assert socketio.count("echo", mark) == n + result.stable.message_rtt.count
-    assert socketio.count("ack", mark) == result.stable.message_rtt.count, "keepalives acked"
+    # Each keepalive sent reached Socket.IO before its connection's end (Node reads in order):
+    # the answered ones and any still unanswered when the run closed the connection.
+    keepalives = result.stable.message_rtt.count + result.stable.unanswered
+    assert socketio.count("echo", mark) == n + keepalives
+    assert socketio.count("ack", mark) == keepalives, "each keepalive acked"
 
 
 async def test_without_heartbeats_socketio_drops_every_held_connection(
