@@ -29,10 +29,8 @@ def on_port(url: str, port: int) -> str:
     return urlunsplit(parts._replace(netloc=f"127.0.0.1:{port}"))
 
 
-def config_of(
-    tmp_path: Path, name: str, port: int, *, target: Any = None, **scenario: Any
-) -> SpikewatchConfig:
-    """Load example ``name`` with its target on ``port``; ``scenario`` (and ``target``)
+def document_of(name: str, port: int, *, target: Any = None, **scenario: Any) -> dict[str, Any]:
+    """Return example ``name`` with its target on ``port``; ``scenario`` (and ``target``)
     override fields of its first scenario (and target); a None value removes the field."""
     document = example(name)
     [entry] = document["targets"]
@@ -41,6 +39,14 @@ def config_of(
         fields.update(changes)
         for key in [key for key, value in changes.items() if value is None]:
             del fields[key]
+    return document
+
+
+def config_of(
+    tmp_path: Path, name: str, port: int, *, target: Any = None, **scenario: Any
+) -> SpikewatchConfig:
+    """Write and load :func:`document_of` (a config file in ``tmp_path``)."""
+    document = document_of(name, port, target=target, **scenario)
     return load_config(write_config(tmp_path / f"{name}.yaml", document))
 
 

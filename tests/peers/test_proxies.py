@@ -3,14 +3,19 @@ connections (its own access log) is the truth spikewatch's figures are checked a
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from spikewatch.core.outcomes import RunResultKind
+from tests.builders import write_config
+from tests.conftest import scaled
 from tests.peers import servers
-from tests.peers.runs import config_of, made, run
+from tests.peers.runs import config_of, document_of, made, run
 
 #: An access line: "access <status> <upstream status> <request time s>" (tests/peers/nginx.conf).
 NGINX_ACCESS = r"^access (\d{3}) (\S+) ([\d.]+)$"
@@ -121,3 +126,42 @@ async def test_haproxy_maxconn_4_lets_4_held_connections_in_and_the_queue_times_
     queued_out = [m for m in lines if m[1] == "503"]
     assert {m[2] for m in queued_out} == {"sQ"}, "each 503 is a queue timeout"
     assert all(int(m[3]) >= 1000 for m in queued_out), "after waiting `timeout queue`"
+
+
+@pytest.mark.slow
+def test_the_command_line_on_workers_reports_nginxs_drops_in_its_json(
+    tmp_path: Path, nginx: servers.LogPeer
+) -> None:
+    """`spikewatch once --json` with 2 worker processes (uvloop, as the daemon runs): exit 1,
+    and the run JSON's held_dropped and dropped_held verdict say what nginx's log says."""
+    log = nginx.mark()
+    document = document_of(
+        "echo",
+        nginx.port,
+        spike={"connections": 12},
+        hold="5s",
+        stable=None,
+        thresholds={"success_ratio": 1.0, "dropped_held": 0},
+    )
+    document["prober"] = {"workers": 2}
+    path = write_config(tmp_path / "echo.yaml", document)
+    argv = ["once", "--config", str(path), "--target", "echo", "--scenario", "echo-spike"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "spikewatch", *argv, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=scaled(60),
+        check=False,
+    )
+    assert proc.returncode == 1, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["result"] == "failed"
+    assert result["spike"]["outcomes"] == {"ok": 12}
+    assert result["spike"]["held_dropped"] == 12
+    [verdict] = [t for t in result["thresholds"] if t["name"] == "dropped_held"]
+    assert (verdict["passed"], verdict["value"]) == (False, 12), verdict
+    n = result["baseline"]["probes"] + 12 + result["recovery"]["probes"]
+    nginx.wait(lambda: len(nginx.matching(NGINX_ACCESS, log)) == n, 15.0, f"{n} access lines")
+    lines = nginx.matching(NGINX_ACCESS, log)
+    assert [m[1] for m in lines] == ["101"] * n
+    assert len([m for m in lines if 3.0 <= float(m[3]) < 5.0]) == 12, "dropped at 3 s of 5"
