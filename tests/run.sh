@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 # System packages some tests need: Debian's chromium (the status page in a real browser),
 # prometheus (promtool, and the server for the end-to-end test), prometheus-alertmanager
 # (amtool, and the server), and podman, runc and debootstrap (the container test builds and
-# runs the image; debootstrap makes its base image). Installed when missing; without them
-# those tests fail, never skip.
+# runs the image; debootstrap makes its base image), and the real servers tests/peers runs
+# spikewatch against: nginx-light, haproxy, mosquitto, and ruby with puma and
+# ruby-actioncable. Installed when missing; without them those tests fail, never skip.
 #
 # kubectl (`kubectl kustomize`, for the Kubernetes manifests) must be >= 1.27 with
 # kustomize v5. These machines' image ships one (Google Cloud SDK's kubectl 1.32, kustomize
@@ -25,6 +26,12 @@ command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertman
 command -v podman >/dev/null 2>&1 || need+=(podman)
 command -v runc >/dev/null 2>&1 || need+=(runc)
 PATH=$PATH:/usr/sbin:/sbin command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
+PATH=$PATH:/usr/sbin:/sbin command -v nginx >/dev/null 2>&1 || need+=(nginx-light)
+PATH=$PATH:/usr/sbin:/sbin command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
+PATH=$PATH:/usr/sbin:/sbin command -v mosquitto >/dev/null 2>&1 || need+=(mosquitto)
+command -v ruby >/dev/null 2>&1 || need+=(ruby)
+command -v puma >/dev/null 2>&1 || need+=(puma)
+command -v ruby >/dev/null 2>&1 && ruby -e 'require "action_cable"' >/dev/null 2>&1 || need+=(ruby-actioncable)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "== installing ${need[*]} (Debian packages)"
@@ -42,6 +49,17 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test,bench]' 2>&1 \
     | grep -v '^WARNING: Location' || true
+
+# The real servers of tests/peers that come from npm (Socket.IO, graphql-ws, ws), pinned by
+# tests/peers/package-lock.json: installed once, like bench/'s.
+if [ ! -d tests/peers/node_modules ]; then
+    if ! command -v npm >/dev/null 2>&1; then
+        echo "tests need node and npm on PATH (tests/peers runs Socket.IO and graphql-ws)" >&2
+        exit 1
+    fi
+    echo "== npm ci (tests/peers/package-lock.json)"
+    (cd tests/peers && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+fi
 
 echo "== ruff"
 .venv/bin/ruff check spikewatch tests bench
