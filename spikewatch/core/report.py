@@ -1,10 +1,12 @@
-"""Build a run's result from the records of its phases: summaries, checks, verdict, why."""
+"""Build a run's result from the records of its phases: summaries, verdict, why, timeline."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+import math
+from collections.abc import Iterator, Sequence
 
+from spikewatch.core.attempt import Attempt
 from spikewatch.core.outcomes import Outcome, RunResultKind
 from spikewatch.core.phases import (
     ProberHealth,
@@ -35,7 +37,15 @@ from spikewatch.core.saturation import (
     receive_starvation,
 )
 from spikewatch.core.stats import summarize
-from spikewatch.core.timeline import build_timeline
+from spikewatch.core.timeline import (
+    BATCHES_KEPT,
+    DROPS_KEPT,
+    PROBES_KEPT,
+    SAMPLE_KEPT,
+    LatencyHistogram,
+    ProbePoint,
+    RunTimeline,
+)
 from spikewatch.core.verdict import (
     Measurements,
     ThresholdCheck,
@@ -219,3 +229,72 @@ def explain(kind: RunResultKind, checks: tuple[ThresholdCheck, ...], prober: Pro
         return "the spike was stopped by the abort rule"
     failed = [c.name for c in checks if not c.passed]
     return ("missed: " + ", ".join(failed)) if failed else ""
+
+
+# -- the run's timeline (core/timeline.py holds its types and bounds) -----------------
+
+
+def _start(attempt: Attempt) -> float | None:
+    # A recovery probe's start is its slot (the contract's); others have only a start.
+    return attempt.planned if attempt.planned is not None else attempt.started
+
+
+def _probe_points(attempts: Sequence[Attempt], phase: str, origin: float) -> list[ProbePoint]:
+    points = []
+    for attempt in attempts:
+        start = _start(attempt)
+        if start is None or attempt.outcome is None:
+            continue
+        ok = attempt.outcome == Outcome.OK
+        latency = attempt.latency if ok else None
+        points.append(ProbePoint(phase, start - origin, latency, attempt.outcome.value))
+    return points
+
+
+def _kept(points: list[ProbePoint]) -> tuple[list[ProbePoint], int]:
+    if len(points) <= PROBES_KEPT:
+        return points, 0
+    half = PROBES_KEPT // 2
+    return points[:half] + points[-half:], len(points) - PROBES_KEPT
+
+
+def _strided(values: Sequence[tuple[float, float]], cap: int) -> tuple[tuple[float, float], ...]:
+    step = max(1, math.ceil(len(values) / cap))
+    return tuple(values[::step])
+
+
+def build_timeline(record: RunRecord) -> RunTimeline:
+    """Return the run's timeline from its record (instants since ``record.origin``)."""
+    origin = record.origin
+    baseline, left_b = _kept(_probe_points(record.baseline.attempts, "baseline", origin))
+    recovery_attempts = record.recovery.attempts if record.recovery else ()
+    recovery, left_r = _kept(_probe_points(recovery_attempts, "recovery", origin))
+    spike = record.spike.attempts if record.spike else ()
+    starts = sorted({p - origin for a in spike if (p := a.planned) is not None})
+    measured = [
+        (start - origin, a.handshake)
+        for a in spike
+        if (start := a.started if a.started is not None else a.planned) is not None
+        and a.handshake is not None
+    ]
+    failed = sum(1 for a in spike if a.outcome not in (None, Outcome.OK, Outcome.ABORTED))
+    decision = record.recovery.decision if record.recovery else None
+    recovered = decision.recovered_at if decision is not None else None
+    stable = record.stable
+    drops = sorted(d - origin for d in stable.drops) if stable is not None else []
+    return RunTimeline(
+        probes=(*baseline, *recovery),
+        probes_left_out=left_b + left_r,
+        batch_starts=tuple(starts[:BATCHES_KEPT]),
+        batches=len(starts),
+        t0=record.timeline.get("t0"),
+        recovered_at=None if recovered is None else recovered - origin,
+        good_limit=record.recovery.good_limit if record.recovery else None,
+        stable_drops=tuple(drops[:DROPS_KEPT]),
+        stable_dropped=stable.dropped if stable is not None else 0,
+        keepalive=summarize(stable.rtts) if stable is not None else None,
+        handshake=LatencyHistogram.of(h for _, h in measured) if measured else None,
+        handshake_sample=_strided(measured, SAMPLE_KEPT),
+        handshake_measured=len(measured),
+        handshake_failed=failed,
+    )

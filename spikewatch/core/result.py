@@ -6,15 +6,13 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from spikewatch.core.attempt import DEFLATE_DECLINED, Attempt
 from spikewatch.core.outcomes import Outcome, Phase, RunResultKind, status_code_label
 from spikewatch.core.stats import LatencySummary, summarize
+from spikewatch.core.timeline import RunTimeline
 from spikewatch.core.verdict import ThresholdCheck
-
-if TYPE_CHECKING:
-    from spikewatch.core.timeline import RunTimeline
 
 _OUTCOME_ORDER = {outcome: i for i, outcome in enumerate(Outcome)}
 

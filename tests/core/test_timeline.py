@@ -15,6 +15,7 @@ from spikewatch.core.phases import (
     StablePhase,
 )
 from spikewatch.core.recovery import RecoveryDecision, decide_baseline
+from spikewatch.core.report import build_timeline
 from spikewatch.core.timeline import (
     BATCHES_KEPT,
     DROPS_KEPT,
@@ -23,7 +24,6 @@ from spikewatch.core.timeline import (
     PROBES_KEPT,
     SAMPLE_KEPT,
     LatencyHistogram,
-    build_timeline,
 )
 from tests.core.fakes import Health
 
