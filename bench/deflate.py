@@ -37,6 +37,8 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 
+from run import install, tools  # noqa: E402 - bench/ is the script's directory
+
 from spikewatch.config import parse_config  # noqa: E402 - after the path is set
 from spikewatch.core.attempt import Attempt  # noqa: E402
 from spikewatch.core.outcomes import Outcome, Phase  # noqa: E402
@@ -189,6 +191,7 @@ def _child(*args: str) -> subprocess.Popen[str]:
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Every figure, as a dict."""
     figures: dict[str, Any] = {"cpu": {}, "memory": {}, "loop": args.loop}
+    install(tools()[1])  # Node's ws, from bench/package-lock.json, the first time
     with _server("node") as (port, _):
         for variant in VARIANTS:
             child = _child("cycle", str(port), variant, str(args.cycles), "--loop", args.loop)

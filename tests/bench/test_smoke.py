@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import scaled
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
-PYTHON_CLIENTS = ("floor", "spikewatch", "websockets", "aiohttp")
+PYTHON_CLIENTS = ("floor", "spikewatch", "spikewatch-3step", "websockets", "aiohttp")
 LOOPS = ("asyncio", "uvloop")
 
 
