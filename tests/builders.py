@@ -15,6 +15,7 @@ from spikewatch.engine.prober_monitor import ProberMonitor
 from spikewatch.engine.registry import ConnectionRegistry
 from spikewatch.engine.runner import Prober
 from spikewatch.engine.worker_pool import WorkerPool
+from spikewatch.protocol.receive_budget import DEFAULT_RECEIVE_BUDGET_BYTES
 
 #: What the reference target's welcome message matches.
 WELCOME = r'"type":\s*"welcome"'
@@ -124,11 +125,12 @@ def make_prober(
     lag: float = 1.0,
     lateness: float = 1.0,
     cpu: float = 1000.0,
+    receive_budget_bytes: int = DEFAULT_RECEIVE_BUDGET_BYTES,
 ) -> Prober:
     """Return a prober with ``limit`` connection slots, lenient saturation limits and
     (with ``pool``) worker processes."""
     return Prober(
-        registry=ConnectionRegistry(limit),
+        registry=ConnectionRegistry(limit, receive_budget_bytes=receive_budget_bytes),
         monitor=ProberMonitor(interval=0.02),
         limits=ProberLimits(
             max_loop_lag_p99=lag, max_start_lateness_p99=lateness, max_cpu_percent=cpu

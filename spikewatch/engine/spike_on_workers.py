@@ -232,6 +232,8 @@ class SpikeOnWorkers:
                 churn=self._churn,
                 max_in_flight=in_flight[0],
                 in_flight_full=in_flight[1],
+                # The daemon's budget split evenly: all processes together hold no more.
+                receive_budget_bytes=max(1, self.registry.receive_budget.limit // self.pool.size),
             )
         )
         loop = asyncio.get_running_loop()

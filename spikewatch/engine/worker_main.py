@@ -53,6 +53,7 @@ from spikewatch.engine.worker_messages import (
     target_from_wire,
 )
 from spikewatch.heap import freeze_long_lived
+from spikewatch.protocol.receive_budget import DEFAULT_RECEIVE_BUDGET_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -226,9 +227,13 @@ class Worker:
         if run is None:
             self.send(Failed(run=message.run, error=f"no run {message.run!r} here"))
         elif isinstance(message, Spike):
-            if message.slots is not None:
-                # This worker's share of the daemon's free slots (limits.max_connections).
-                run.registry = ConnectionRegistry(message.slots, full=message.full)
+            # This worker's share of the daemon's free slots (limits.max_connections) and
+            # of its receive budget (limits.max_receive_buffer_bytes).
+            run.registry = ConnectionRegistry(
+                _UNLIMITED if message.slots is None else message.slots,
+                full=message.full if message.slots is not None else None,
+                receive_budget_bytes=message.receive_budget_bytes or DEFAULT_RECEIVE_BUDGET_BYTES,
+            )
             if message.churn:
                 run.fire_task = self._spawn(
                     run.fire_churn(

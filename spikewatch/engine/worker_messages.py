@@ -14,7 +14,8 @@ milliseconds where the hand-written checks took several times that). Anything el
     daemon → worker                          worker → daemon
     Prepare {target, address, lag_interval}  Prepared | Failed {error}
     Spike {groups: [[at, [conn, ...]], ...], progress, slots, full,
-           churn, max_in_flight, in_flight_full}
+           churn, max_in_flight, in_flight_full,
+           receive_budget_bytes}
                                              Progress {finished, failed}   (0 or more)
                                              Attempts {attempts: [row, ...], peak_in_flight}
     Abort {reason}                           (nothing: groups not yet started are aborted)
@@ -141,6 +142,9 @@ class Spike(WireMessage):
     #: aborted with; None: no bound but ``slots``.
     max_in_flight: Annotated[int, Field(ge=1)] | None = None
     in_flight_full: str = ""
+    #: This worker's share of limits.max_receive_buffer_bytes (issue 12): the bytes its
+    #: connections together may hold in partial messages. None: the default budget.
+    receive_budget_bytes: Annotated[int, Field(ge=1)] | None = None
 
 
 class Abort(WireMessage):

@@ -11,6 +11,7 @@ from spikewatch.engine.connection import MAX_CONTROL_FRAMES_PER_SECOND, open_con
 from spikewatch.engine.registry import ConnectionRegistry
 from spikewatch.engine.runner import execute_run
 from spikewatch.engine.spec import ConnectionSpec
+from spikewatch.engine.worker_pool import WorkerPool
 from spikewatch.protocol.frames import MAX_FRAGMENTS, Opcode
 from spikewatch.target.behaviour import TargetBehaviour
 from spikewatch.target.server import start_reference_target
@@ -148,6 +149,58 @@ write_config = RunConfigs(
         "timeout": "60s",
     },
 )
+
+
+def welcome_then_unfinished_server(
+    welcomed: int, declared: int, sent: int
+) -> hostile.HostileServer:
+    """Welcome the first ``welcomed`` connections (the baseline's probes); to every later
+    one send a binary frame declaring ``declared`` bytes, ``sent`` of them only."""
+    welcome = hostile.encode_frame(Opcode.TEXT, b'{"type": "welcome"}')
+    unfinished = hostile.encode_frame(Opcode.BINARY, b"m" * sent, declared_length=declared)
+    count = 0
+
+    async def handle(connection: hostile.HostileConnection) -> None:
+        nonlocal count
+        count += 1
+        await connection.accept_upgrade()
+        await connection.send(welcome if count <= welcomed else unfinished)
+        await connection.discard_until_eof()
+
+    return hostile.HostileServer(handle)
+
+
+async def test_each_worker_holds_its_share_of_the_receive_budget(tmp_path: Path) -> None:
+    """Over 2 workers each process holds half of limits.max_receive_buffer_bytes in partial
+    messages: one 60,000-byte part fits a worker's 65,536, the others are refused."""
+    pool = WorkerPool(2, lag_interval=0.02)
+    await pool.start()
+    try:
+        prober = make_prober(pool=pool, lag=10.0, lateness=10.0, receive_budget_bytes=131_072)
+        async with welcome_then_unfinished_server(2, 100_000, 60_000) as server:
+            config = write_config(
+                tmp_path,
+                server.url,
+                {
+                    "baseline": {"probes": 2, "interval": "10ms"},
+                    "spike": {"connections": 8},
+                    "recovery": {"probe_interval": "100ms", "timeout": "300ms"},
+                },
+            )
+            report = await asyncio.wait_for(
+                execute_run(config.targets[0], config.scenarios[0], prober), scaled(30)
+            )
+    finally:
+        await pool.close()
+    spike = [a for a in report.attempts if a.phase == Phase.SPIKE]
+    outcomes = sorted(str(a.outcome) for a in spike)
+    refused = [a for a in spike if a.outcome == Outcome.ERROR]
+    # Each worker's last part standing is held (it times out awaiting the rest of its
+    # welcome), two of 60,000 never fit in 65,536: 2 held, 6 refused. With the default
+    # 64 MiB of a worker before, all 8 were held.
+    assert len(refused) == 6, outcomes
+    assert all("limits.max_receive_buffer_bytes=65536" in a.detail for a in refused), refused
+    assert prober.registry.open == 0
 
 
 async def test_a_whole_run_against_a_deaf_pinging_target_ends_target_down_promptly(
