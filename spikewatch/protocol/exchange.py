@@ -36,7 +36,7 @@ from spikewatch.protocol.conversation import (
     example_of,
     welcome_echo_conversation,
 )
-from spikewatch.protocol.frames import Close
+from spikewatch.protocol.frames import MAX_CONTROL_FRAMES_PER_SECOND, Close
 from spikewatch.protocol.handshake import UpgradeResponse
 from spikewatch.protocol.session import ClientSession
 
@@ -51,10 +51,6 @@ __all__ = [
     "conversation_of",
 ]
 
-#: Control frames (pings, pongs) a peer may send within one second before the connection
-#: is failed as a flood. Servers ping every few seconds; thousands a second cost a parse
-#: and a pong each and starve the loop that times every other connection (issue 12).
-MAX_CONTROL_FRAMES_PER_SECOND = 1000
 
 
 #: What the probe awaits: ``UPGRADE``, then the conversation's steps (``CONVERSATION``, or

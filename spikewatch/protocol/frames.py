@@ -45,8 +45,21 @@ _VALID_CLOSE_CODES = frozenset(
 #: servers fragment rarely, and in pieces of kilobytes when they do.
 MAX_FRAGMENTS = 1024
 
+#: Control frames (pings, pongs) a peer may send within one second before the connection
+#: is failed as a flood (close 1008). Servers ping every few seconds; thousands a second
+#: cost a parse each and starve the loop that times every other connection (issue 12).
+#: The exchange counts across reads; the parser stops a single read at the limit, since
+#: frames read at once arrived within the second: a 256 KiB read of pings is ~2,000
+#: frames, and parsing them all, for 50 connections at once, stalled the daemon's loop for
+#: 0.2-0.4 s.
+MAX_CONTROL_FRAMES_PER_SECOND = 1000
+
 _PACK_16 = struct.Struct("!BBH").pack
 _PACK_64 = struct.Struct("!BBQ").pack
+
+
+class ControlFloodError(ProtocolError):
+    """More control frames at once than a peer may send in a second: close 1008."""
 
 
 class InvalidUtf8Error(ProtocolError):
@@ -135,6 +148,7 @@ class FrameParser:
     __slots__ = (
         "_buffer",
         "_closed",
+        "_controls",
         "_fragments",
         "_fragments_size",
         "_held",
@@ -155,6 +169,7 @@ class FrameParser:
         self._fragments: list[bytes] = []
         self._fragments_size = 0
         self._closed = False
+        self._controls = 0  # control frames in the current feed
         #: The decompressor when permessage-deflate was agreed: RSV1 is allowed then.
         self.inflater: Inflater | None = None
         #: When :meth:`feed` raised: the events of the frames before the violation, which
@@ -177,6 +192,7 @@ class FrameParser:
         # below leaves there what preceded it.
         events: list[Event] = []
         self.partial = events
+        self._controls = 0
         pos = 0
         end = len(buf)
         while end - pos >= 2:
@@ -261,6 +277,11 @@ class FrameParser:
         if opcode in _CONTROL_OPCODES:
             if not fin or length > 125:
                 raise ProtocolError("fragmented or oversized control frame (RFC 6455 §5.5)")
+            self._controls += 1
+            if self._controls > MAX_CONTROL_FRAMES_PER_SECOND:
+                raise ControlFloodError(
+                    f"more than {MAX_CONTROL_FRAMES_PER_SECOND} control frames within 1s"
+                )
             return
         if opcode not in _DATA_OPCODES:
             raise ProtocolError(f"unknown opcode {opcode & 0x0F:#x} (RFC 6455 §5.2)")

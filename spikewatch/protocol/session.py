@@ -27,6 +27,7 @@ from spikewatch.errors import MessageTooBigError, ProtocolError
 from spikewatch.protocol.deflate import DeflateOffer, DeflateParams, Deflater, Inflater
 from spikewatch.protocol.frames import (
     Close,
+    ControlFloodError,
     FrameParser,
     InvalidUtf8Error,
     Message,
@@ -42,6 +43,7 @@ from spikewatch.protocol.receive_budget import ReceiveBudget, ReceiveBudgetError
 #: Close codes this side sends when the peer breaks the protocol (RFC 6455 §7.4.1).
 PROTOCOL_ERROR_CODE = 1002
 INVALID_DATA_CODE = 1007
+POLICY_VIOLATION_CODE = 1008
 MESSAGE_TOO_BIG_CODE = 1009
 
 
@@ -278,16 +280,21 @@ class ClientSession:
             # The frames before the violation still happened: answer their pings first.
             events, error = parser.partial, exc
         queue = self._events
+        # §5.5.3: of pings read at once, answering the most recent is enough (a pong each
+        # would cost a masked frame each; a flood reads ~1,000 at once).
+        ping: Ping | None = None
         for event in events:
             kind = type(event)
             if kind is Ping:
-                # §5.5.2: answer with the ping's payload, unless our close frame is out
-                # (§5.5.1: nothing is sent after it).
-                if self.state == State.OPEN and self.answer_pings:
-                    self._out.append(encode_frame(Opcode.PONG, event.payload))  # type: ignore[union-attr]
+                ping = event  # type: ignore[assignment]
             elif kind is Close:
+                if ping is not None:
+                    self._pong(ping)
+                    ping = None
                 self._receive_close(event)  # type: ignore[arg-type]
             queue.append(event)
+        if ping is not None:
+            self._pong(ping)
         if error is not None:
             if isinstance(error, ReceiveBudgetError):
                 self._fail(str(error), MESSAGE_TOO_BIG_CODE, by_prober=True)
@@ -295,8 +302,16 @@ class ClientSession:
                 self._fail(str(error), MESSAGE_TOO_BIG_CODE)
             elif isinstance(error, InvalidUtf8Error):
                 self._fail(str(error), INVALID_DATA_CODE)
+            elif isinstance(error, ControlFloodError):
+                self._fail(str(error), POLICY_VIOLATION_CODE)
             else:
                 self._fail(str(error), PROTOCOL_ERROR_CODE)
+
+    def _pong(self, ping: Ping) -> None:
+        # §5.5.2: answer with the ping's payload, unless our close frame is out (§5.5.1:
+        # nothing is sent after it) or the peer reads nothing (see ``answer_pings``).
+        if self.state == State.OPEN and self.answer_pings:
+            self._out.append(encode_frame(Opcode.PONG, ping.payload))
 
     def _receive_close(self, close: Close) -> None:
         self.close_received = close

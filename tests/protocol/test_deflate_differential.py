@@ -29,7 +29,12 @@ from spikewatch.protocol.deflate import DeflateOffer
 from spikewatch.protocol.frames import Close, Message, Opcode, Ping, Pong
 from spikewatch.protocol.session import ClientSession, Failed, Upgraded
 from tests.protocol.test_deflate import KEY, head
-from tests.protocol.test_session_differential import client_frames, frame, reads
+from tests.protocol.test_session_differential import (
+    client_frames,
+    frame,
+    one_pong_per_read,
+    reads,
+)
 
 MAX_SIZE = 2000
 
@@ -152,7 +157,7 @@ def run_websockets(
                 if f.fin:
                     data = b"".join(parts)
                     events.append(Message(data.decode() if text else data))
-        out += [d for d in proto.data_to_send() if d]
+        out += one_pong_per_read(b"".join(proto.data_to_send()))
         if proto.parser_exc is not None:
             failed = True
             break

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from spikewatch.protocol.frames import Close, Message, Opcode, Ping, Pong
+from spikewatch.protocol.frames import (
+    MAX_CONTROL_FRAMES_PER_SECOND,
+    Close,
+    Message,
+    Opcode,
+    Ping,
+    Pong,
+)
 from spikewatch.protocol.handshake import accept_for
 from spikewatch.protocol.session import ClientSession, Failed, Rejected, State, Upgraded
 
@@ -121,6 +128,48 @@ def test_ping_is_answered_with_its_payload() -> None:
     session.receive_data(server_frame(Opcode.PING, b"abc"))
     assert session.events_received() == [Ping(b"abc")]
     assert client_frames(session.data_to_send()) == [(Opcode.PONG, b"abc")]
+
+
+def test_of_pings_read_at_once_the_last_is_answered() -> None:
+    """Pings read at once get one pong, the most recent's (RFC 6455 §5.5.3); pings read
+    apart get one each; a ping before a close in the same read is answered before the
+    close's answer."""
+    session = opened()
+    pings = b"".join(server_frame(Opcode.PING, b"p%d" % i) for i in range(5))
+    session.receive_data(pings)
+    assert session.events_received() == [Ping(b"p%d" % i) for i in range(5)]
+    assert client_frames(session.data_to_send()) == [(Opcode.PONG, b"p4")]
+    session.receive_data(server_frame(Opcode.PING, b"a"))
+    session.receive_data(server_frame(Opcode.PING, b"b"))
+    assert client_frames(session.data_to_send()) == [(Opcode.PONG, b"a"), (Opcode.PONG, b"b")]
+    close = server_frame(Opcode.CLOSE, (1000).to_bytes(2, "big"))
+    session.receive_data(pings + close + server_frame(Opcode.PING, b"after"))
+    assert client_frames(session.data_to_send()) == [
+        (Opcode.PONG, b"p4"),
+        (Opcode.CLOSE, (1000).to_bytes(2, "big")),
+    ]
+
+
+def test_more_control_frames_at_once_than_a_second_allows_fail_with_1008() -> None:
+    """A read of more control frames than MAX_CONTROL_FRAMES_PER_SECOND is a flood: the
+    parser stops there, the pings before it get their pong, and the close says 1008."""
+    session = opened()
+    ping = server_frame(Opcode.PING, b"x")
+    session.receive_data(ping * MAX_CONTROL_FRAMES_PER_SECOND)
+    assert len(session.events_received()) == MAX_CONTROL_FRAMES_PER_SECOND
+    assert client_frames(session.data_to_send()) == [(Opcode.PONG, b"x")]
+    session.receive_data(
+        ping * (MAX_CONTROL_FRAMES_PER_SECOND + 1) + server_frame(Opcode.TEXT, b"t")
+    )
+    *pings, failed = session.events_received()
+    assert pings == [Ping(b"x")] * MAX_CONTROL_FRAMES_PER_SECOND
+    assert isinstance(failed, Failed)
+    assert failed.detail == f"more than {MAX_CONTROL_FRAMES_PER_SECOND} control frames within 1s"
+    assert client_frames(session.data_to_send()) == [
+        (Opcode.PONG, b"x"),
+        (Opcode.CLOSE, (1008).to_bytes(2, "big")),
+    ]
+    assert session.state is State.CLOSED
 
 
 def test_pings_are_not_answered_when_the_caller_says_so() -> None:

@@ -120,6 +120,29 @@ def reads(data: bytes, cuts: list[int]) -> list[bytes]:
     return [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
 
 
+def one_pong_per_read(data: bytes) -> list[bytes]:
+    """What websockets sent for one read, with the pongs for pings read at once cut to the
+    last one's: spikewatch answers only the most recent ping of a read, which RFC 6455
+    §5.5.3 allows ("MAY elect to send a Pong frame for only the most recently processed
+    Ping frame"); everything else must agree frame for frame."""
+    frames = split_frames(data)
+    pongs = [raw[0] & 0x0F == Opcode.PONG for raw in frames]
+    return [raw for i, raw in enumerate(frames) if not (pongs[i] and pongs[i + 1 :][:1] == [True])]
+
+
+def split_frames(data: bytes) -> list[bytes]:
+    """Cut a client's bytes into its (masked) frames."""
+    frames = []
+    pos = 0
+    while pos < len(data):
+        n, head = data[pos + 1] & 0x7F, 2
+        if n == 126:
+            n, head = int.from_bytes(data[pos + 2 : pos + 4], "big"), 4
+        frames.append(data[pos : pos + head + 4 + n])
+        pos += head + 4 + n
+    return frames
+
+
 def client_frames(chunks: list[bytes]) -> list[tuple[int, bytes]]:
     """Unmask what a client sent: (opcode, payload); a close's payload cut to its code."""
     data = b"".join(chunks)
@@ -181,7 +204,7 @@ def run_websockets(chunks: list[bytes]) -> Seen:
                             return seen
                     else:
                         seen.events.append(Message(data))
-        out += [d for d in proto.data_to_send() if d]
+        out += one_pong_per_read(b"".join(proto.data_to_send()))
         if proto.parser_exc is not None:
             seen.failed = True
             break
