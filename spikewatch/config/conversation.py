@@ -2,8 +2,8 @@
 
 The language (README, "Conversations"): ordered steps, each a ``send`` (a text
 template or hex bytes) or an ``expect`` (a regex, JSON fields or a hex prefix) with its
-timeout; named captures usable by later steps; heartbeat rules answered once the
-conversation is over; a keepalive message for stable connections. Each model checks
+timeout; named captures usable by later steps; heartbeat rules answered from the
+upgrade on (while a step waits too); a keepalive message for stable connections. Each model checks
 itself; :func:`conversation_problems` checks what spans steps (a capture used before a
 step defines it, an unknown template variable, two steps measuring the same thing), with
 field paths relative to the target.

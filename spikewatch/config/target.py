@@ -154,7 +154,7 @@ class TargetConfig(ConfigSection):
     echo: EchoConfig | None = None
     #: Ordered send/expect steps (issue 13); replaces welcome and echo (not both).
     conversation: tuple[StepConfig, ...] | None = Field(default=None, min_length=1)
-    #: Rules answered on every connection once its conversation is over.
+    #: Rules answered on every connection from its upgrade on (while a step waits too).
     heartbeats: tuple[HeartbeatConfig, ...] = ()
     #: What a stable connection sends each stable.ping_interval (mode echo or message).
     keepalive: KeepaliveConfig | None = None

@@ -328,7 +328,7 @@ class ConversationStep:
 
 @dataclass(frozen=True, slots=True)
 class Heartbeat:
-    """When a message matches ``when``, answer ``answer`` (after the conversation)."""
+    """When a message matches ``when``, answer ``answer`` (while a step waits, and held)."""
 
     when: Matcher
     answer: Send

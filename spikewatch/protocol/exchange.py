@@ -13,6 +13,9 @@ Steps, in the order a healthy connection passes through them::
     UPGRADE -> the conversation's steps -> CLOSING (our close frame out) -> OVER
                                         \\-> HELD (keep_open; keepalive, heartbeats) --^
 
+A message that an awaiting step does not match is offered to the heartbeat rules (when
+the target has any: one branch otherwise), and one they match is answered, not judged.
+
 ``OVER`` means the engine closes the TCP connection now (a failure, a close frame from
 the peer); ``CLOSING`` means it waits for the peer's close, within ``close_timeout``.
 A failed attempt's step label is ``upgrade`` or the conversation step's name.
@@ -50,7 +53,6 @@ __all__ = [
     "WelcomeEcho",
     "conversation_of",
 ]
-
 
 
 #: What the probe awaits: ``UPGRADE``, then the conversation's steps (``CONVERSATION``, or
@@ -129,6 +131,7 @@ class ProbeExchange:
         "_last_send",
         "_left",
         "_ping_sent",
+        "_step_seq",
         "_unmatched",
         "_upgraded_at",
         "attempt",
@@ -164,6 +167,7 @@ class ProbeExchange:
         self._index = 0  # the conversation step in progress
         self._left = 0  # how many more times that step runs (its repeat)
         self._last_send = 0.0  # when the last conversation send was written
+        self._step_seq = 0  # the {seq} of that send, which the expect steps match with
         self._ping_sent = 0.0  # when a held connection's keepalive went out
         self._keepalive_payload = b""
         self._keepalive_seq = 0  # the {seq} of the keepalive message awaiting its answer
@@ -335,6 +339,7 @@ class ProbeExchange:
             for _ in range(current.repeat):
                 self._send(send)
             self._last_send = now
+            self._step_seq = self.seq
             index += 1
         self._succeed(now)
 
@@ -352,7 +357,9 @@ class ProbeExchange:
         current = conversation.steps[index]
         matcher = current.expect
         assert matcher is not None
-        if matcher.match(data, self.attempt.conn, self.seq, self.captures):
+        # Matched with the {seq} of the last conversation send: heartbeat answers sent
+        # meanwhile do not move it on (as for the keepalive's answer).
+        if matcher.match(data, self.attempt.conn, self._step_seq, self.captures):
             attempt = self.attempt
             if index == conversation.first_message and attempt.first_message is None:
                 attempt.first_message = now - self._upgraded_at
@@ -364,6 +371,10 @@ class ProbeExchange:
                 self.deadline = now + current.timeout
             else:
                 self._run_from(index + 1, now)
+            return
+        if conversation.heartbeats and self._heartbeat(data):
+            # A server's ping while the step waits (a slow subscription): answered, and
+            # neither a failure under others: fail nor the timeout's "last one".
             return
         example = self._example(data)
         if not current.others_fail:
@@ -433,14 +444,25 @@ class ProbeExchange:
         ):
             self._keepalive_answered(now - self._ping_sent, now)
             return
-        if not self.session.answer_pings:
-            # The peer reads nothing (our write buffer is past its mark): answer it no more
-            # than its pings, or a heartbeat flood grows our memory without bound (issue 12).
-            return
-        for rule in conversation.heartbeats:
+        if conversation.heartbeats and self.session.answer_pings:
+            # (answer_pings off: the peer reads nothing; see _heartbeat.)
+            self._heartbeat(data)
+
+    def _heartbeat(self, data: str | bytes) -> bool:
+        """Answer ``data`` when a heartbeat rule matches it (the first that does).
+
+        Return whether one matched: a heartbeat, answered or not, is not another message.
+        """
+        conn, captures = self.attempt.conn, self.captures
+        for rule in self._conversation.heartbeats:
             if rule.when.match(data, conn, self.seq, captures):
-                self._send(rule.answer)
-                return
+                if self.session.answer_pings:
+                    self._send(rule.answer)
+                # Else the peer reads nothing (our write buffer is past its mark): answer
+                # it no more than its pings, or a heartbeat flood grows our memory without
+                # bound (issue 12).
+                return True
+        return False
 
     def _send_keepalive(self, now: float) -> None:
         keepalive = self._keepalive

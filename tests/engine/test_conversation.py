@@ -349,6 +349,42 @@ async def test_heartbeats_keep_held_connections_alive(
         assert all(c.lost_reason == "the peer closed with code 4000 (ping timeout)" for c in conns)
 
 
+async def slow_subscription_server(ws: ServerConnection, counts: Counts) -> None:
+    """Open, then on '40' ping ('2') and confirm ('40') only once the ping is answered."""
+    await ws.send('0{"sid":"x"}')
+    if await ws.recv() != "40":
+        counts.bump("bad")
+        return
+    await ws.send("2")
+    async with asyncio.timeout(scaled(2)):
+        answer = await ws.recv()
+    if answer != "3":
+        counts.bump("bad")
+        return
+    counts.bump("heartbeats_answered")
+    await ws.send("40")
+    counts.bump("good")
+    await ws.wait_closed()
+
+
+async def test_a_ping_while_a_step_waits_is_answered(registry: ConnectionRegistry) -> None:
+    """The server's '2' before its confirmation is answered and does not fail others: fail."""
+    target = {
+        "conversation": [
+            {"name": "open", "expect": {"match": "^0"}},
+            {"name": "connect", "send": {"text": "40"}},
+            {"name": "connected", "expect": {"match": "^40$"}, "others": "fail"},
+        ],
+        "heartbeats": [{"when": {"match": "^2$"}, "answer": {"text": "3"}}],
+    }
+    async with server(slow_subscription_server) as (url, counts):
+        made = await attempts(spec_of(url, target), registry, 3)
+        await counts.until(lambda: len(counts.closes) == 3)
+    assert [a.outcome for a in made] == [Outcome.OK] * 3, [a.detail for a in made]
+    assert (counts.opens, counts.heartbeats_answered, counts.good, counts.bad) == (3, 3, 3, 0)
+    assert counts.closes == [1000] * 3
+
+
 # -- the stable keepalive ------------------------------------------------------------------
 
 

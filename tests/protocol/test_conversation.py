@@ -379,24 +379,83 @@ HEARTBEATS = (
 )
 
 
-def test_heartbeats_are_answered_once_the_conversation_is_over() -> None:
-    """Before its end a heartbeat is just another message; once held, each rule answers."""
+def test_heartbeats_are_answered_during_and_after_the_conversation() -> None:
+    """A heartbeat while a step waits is answered (others: fail does not fail); once held too."""
     ex = exchange(
         conversation(
-            expect("hello", TextMatch("^hello (?P<sid>.+)$")),
+            expect("hello", TextMatch("^hello (?P<sid>.+)$"), others_fail=True),
             heartbeats=HEARTBEATS,
         ),
         keep_open=True,
     )
     ex.message("2", 10.6)
-    assert sent(ex) == []
+    assert sent(ex) == [(Opcode.TEXT, b"3")]
+    assert (ex.attempt.outcome, ex.step) == (None, Step.CONVERSATION)
     ex.message("hello s1", 10.7)
     assert ex.step is Step.HELD
     ex.message("2", 11.0)
     ex.message('{"type":"ping"}', 11.1)
     ex.message("other", 11.2)
     assert sent(ex) == [(Opcode.TEXT, b"3"), (Opcode.TEXT, b'{"type":"pong","sid":"s1"}')]
-    assert ex.seq == 2
+    assert ex.seq == 3
+
+
+def test_a_heartbeat_during_a_step_is_not_the_timeouts_last_message() -> None:
+    """With others: skip a heartbeat is answered, not kept as the timeout's example."""
+    ex = exchange(conversation(expect("ack", TextMatch("ack")), heartbeats=HEARTBEATS))
+    ex.message("2", 11.0)
+    ex.expired(12.5)
+    assert (ex.attempt.outcome, ex.attempt.detail) == (
+        Outcome.TIMEOUT,
+        "no message for step 'ack' within 2s",
+    )
+    ex = exchange(conversation(expect("ack", TextMatch("ack")), heartbeats=HEARTBEATS))
+    ex.message("news", 11.0)
+    ex.message("2", 11.1)
+    ex.expired(12.5)
+    assert ex.attempt.detail == "no message matched step 'ack' within 2s; last one: 'news'"
+    assert sent(ex)[0] == (Opcode.TEXT, b"3")
+
+
+def test_a_heartbeat_answer_does_not_move_the_steps_seq() -> None:
+    """An expect step matches {seq} of the last conversation send, not of a heartbeat answer."""
+    ex = exchange(
+        conversation(
+            send("sub", "sub {seq}"),
+            expect("echo", TextMatch("^echo {seq}$")),
+            heartbeats=HEARTBEATS,
+        )
+    )
+    ex.message("2", 10.6)
+    assert (ex.seq, sent(ex)) == (2, [(Opcode.TEXT, b"sub 1"), (Opcode.TEXT, b"3")])
+    ex.message("echo 1", 10.7)
+    assert ex.attempt.outcome is Outcome.OK
+    assert ex.attempt.rtt == pytest.approx(0.2), "the rtt runs from the send, not the answer"
+
+
+def test_a_heartbeat_is_not_handed_on_by_an_optional_step() -> None:
+    """An optional step with others: fail answers a heartbeat and keeps waiting."""
+    ex = exchange(
+        conversation(
+            expect("maybe", TextMatch("banner"), optional=True, others_fail=True),
+            expect("ready", TextMatch("ready")),
+            heartbeats=HEARTBEATS,
+        )
+    )
+    ex.message("2", 10.6)
+    assert ex.deadline == 12.5, "still the optional step, with its own deadline"
+    ex.message("banner", 10.7)
+    ex.message("ready", 10.8)
+    assert ex.attempt.outcome is Outcome.OK
+    assert ex.attempt.first_message == pytest.approx(0.2), "the banner was matched"
+
+
+def test_the_step_gets_a_message_that_a_heartbeat_rule_also_matches() -> None:
+    """The awaited step comes first: a message matching both is the step's, not answered."""
+    ex = exchange(conversation(expect("two", TextMatch("^2")), heartbeats=HEARTBEATS))
+    ex.message("2", 10.6)
+    assert ex.attempt.outcome is Outcome.OK
+    assert sent(ex) == [(Opcode.CLOSE, (1000).to_bytes(2, "big"))]
 
 
 def test_heartbeats_stop_while_the_peer_reads_nothing() -> None:
@@ -407,6 +466,18 @@ def test_heartbeats_stop_while_the_peer_reads_nothing() -> None:
     ex.session.answer_pings = True
     ex.message("2", 11.1)
     assert sent(ex) == [(Opcode.TEXT, b"3")]
+
+
+def test_an_unanswered_heartbeat_during_a_step_is_still_not_another_message() -> None:
+    """Past the mark during a step, a heartbeat goes unanswered and does not fail the step."""
+    ex = exchange(
+        conversation(expect("ack", TextMatch("ack"), others_fail=True), heartbeats=HEARTBEATS)
+    )
+    ex.session.answer_pings = False
+    ex.message("2", 11.0)
+    assert (ex.attempt.outcome, sent(ex)) == (None, [])
+    ex.message("ack", 11.1)
+    assert ex.attempt.outcome is Outcome.OK
 
 
 def keepalive_exchange(mode: Literal["ping", "echo"] = "echo") -> tuple[ProbeExchange, list[float]]:
