@@ -1,12 +1,13 @@
 """A target's ``conversation``, ``heartbeats`` and ``keepalive`` (issue 13).
 
 The language (README, "Conversations"): ordered steps, each a ``send`` (a text
-template or hex bytes) or an ``expect`` (a regex, JSON fields or a hex prefix) with its
-timeout; named captures usable by later steps; heartbeat rules answered from the
-upgrade on (while a step waits too); a keepalive message for stable connections. Each model checks
-itself; :func:`conversation_problems` checks what spans steps (a capture used before a
-step defines it, an unknown template variable, two steps measuring the same thing), with
-field paths relative to the target.
+template, or a hex template whose variables fill whole bytes) or an ``expect`` (a regex,
+JSON fields whose string values are templates, or a hex prefix) with its timeout; named
+captures usable by later steps; heartbeat rules answered from the upgrade on (while a
+step waits too); a keepalive message for stable connections. Each model checks itself;
+:func:`conversation_problems` checks what spans steps (a capture used before a step
+defines it, an unknown template variable, two steps measuring the same thing), with field
+paths relative to the target.
 """
 
 from __future__ import annotations
@@ -53,6 +54,21 @@ def parse_hex(text: str) -> bytes:
 
 def _check_hex(value: str) -> str:
     parse_hex(value)
+    return value
+
+
+def _check_hex_template(value: str) -> str:
+    """Check a hex send: hex bytes, with ``{variables}`` standing for whole bytes."""
+    parts = split_template(value, set(template_names(value)))
+    if len(parts) == 1:
+        return _check_hex(value)
+    for literal in parts[::2]:
+        digits = "".join(literal.split())
+        if len(digits) % 2 or not re.fullmatch(r"[0-9A-Fa-f]*", digits):
+            raise ValueError(
+                "must be hex bytes, two digits each, with {variables} between whole bytes, "
+                "like '30 {conn} 00'"
+            )
     return value
 
 
@@ -132,15 +148,22 @@ class MatcherConfig(ConfigSection):
 
     @property
     def templates(self) -> dict[str, str]:
-        """Return the templated fields, by field name."""
-        return {"match": self.match} if self.match is not None else {}
+        """Return the templated fields, by field path (``match``, ``json.<path>``)."""
+        if self.match is not None:
+            return {"match": self.match}
+        return {
+            f"json{path_key(path)}": value
+            for path, value in (self.json_fields or {}).items()
+            if isinstance(value, str)
+        }
 
 
 class SendConfig(ConfigSection):
     """A message to send: exactly one of ``text`` (a template) or ``hex`` (binary)."""
 
     text: str | None = None
-    hex: Annotated[str, AfterValidator(_check_hex)] | None = None
+    #: Hex bytes; ``{conn}``, ``{seq}`` and captures fill whole bytes.
+    hex: Annotated[str, AfterValidator(_check_hex_template)] | None = None
 
     @model_validator(mode="after")
     def _check_send(self) -> Self:
@@ -151,7 +174,10 @@ class SendConfig(ConfigSection):
     @property
     def templates(self) -> dict[str, str]:
         """Return the templated fields, by field name."""
-        return {"text": self.text} if self.text is not None else {}
+        if self.text is not None:
+            return {"text": self.text}
+        assert self.hex is not None  # exactly one of the two (checked above)
+        return {"hex": self.hex}
 
 
 class StepConfig(ConfigSection):

@@ -22,11 +22,11 @@ from spikewatch.config.conversation import (
 )
 from spikewatch.core.echo_template import fill_template
 from spikewatch.protocol.conversation import (
-    BinarySend,
     Conversation,
     ConversationStep,
     Heartbeat,
     HexMatch,
+    HexSend,
     JsonMatch,
     KeepaliveMessage,
     Matcher,
@@ -184,14 +184,14 @@ def _send(config: SendConfig, captures: frozenset[str]) -> Send:
     if config.text is not None:
         return TextSend(config.text, captures)
     assert config.hex is not None
-    return BinarySend(parse_hex(config.hex))
+    return HexSend(config.hex, captures)
 
 
 def _matcher(config: MatcherConfig, captures: frozenset[str]) -> Matcher:
     if config.match is not None:
         return TextMatch(config.match, captures)
     if config.json_fields is not None:
-        return JsonMatch(config.json_fields, config.capture)
+        return JsonMatch(config.json_fields, config.capture, known=captures)
     assert config.hex is not None
     return HexMatch(parse_hex(config.hex))
 

@@ -8,12 +8,18 @@ for every connection. Nothing here reads a clock or touches a socket.
 - Matchers decide whether a message is the one a step awaits, and write its captures:
   :class:`TextMatch` (a regex, ``re.search``), :class:`JsonMatch` (fields of a JSON
   object), :class:`HexMatch` (a binary message's first bytes).
-- Sends render a frame: :class:`TextSend`, :class:`BinarySend`.
+- Sends render a frame: :class:`TextSend`, :class:`BinarySend` (fixed bytes),
+  :class:`HexSend` (a hex template whose variables fill whole bytes; a capture that is
+  not hex bytes raises :class:`TemplateError`).
 - :class:`ConversationStep` is one ``send`` or ``expect``; :class:`Conversation` the
   steps, the heartbeat rules and the keepalive.
 
 The welcome and echo of the short form compile to the same objects
 (:func:`welcome_echo_conversation`).
+
+Past 500 lines on purpose: the language's runtime half (templates, three matchers, three
+sends, the steps) is one vocabulary that the exchange and the spec import together; each
+part is small and read beside the others.
 """
 
 from __future__ import annotations
@@ -33,6 +39,13 @@ MAX_CAPTURE_CHARS = 256
 
 #: How much of an unexpected message is kept as the example in the run's detail.
 EXAMPLE_CHARS = 120
+
+#: What a capture must be to fill a hex template: whole bytes, spaces between them allowed.
+_HEX_BYTES = re.compile(r"(?:\s*[0-9A-Fa-f]{2})*\s*")
+
+
+class TemplateError(ValueError):
+    """A template cannot be rendered: a capture's value does not fit where it stands."""
 
 
 class Stage(IntEnum):
@@ -197,14 +210,31 @@ def _as_text(value: object) -> str:
 
 
 class JsonMatch:
-    """A text message that is a JSON object with these fields equal to these scalars."""
+    """A text message that is a JSON object with these fields equal to these scalars.
 
-    __slots__ = ("_captures", "_fields", "_text")
+    A string value is a template (``{conn}``, ``{seq}``, the captures in ``known``),
+    rendered per message and compared as a string.
+    """
+
+    __slots__ = ("_captures", "_fields", "_templated", "_text")
 
     def __init__(
-        self, fields: Mapping[str, Any], captures: Mapping[str, str] | None = None
+        self,
+        fields: Mapping[str, Any],
+        captures: Mapping[str, str] | None = None,
+        *,
+        known: frozenset[str] = frozenset(),
     ) -> None:
-        self._fields = tuple((parse_path(p), v) for p, v in fields.items())
+        plain: list[tuple[tuple[str | int, ...], Any]] = []
+        templated: list[tuple[tuple[str | int, ...], Template]] = []
+        for p, v in fields.items():
+            template = Template.of(v, known) if isinstance(v, str) else None
+            if template is None or template.constant is not None:
+                plain.append((parse_path(p), v))
+            else:
+                templated.append((parse_path(p), template))
+        self._fields = tuple(plain)
+        self._templated = tuple(templated)
         self._captures = tuple((n, parse_path(p)) for n, p in (captures or {}).items())
         self._text = json.dumps(dict(fields), separators=(",", ":"))
 
@@ -220,6 +250,9 @@ class JsonMatch:
             return False
         for path, wanted in self._fields:
             if not _same(_at(document, path), wanted):
+                return False
+        for path, template in self._templated:
+            if _at(document, path) != template.render(conn, seq, captures):
                 return False
         for name, path in self._captures:
             value = _at(document, path)
@@ -258,7 +291,10 @@ class Send(Protocol):
     binary: bool
 
     def render(self, conn: int, seq: int, captures: Mapping[str, str]) -> bytes:
-        """Return the message's bytes (a text message UTF-8 encoded)."""
+        """Return the message's bytes (a text message UTF-8 encoded).
+
+        TemplateError: a capture does not fit (a hex template's capture is not hex bytes).
+        """
 
 
 class TextSend:
@@ -291,6 +327,49 @@ class BinarySend:
     def render(self, conn: int, seq: int, captures: Mapping[str, str]) -> bytes:
         """Return the bytes."""
         return self.data
+
+
+def _number_hex(number: int) -> str:
+    """Return ``number`` as hex digits of whole bytes, big-endian, as few as it takes."""
+    digits = f"{number:x}"
+    return digits if len(digits) % 2 == 0 else "0" + digits
+
+
+class HexSend:
+    """A binary message from a hex template (the config checked its shape: whole bytes).
+
+    ``{conn}`` and ``{seq}`` fill their number as whole bytes, big-endian, as few as it
+    takes (300 is ``01 2c``); a capture fills its value, which must itself be hex bytes.
+    """
+
+    __slots__ = ("_constant", "_template", "binary")
+
+    def __init__(self, template: str, captures: frozenset[str] = frozenset()) -> None:
+        self._template = Template.of(template, captures)
+        constant = self._template.constant
+        self._constant = None if constant is None else bytes.fromhex("".join(constant.split()))
+        self.binary = True
+
+    def render(self, conn: int, seq: int, captures: Mapping[str, str]) -> bytes:
+        """Return the bytes with every variable filled; TemplateError for a non-hex capture."""
+        if self._constant is not None:
+            return self._constant
+        parts = self._template.parts
+        out = [parts[0]]
+        for i in range(1, len(parts), 2):
+            name = parts[i]
+            if name == "conn":
+                out.append(_number_hex(conn))
+            elif name == "seq":
+                out.append(_number_hex(seq))
+            else:
+                value = captures.get(name, "")
+                if not _HEX_BYTES.fullmatch(value):
+                    shown = value[: EXAMPLE_CHARS // 3]
+                    raise TemplateError(f"{{{name}}} is {shown!r}, not hex bytes")
+                out.append(value)
+            out.append(parts[i + 1])
+        return bytes.fromhex("".join("".join(out).split()))
 
 
 # -- steps -----------------------------------------------------------------------------

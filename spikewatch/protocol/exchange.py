@@ -19,6 +19,9 @@ the target has any: one branch otherwise), and one they match is answered, not j
 ``OVER`` means the engine closes the TCP connection now (a failure, a close frame from
 the peer); ``CLOSING`` means it waits for the peer's close, within ``close_timeout``.
 A failed attempt's step label is ``upgrade`` or the conversation step's name.
+
+Past 500 lines on purpose: one class, the one writer of an attempt's outcome; its steps,
+held connections and endings share its state and are read together.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from spikewatch.protocol.conversation import (
     Conversation,
     Send,
     Stage,
+    TemplateError,
     echo_for_messages,
     example_of,
     welcome_echo_conversation,
@@ -336,8 +340,14 @@ class ProbeExchange:
                 self.step = current.stage
                 self.deadline = now + current.timeout
                 return
-            for _ in range(current.repeat):
-                self._send(send)
+            try:
+                for _ in range(current.repeat):
+                    self._send(send)
+            except TemplateError as exc:
+                self._index = index  # the failure is this send step's
+                self.step = current.stage
+                self._unsendable(f"step {current.name!r}", exc, now)
+                return
             self._last_send = now
             self._step_seq = self.seq
             index += 1
@@ -372,7 +382,7 @@ class ProbeExchange:
             else:
                 self._run_from(index + 1, now)
             return
-        if conversation.heartbeats and self._heartbeat(data):
+        if conversation.heartbeats and self._heartbeat(data, now):
             # A server's ping while the step waits (a slow subscription): answered, and
             # neither a failure under others: fail nor the timeout's "last one".
             return
@@ -446,9 +456,9 @@ class ProbeExchange:
             return
         if conversation.heartbeats and self.session.answer_pings:
             # (answer_pings off: the peer reads nothing; see _heartbeat.)
-            self._heartbeat(data)
+            self._heartbeat(data, now)
 
-    def _heartbeat(self, data: str | bytes) -> bool:
+    def _heartbeat(self, data: str | bytes, now: float) -> bool:
         """Answer ``data`` when a heartbeat rule matches it (the first that does).
 
         Return whether one matched: a heartbeat, answered or not, is not another message.
@@ -457,7 +467,10 @@ class ProbeExchange:
         for rule in self._conversation.heartbeats:
             if rule.when.match(data, conn, self.seq, captures):
                 if self.session.answer_pings:
-                    self._send(rule.answer)
+                    try:
+                        self._send(rule.answer)
+                    except TemplateError as exc:
+                        self._unsendable("a heartbeat answer", exc, now)
                 # Else the peer reads nothing (our write buffer is past its mark): answer
                 # it no more than its pings, or a heartbeat flood grows our memory without
                 # bound (issue 12).
@@ -470,7 +483,11 @@ class ProbeExchange:
         message = self._conversation.keepalive
         self._ping_sent = now
         if keepalive.mode == "echo" and message is not None:
-            self._send(message.send)
+            try:
+                self._send(message.send)
+            except TemplateError as exc:
+                self._unsendable("the keepalive", exc, now)
+                return
             # Its answer is matched with its own {seq}: heartbeat answers may follow it.
             self._keepalive_seq = self.seq
         else:
@@ -496,6 +513,17 @@ class ProbeExchange:
         self._start_close(1001)
 
     # -- endings ------------------------------------------------------------------------
+
+    def _unsendable(self, what: str, exc: TemplateError, now: float) -> None:
+        """A send's template cannot be filled (a capture that is not hex bytes): the
+        attempt fails as ``unexpected_message`` (what the target sent does not fit), or a
+        held connection is lost; either way it is closed with 1008."""
+        detail = f"{what} cannot be sent: {exc}"
+        if self.attempt.outcome is None:
+            self._fail(Outcome.UNEXPECTED_MESSAGE, detail, now)
+        else:
+            self._lose(detail, now)
+            self._start_close(1008)
 
     def _lose(self, reason: str, now: float) -> None:
         if self.lost_at is None:

@@ -221,6 +221,75 @@ def test_bad_hex() -> None:
     ]
 
 
+def test_hex_sends_are_templates_of_whole_bytes() -> None:
+    """A hex send takes {conn}, {seq} and captures between whole bytes; checked at load."""
+    build(
+        steps(
+            {"expect": {"json": {"t": "hi"}, "capture": {"tok": "tok"}}},
+            {"send": {"hex": "30 {conn}{seq} {tok} ff"}},
+        )
+    )
+    whole = "with {variables} between whole bytes, like '30 {conn} 00'"
+    assert problems(
+        {
+            **steps(
+                {"send": {"hex": "3{conn}0"}},
+                {"send": {"hex": "30 {nope}"}},
+                {"send": {"hex": "zz {seq}"}},
+                {"send": {"hex": "c0 {tok}"}},
+                {"expect": {"json": {"t": "hi"}, "capture": {"tok": "tok"}}},
+                {"expect": {"hex": "20 {tok}"}},
+            ),
+            "heartbeats": [{"when": {"match": "^2$"}, "answer": {"hex": "03 {x}"}}],
+        }
+    ) == [
+        f"targets[0].conversation[0].send.hex: must be hex bytes, two digits each, {whole}",
+        f"targets[0].conversation[2].send.hex: must be hex bytes, two digits each, {whole}",
+        f"targets[0].conversation[5].expect.hex: {NOT_HEX}",
+    ]
+    assert problems(
+        {
+            **steps(
+                {"send": {"hex": "30 {nope}"}},
+                {"send": {"hex": "c0 {tok}"}},
+                {"expect": {"json": {"t": "hi"}, "capture": {"tok": "tok"}}},
+            ),
+            "heartbeats": [{"when": {"match": "^2$"}, "answer": {"hex": "03 {x}"}}],
+        }
+    ) == [
+        "targets[0].conversation[0].send.hex: uses {nope}: not conn, seq or a capture",
+        "targets[0].conversation[1].send.hex: uses {tok} before a step captures it",
+        "targets[0].heartbeats[0].answer.hex: uses {x}: not conn, seq or a capture",
+    ]
+
+
+def test_json_values_are_templates_checked_at_their_path() -> None:
+    """A JSON matcher's string values take {conn}, {seq} and earlier captures; numbers do not."""
+    build(
+        {
+            **steps(
+                {"expect": {"json": {"t": "hi"}, "capture": {"sub": "id"}}},
+                {"expect": {"json": {"id": "{sub}", "c": "{conn}", "n": 1, "odd": "{ x }"}}},
+            ),
+            "keepalive": {"send": {"text": "k"}, "expect": {"json": {"id": "{sub}-{seq}"}}},
+        }
+    )
+    assert problems(
+        {
+            **steps(
+                {"expect": {"json": {"id": "{sub}"}, "capture": {"sub": "id"}}},
+                {"expect": {"json": {"a.b": "{nope}", "k": "{conn}{nada}"}}},
+            ),
+            "heartbeats": [{"when": {"json": {"k": "{w}"}}, "answer": {"text": "a"}}],
+        }
+    ) == [
+        "targets[0].conversation[0].expect.json.id: uses {sub} before a step captures it",
+        'targets[0].conversation[1].expect.json["a.b"]: uses {nope}: not conn, seq or a capture',
+        "targets[0].conversation[1].expect.json.k: uses {nada}: not conn, seq or a capture",
+        "targets[0].heartbeats[0].when.json.k: uses {w}: not conn, seq or a capture",
+    ]
+
+
 def test_bad_regex() -> None:
     """A regex that does not compile names its field (its template variables aside)."""
     [problem] = problems(steps({"expect": {"match": "({seq}"}}))

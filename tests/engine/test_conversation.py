@@ -225,6 +225,56 @@ async def test_a_text_answer_never_matches_a_hex_expect(registry: ConnectionRegi
     assert counts.closes == [1008, 1008]
 
 
+def token_server(token: str) -> Handler:
+    """Hello with a token and a subscription id; a binary 'c0 <token> <seq>' is answered
+    with a JSON 'next' for that subscription, anything else with 'bad'."""
+
+    async def handle(ws: ServerConnection, counts: Counts) -> None:
+        sub = f"s-{token}"
+        await ws.send(json.dumps({"type": "hello", "token": token, "sub": sub}))
+        async for message in ws:
+            if message == bytes.fromhex(f"c0 {token} 01"):
+                counts.bump("good")
+                await ws.send(json.dumps({"type": "next", "sub": sub, "n": 1}))
+            else:
+                counts.bump("bad")
+                await ws.send('{"type":"bad"}')
+
+    return handle
+
+
+TOKEN = {
+    "conversation": [
+        {
+            "name": "hello",
+            "expect": {"json": {"type": "hello"}, "capture": {"token": "token", "sub": "sub"}},
+        },
+        {"name": "sub", "send": {"hex": "c0 {token} {seq}"}},
+        {"name": "next", "expect": {"json": {"type": "next", "sub": "{sub}"}}, "timeout": "1s"},
+    ]
+}
+
+
+async def test_captures_fill_a_hex_send_and_a_json_value(registry: ConnectionRegistry) -> None:
+    """A captured hex token and {seq} fill a binary send; a captured id a JSON value."""
+    async with server(token_server("a1b2")) as (url, counts):
+        made = await attempts(spec_of(url, TOKEN), registry, 3)
+    assert [a.outcome for a in made] == [Outcome.OK] * 3, [a.detail for a in made]
+    assert (counts.opens, counts.good, counts.bad) == (3, 3, 0)
+
+
+async def test_a_capture_that_is_not_hex_fails_the_send_step(
+    registry: ConnectionRegistry,
+) -> None:
+    """A token that is not hex bytes fails at the hex send's step, naming the capture."""
+    async with server(token_server("x-1")) as (url, counts):
+        made = await attempts(spec_of(url, TOKEN), registry, 2)
+    assert [(a.outcome, a.step) for a in made] == [(Outcome.UNEXPECTED_MESSAGE, "sub")] * 2
+    assert made[0].detail == "step 'sub' cannot be sent: {token} is 'x-1', not hex bytes"
+    assert (counts.good, counts.bad) == (0, 0)
+    assert counts.closes == [1008, 1008]
+
+
 # -- a graphql-ws-like init / ack ----------------------------------------------------------
 
 

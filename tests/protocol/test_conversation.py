@@ -18,10 +18,12 @@ from spikewatch.protocol.conversation import (
     EchoForMatch,
     Heartbeat,
     HexMatch,
+    HexSend,
     JsonMatch,
     KeepaliveMessage,
     Matcher,
     Template,
+    TemplateError,
     TextMatch,
     TextSend,
     default_measures,
@@ -195,6 +197,30 @@ def test_a_json_match_captures_scalars_as_text() -> None:
     assert matcher.describe() == 'json {"t":"v"}'
 
 
+def test_a_json_matchers_string_values_are_templates() -> None:
+    """{conn}, {seq} and known captures fill a string value, compared with strings only."""
+    matcher = JsonMatch({"id": "{sub}", "c": "c{conn}-{seq}", "x": "{x}"}, known=SID | {"sub"})
+    assert matcher.match('{"id":"a.b","c":"c3-7","x":"{x}"}', 3, 7, {"sub": "a.b"})
+    assert not matcher.match('{"id":"aXb","c":"c3-7","x":"{x}"}', 3, 7, {"sub": "a.b"})
+    assert not matcher.match('{"id":"a.b","c":"c3-8","x":"{x}"}', 3, 7, {"sub": "a.b"})
+    assert not matcher.match('{"id":"a.b","c":"c3-7"}', 3, 7, {"sub": "a.b"})
+    assert JsonMatch({"n": "{conn}"}).match('{"n":"3"}', 3, 1, {})
+    assert not JsonMatch({"n": "{conn}"}).match('{"n":3}', 3, 1, {}), "a string, not 3"
+    assert matcher.describe() == 'json {"id":"{sub}","c":"c{conn}-{seq}","x":"{x}"}'
+
+
+def test_a_hex_send_fills_whole_bytes() -> None:
+    """{conn} and {seq} are big-endian whole bytes; a capture must be hex bytes itself."""
+    hex_send = HexSend("30 {conn}{seq} {tok} ff", frozenset({"tok"}))
+    assert hex_send.binary
+    assert hex_send.render(5, 300, {"tok": "0A bc"}) == bytes.fromhex("30 05 01 2c 0a bc ff")
+    assert hex_send.render(5, 1, {}) == bytes.fromhex("30 05 01 ff"), "no capture: no bytes"
+    for bad in ("abc", "zz", "0x01"):
+        with pytest.raises(TemplateError, match=rf"^\{{tok\}} is '{bad}', not hex bytes$"):
+            hex_send.render(5, 1, {"tok": bad})
+    assert HexSend("10 0c").render(1, 1, {}) == b"\x10\x0c"
+
+
 def test_a_hex_match_takes_a_binary_prefix_only() -> None:
     """A binary message starting with the bytes matches; a text message never does."""
     matcher = HexMatch(b"\x20\x02")
@@ -255,6 +281,24 @@ def test_a_binary_send_goes_out_as_a_binary_frame() -> None:
     assert sent(ex) == [(Opcode.BINARY, b"\x10\x00")]
     ex.message(b"\x20\x02", 11.0)
     assert (ex.attempt.outcome, ex.attempt.rtt) == (Outcome.OK, 0.5)
+
+
+def test_a_hex_send_whose_capture_is_not_hex_fails_at_its_step() -> None:
+    """The send step is named, as unexpected_message (the target's value does not fit)."""
+    c = conversation(
+        expect("hello", TextMatch("^hello (?P<sid>.+)$")),
+        ConversationStep("sub", send=HexSend("c0 {sid}", SID)),
+        expect("ack", HexMatch(b"\xd0")),
+    )
+    ex = exchange(c)
+    ex.message("hello 0a", 10.6)
+    assert sent(ex) == [(Opcode.BINARY, b"\xc0\x0a")]
+    ex = exchange(c)
+    ex.message("hello s.1", 10.6)
+    a = ex.attempt
+    assert (a.outcome, a.step) == (Outcome.UNEXPECTED_MESSAGE, "sub")
+    assert a.detail == "step 'sub' cannot be sent: {sid} is 's.1', not hex bytes"
+    assert sent(ex) == [(Opcode.CLOSE, (1008).to_bytes(2, "big"))]
 
 
 def test_others_fail_fails_at_once_naming_the_step() -> None:
@@ -466,6 +510,51 @@ def test_heartbeats_stop_while_the_peer_reads_nothing() -> None:
     ex.session.answer_pings = True
     ex.message("2", 11.1)
     assert sent(ex) == [(Opcode.TEXT, b"3")]
+
+
+HEX_ANSWER = (Heartbeat(TextMatch("^2$"), HexSend("03 {sid}", SID)),)
+
+
+def test_a_hex_heartbeat_answer_that_cannot_be_filled_ends_the_connection() -> None:
+    """During a step the attempt fails; held, the connection is lost; both closed 1008."""
+    ex = exchange(
+        conversation(
+            expect("hello", TextMatch("^hello (?P<sid>.+)$")),
+            expect("ready", TextMatch("^ready")),
+            heartbeats=HEX_ANSWER,
+        )
+    )
+    ex.message("hello nothex", 10.6)
+    ex.message("2", 10.7)
+    assert (ex.attempt.outcome, ex.attempt.step) == (Outcome.UNEXPECTED_MESSAGE, "ready")
+    assert ex.attempt.detail == (
+        "a heartbeat answer cannot be sent: {sid} is 'nothex', not hex bytes"
+    )
+    assert sent(ex) == [(Opcode.CLOSE, (1008).to_bytes(2, "big"))]
+    ex = exchange(
+        conversation(expect("hello", TextMatch("^hello (?P<sid>.+)$")), heartbeats=HEX_ANSWER),
+        keep_open=True,
+    )
+    ex.message("hello ab", 10.6)
+    ex.message("2", 10.7)
+    assert sent(ex) == [(Opcode.BINARY, b"\x03\xab")]
+    ex.captures["sid"] = "nothex"
+    ex.message("2", 10.8)
+    assert (ex.lost_at, ex.step) == (10.8, Step.CLOSING)
+    assert ex.lost_reason == "a heartbeat answer cannot be sent: {sid} is 'nothex', not hex bytes"
+    assert sent(ex) == [(Opcode.CLOSE, (1008).to_bytes(2, "big"))]
+
+
+def test_a_hex_keepalive_that_cannot_be_filled_loses_the_connection() -> None:
+    """A keepalive whose capture is not hex bytes: the stable connection is lost, 1008."""
+    message = KeepaliveMessage(HexSend("c0 {sid}", SID), HexMatch(b"\xd0"))
+    c = conversation(expect("hello", TextMatch("^hello (?P<sid>.+)$")), keepalive=message)
+    ex = exchange(c, keepalive=Keepalive(1.0, 0.5, "echo", lambda _: None))
+    ex.message("hello s.1", 10.6)
+    ex.expired(11.6)
+    assert ex.lost_reason == "the keepalive cannot be sent: {sid} is 's.1', not hex bytes"
+    assert sent(ex) == [(Opcode.CLOSE, (1008).to_bytes(2, "big"))]
+    assert not ex.awaiting_answer
 
 
 def test_an_unanswered_heartbeat_during_a_step_is_still_not_another_message() -> None:
