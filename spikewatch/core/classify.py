@@ -71,6 +71,15 @@ def out_of_receive_buffer(outcome: Outcome | None, detail: str) -> bool:
     return outcome == Outcome.ERROR and detail.startswith(RECEIVE_BUFFERS_FULL)
 
 
+def lost_to_prober(reason: str | None) -> bool:
+    """Whether a held connection was lost to the prober's receive budget, not the target.
+
+    The exchange keeps the budget's detail as such a loss's reason; every loss the target
+    causes has a reason of its own (``the peer closed ...``, ``protocol error: ...``).
+    """
+    return reason is not None and reason.startswith(RECEIVE_BUFFERS_FULL)
+
+
 def out_of_descriptors(outcome: Outcome | None, detail: str) -> bool:
     """Whether an attempt failed for want of a file descriptor: the prober's fault."""
     return outcome == Outcome.ERROR and detail in _FD_EXHAUSTED.values()

@@ -42,6 +42,10 @@ class StablePhase:
     unanswered: int = 0
     #: When each lost connection was lost (monotonic seconds), for the run's timeline.
     drops: tuple[float, ...] = ()
+    #: Connections the prober itself closed for want of receive buffer
+    #: (limits.max_receive_buffer_bytes): not in ``dropped`` nor ``drops``; the run is
+    #: invalid (its self-check names them).
+    lost_to_prober: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,7 @@ from spikewatch.core.saturation import (
     judge_one_process,
     judge_prober,
     receive_starvation,
+    stable_lost_to_prober,
 )
 from spikewatch.core.stats import summarize
 from spikewatch.core.timeline import (
@@ -153,6 +154,7 @@ def stable_summary(stable: StablePhase | None) -> StableSummary | None:
         message_rtt=summarize(stable.rtts),
         drop_example=stable.drop_example,
         unanswered=stable.unanswered,
+        lost_to_prober=stable.lost_to_prober,
     )
 
 
@@ -185,7 +187,12 @@ def prober_report(
         report = judge_one_process(limits, health.daemon, lateness.p99 if lateness else None)
     reasons = list(stalled_phases(health, limits))
     attempts = record.attempts()
-    starved = (descriptor_starvation(attempts), receive_starvation(attempts))
+    stable = record.stable
+    starved = (
+        descriptor_starvation(attempts),
+        receive_starvation(attempts),
+        stable_lost_to_prober(stable.lost_to_prober if stable is not None else 0),
+    )
     reasons.extend(reason for reason in starved if reason is not None)
     if not reasons:
         return report

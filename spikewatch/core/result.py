@@ -238,6 +238,8 @@ class StableSummary:
     message_rtt: LatencySummary | None
     drop_example: str | None = None
     unanswered: int = 0
+    #: Closed by the prober's own receive budget: not the target's drops.
+    lost_to_prober: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """Return the JSON form."""
@@ -249,6 +251,7 @@ class StableSummary:
             "message_rtt_seconds": _summary_dict(self.message_rtt),
             "drop_example": self.drop_example,
             "unanswered_at_end": self.unanswered,
+            "lost_to_prober": self.lost_to_prober,
         }
 
 

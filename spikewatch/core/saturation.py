@@ -121,6 +121,17 @@ def receive_starvation(attempts: Iterable[Attempt]) -> str | None:
     )
 
 
+def stable_lost_to_prober(lost: int) -> str | None:
+    """Return why stable connections the prober's receive budget closed make the run
+    invalid, if any did: they are not the target's drops, and the figures lack them."""
+    if not lost:
+        return None
+    return (
+        f"{lost} stable connection(s) lost to the prober's receive buffers "
+        "(limits.max_receive_buffer_bytes): its own limit, not dropped by the target"
+    )
+
+
 def _starvation(
     attempts: Iterable[Attempt], starved_by: Callable[[Outcome | None, str], bool], why: str
 ) -> str | None:

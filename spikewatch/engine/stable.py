@@ -2,7 +2,9 @@
 
 They are opened before the spike and kept alive (ping or echo every ``ping_interval``)
 until the run closes them: a connection the target drops meanwhile counts against
-``thresholds.dropped_stable``.
+``thresholds.dropped_stable``. One the prober closed itself, for want of receive buffer
+(limits.max_receive_buffer_bytes), is no drop: it is counted apart (``lost_to_prober``)
+and makes the run invalid.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Literal
 
 from spikewatch.config import StableConfig
 from spikewatch.core.attempt import Attempt
+from spikewatch.core.classify import lost_to_prober
 from spikewatch.core.outcomes import Outcome, Phase
 from spikewatch.core.phases import StablePhase
 from spikewatch.engine.connection import ClientConnection, Keepalive, losses, open_connection
@@ -61,13 +64,16 @@ class StableConnections:
 
     def record(self) -> StablePhase:
         """Return the phase's record, once the run has closed its connections."""
-        dropped, example = losses(self.conns)
+        ours = [c for c in self.conns if lost_to_prober(c.lost_reason)]
+        theirs = [c for c in self.conns if not lost_to_prober(c.lost_reason)]
+        dropped, example = losses(theirs)
         return StablePhase(
             connections=self.config.connections,
             attempts=self.attempts,
             rtts=tuple(self.rtts),
             dropped=dropped,
             drop_example=example,
-            unanswered=sum(1 for c in self.conns if c.lost_at is None and c.keepalive_unanswered),
-            drops=tuple(lost for c in self.conns if (lost := c.lost_at) is not None),
+            unanswered=sum(1 for c in theirs if c.lost_at is None and c.keepalive_unanswered),
+            drops=tuple(lost for c in theirs if (lost := c.lost_at) is not None),
+            lost_to_prober=len(ours),
         )

@@ -244,7 +244,9 @@ class ProbeExchange:
             # Out of receive budget is the prober's limit, never the target's doing.
             self._fail(Outcome.ERROR if by_prober else Outcome.PROTOCOL_ERROR, detail, now)
         else:
-            self._lose(f"protocol error: {detail}", now)
+            # A held connection lost to the budget keeps the budget's detail as its reason
+            # (core.classify.lost_to_prober tells it from the target's drops).
+            self._lose(detail if by_prober else f"protocol error: {detail}", now)
             self._over()
 
     def peer_closed(self, close: Close, now: float) -> None:

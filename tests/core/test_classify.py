@@ -8,8 +8,14 @@ import ssl
 
 import pytest
 
-from spikewatch.core.classify import classify_connect_error, descriptor_error, out_of_descriptors
+from spikewatch.core.classify import (
+    classify_connect_error,
+    descriptor_error,
+    lost_to_prober,
+    out_of_descriptors,
+)
 from spikewatch.core.outcomes import Outcome
+from spikewatch.protocol.receive_budget import explain
 
 
 def test_certificate_verification_failure_is_tls_error() -> None:
@@ -181,3 +187,11 @@ def test_other_failures_are_not_the_probers() -> None:
     assert not out_of_descriptors(Outcome.ERROR, "something else")
     assert descriptor_error(OSError(errno.EPIPE, "pipe")) is None
     assert descriptor_error(OSError("no errno")) is None
+
+
+def test_a_loss_to_the_receive_budget_is_told_from_the_targets() -> None:
+    """The budget's detail as a held connection's reason is the prober's; others are not."""
+    assert lost_to_prober(explain(65536))
+    assert not lost_to_prober(f"protocol error: {explain(65536)}")
+    assert not lost_to_prober("the peer closed with code 1001")
+    assert not lost_to_prober(None)

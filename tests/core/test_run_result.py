@@ -386,7 +386,25 @@ def test_stable_connections_are_summarized_and_their_drops_checked() -> None:
         "message_rtt_seconds": {"p50": 0.0015, "p95": 0.00195, "p99": 0.00199, "max": 0.002},
         "drop_example": "peer closed",
         "unanswered_at_end": 0,
+        "lost_to_prober": 0,
     }
+
+
+def test_stable_connections_lost_to_the_probers_budget_make_the_run_invalid() -> None:
+    """Counted apart from drops (dropped_stable: 0 passes), named in the self-check: invalid."""
+    attempts = tuple(ok(Phase.STABLE, n) for n in range(3))
+    stable = StablePhase(3, attempts, rtts=(0.001,), dropped=0, lost_to_prober=2)
+    result = build(record(stable=stable), ThresholdLimits(dropped_stable=0))
+    assert result.result == RunResultKind.INVALID
+    assert [c.passed for c in result.thresholds if c.name == "dropped_stable"] == [True]
+    assert result.prober.reasons == (
+        "2 stable connection(s) lost to the prober's receive buffers "
+        "(limits.max_receive_buffer_bytes): its own limit, not dropped by the target",
+    )
+    assert result.message == "prober saturated: " + result.prober.reasons[0]
+    assert result.as_dict()["stable"]["lost_to_prober"] == 2
+    assert result.trace is not None
+    assert (result.as_dict()["stable"]["dropped"], result.trace.stable_dropped) == (0, 0)
 
 
 def test_errors_and_upgrade_statuses_are_gathered_across_phases() -> None:

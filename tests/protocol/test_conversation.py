@@ -674,3 +674,14 @@ def test_the_connection_lost_before_the_upgrade_names_the_upgrade() -> None:
         "upgrade",
         "the peer closed the connection during the upgrade",
     )
+
+
+def test_a_held_connection_lost_to_the_receive_budget_keeps_the_budgets_detail() -> None:
+    """Held, the prober's budget is the loss's reason as it is (no 'protocol error'); the
+    target's violation stays a protocol error."""
+    ex = exchange(conversation(), keep_open=True)
+    ex.failed("the prober's receive buffers are full (...)", 11.0, by_prober=True)
+    assert (ex.lost_reason, ex.step) == ("the prober's receive buffers are full (...)", Step.OVER)
+    ex = exchange(conversation(), keep_open=True)
+    ex.failed("bad frame", 11.0)
+    assert ex.lost_reason == "protocol error: bad frame"
