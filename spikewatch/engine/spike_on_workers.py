@@ -54,6 +54,13 @@ from spikewatch.engine.worker_pool import (
 log = logging.getLogger(__name__)
 
 
+def abort_reached(rule: AbortRule, finished: int, failed: int) -> str:
+    """Return why ``rule`` stops the spike after these counts, or "" while it does not."""
+    if not rule.should_abort(finished, failed):
+        return ""
+    return f"abort.error_ratio={rule.error_ratio:g} reached: {failed} of {finished} failed"
+
+
 class SpikeOnWorkers:
     """One run's spike, spread over a pool: prepare → fire → close held → finish."""
 
@@ -264,14 +271,13 @@ class SpikeOnWorkers:
 
     def _check_abort(self) -> None:
         """Apply the abort rule to every worker's progress together."""
+        if self._abort_reason:
+            return
         finished = sum(c[0] for c in self._counts)
         failed = sum(c[1] for c in self._counts)
-        rule = self._rule
-        if self._abort_reason or not rule.should_abort(finished, failed):
+        self._abort_reason = abort_reached(self._rule, finished, failed)
+        if not self._abort_reason:
             return
-        self._abort_reason = (
-            f"abort.error_ratio={rule.error_ratio:g} reached: {failed} of {finished} failed"
-        )
         for w in self.pool.workers:
             if self._ready[w.number]:
                 with contextlib.suppress(WorkerLostError):
