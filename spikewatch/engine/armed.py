@@ -34,7 +34,6 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, cast
 
 from spikewatch.core.attempt import Attempt
-from spikewatch.core.classify import classify_connect_error
 from spikewatch.core.outcomes import Outcome
 from spikewatch.engine.clock import now as _now
 from spikewatch.engine.connection import ClientConnection
@@ -118,8 +117,7 @@ class ArmedConnection(ClientConnection):
         self._rearm(exchange.deadline, self._on_handshake_deadline)
         err = sock.connect_ex((spec.address, spec.port))
         if err and err not in _CONNECTING:
-            exc = OSError(err, os.strerror(err))
-            self.connect_failed(*classify_connect_error(exc, tls=spec.ssl is not None))
+            self.connect_raised(OSError(err, os.strerror(err)))
             return
         if spec.ssl is None:
             data = self._session.data_to_send()
@@ -128,7 +126,7 @@ class ArmedConnection(ClientConnection):
             except BlockingIOError:  # still connecting: the transport writes it
                 sent = 0
             except OSError as exc:  # the connect failed (refused at once, say)
-                self.connect_failed(*classify_connect_error(exc, tls=False))
+                self.connect_raised(exc)
                 return
             self._wired = sent > 0
             self._unsent = data[sent:]
@@ -149,13 +147,8 @@ class ArmedConnection(ClientConnection):
                 await self._loop.create_connection(
                     lambda: self, sock=sock, ssl=spec.ssl, server_hostname=spec.server_hostname
                 )
-            except asyncio.CancelledError:
-                if not self.connect_expired or task.uncancel() > 0:
-                    self.abort()
-                    raise
-                self.connect_timed_out()
-            except Exception as exc:  # noqa: BLE001 - every connect failure becomes a classified outcome
-                self.connect_failed(*classify_connect_error(exc, tls=spec.ssl is not None))
+            except (asyncio.CancelledError, Exception) as exc:  # noqa: BLE001 - every connect failure becomes an outcome
+                self.connect_raised(exc, task)  # raises a cancel that is not our deadline's
         self._drop_socket()  # ended before its transport: the socket is still ours
         try:
             await self.done
