@@ -182,7 +182,10 @@ class ArmedConnection(ClientConnection):
     def _close_transport(self, now: float) -> None:
         super()._close_transport(now)
         if self._transport is None:
-            self._drop_socket()  # over before it had a transport
+            # Over before it had a transport (decided at the handshake deadline, by what
+            # had arrived or had not): no connection_lost will come to give the slot back.
+            self._drop_socket()
+            self._let_go()
 
     def _on_handshake_deadline(self) -> None:
         sock = self._sock
