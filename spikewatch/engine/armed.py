@@ -15,8 +15,8 @@ is parsed, and its round trip and timeout start then. A handshake deadline that 
 before the transport reads what had arrived by then first. On ``wss://`` the transport
 (the TLS handshake) starts right after each chunk of connects instead.
 
-An attempt that cannot be armed (no free slot yet, no credential, no descriptor) is opened
-the usual way at the instant (``open_connection``), which records why it failed if it does.
+An attempt that cannot be armed (no free slot yet, no descriptor) is opened the usual way
+at the instant (``open_connection``), which records why it failed if it does.
 An armed connection never started (the abort rule, a cancel, the run's end) is aborted like
 any other: its socket closed, its slot given back.
 """
@@ -40,7 +40,6 @@ from spikewatch.engine.connection import ClientConnection
 from spikewatch.engine.launch import launch
 from spikewatch.engine.registry import ConnectionRegistry
 from spikewatch.engine.spec import ConnectionSpec
-from spikewatch.errors import SpikewatchError
 from spikewatch.protocol.exchange import Step
 
 __all__ = [
@@ -204,18 +203,10 @@ class ArmedConnection(ClientConnection):
 
     async def _connected(self, sock: socket.socket) -> None:
         """Wait until the socket's connect has finished; raise its error if it failed."""
-        for waited in (False, True):
-            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            if err:
-                raise OSError(err, os.strerror(err))
-            try:
-                sock.getpeername()
-            except OSError:
-                if waited:  # writable, yet neither connected nor failed: failed before
-                    raise
-            else:
-                self._wired = True
-                return
+        _raise_connect_error(sock)
+        try:
+            sock.getpeername()
+        except OSError:  # still connecting: wait until the socket is writable
             loop = self._loop
             writable: asyncio.Future[None] = loop.create_future()
             fd = sock.fileno()
@@ -224,6 +215,9 @@ class ArmedConnection(ClientConnection):
                 await writable
             finally:
                 loop.remove_writer(fd)
+            _raise_connect_error(sock)
+            sock.getpeername()  # writable and no error: connected (else this raises)
+        self._wired = True
 
     def _pull(self, sock: socket.socket) -> None:
         """Read what reached the socket before its transport did, at its arrival time.
@@ -243,11 +237,12 @@ class ArmedConnection(ClientConnection):
                 return
             now = _now()
             arrived = now
-            for level, kind, stamp in ancdata:
-                if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(stamp) >= 16:
-                    seconds, nanoseconds = struct.unpack("qq", stamp[:16])
-                    ago = time.time() - (seconds + nanoseconds * 1e-9)
-                    arrived = min(now, max(started, now - ago))
+            # The one control message a TCP read can carry here is the SCM_TIMESTAMPNS
+            # this socket asked for (arm_connection): a struct timespec, two 64-bit fields.
+            for _, _, stamp in ancdata:
+                seconds, nanoseconds = struct.unpack("qq", stamp)
+                ago = time.time() - (seconds + nanoseconds * 1e-9)
+                arrived = min(now, max(started, now - ago))
             seq = exchange.seq
             self.data_received(data, arrived)
             if exchange.seq != seq and exchange.deadline and arrived < now:
@@ -280,8 +275,17 @@ def keep_arrival_stamps() -> None:
 
 
 def _set_once(future: asyncio.Future[None]) -> None:
+    # Done already when its task was cancelled earlier in the loop turn that found the
+    # socket writable: the waiter's remove_writer comes only when that task resumes.
     if not future.done():
         future.set_result(None)
+
+
+def _raise_connect_error(sock: socket.socket) -> None:
+    """Raise the error a non-blocking connect ended with, if it failed."""
+    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if err:
+        raise OSError(err, os.strerror(err))
 
 
 def arm_connection(
@@ -301,16 +305,11 @@ def arm_connection(
     except OSError:
         registry.release()
         return None
-    try:
-        sock.setblocking(False)
-        if spec.ssl is None:
-            sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
-        loop = asyncio.get_running_loop()
-        return ArmedConnection(spec, attempt, loop, registry, sock, keep_open=keep_open)
-    except (OSError, SpikewatchError):
-        sock.close()
-        registry.release()
-        return None
+    sock.setblocking(False)
+    if spec.ssl is None:
+        sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+    loop = asyncio.get_running_loop()
+    return ArmedConnection(spec, attempt, loop, registry, sock, keep_open=keep_open)
 
 
 class ArmedBatch:
