@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
@@ -17,8 +17,7 @@ from spikewatch.engine.armed import ArmedBatch, ArmedConnection, _set_once
 from spikewatch.engine.clock import now
 from spikewatch.engine.connection import ClientConnection, open_connection
 from spikewatch.engine.registry import ConnectionRegistry
-from spikewatch.target.behaviour import TargetBehaviour
-from spikewatch.target.server import RunningTarget, start_reference_target
+from spikewatch.target.server import RunningTarget
 from tests import hostile
 from tests.conftest import scaled
 from tests.engine.support import make_spec
@@ -29,6 +28,7 @@ from tests.engine.test_armed import (
     fds_settle_at,
     fire,
     open_fds,
+    tls_target,
     upgrade_and_wait,
 )
 
@@ -41,6 +41,14 @@ def only(batch: ArmedBatch) -> ArmedConnection:
     conn = batch.conns[0]
     assert conn is not None
     return conn
+
+
+async def assert_cancelled_and_released(a: Attempt, registry: ConnectionRegistry, fds: int) -> None:
+    """Check that ``a`` ended as cancelled and that its slot and descriptor are back."""
+    assert a.outcome == Outcome.ERROR
+    assert a.detail == "cancelled before the attempt finished"
+    assert registry.open == 0
+    assert await fds_settle_at(fds) == fds
 
 
 async def test_an_address_the_kernel_will_not_route_fails_at_the_fire() -> None:
@@ -75,42 +83,33 @@ async def test_a_refused_wss_connect_fails_when_completed() -> None:
     assert await fds_settle_at(fds) == fds
 
 
-async def test_a_rejection_read_at_the_deadline_gives_the_slot_back_at_once() -> None:
-    """A 503 (with a page longer than one read) waiting when the handshake deadline comes
-    before the transport: http_status, and the socket and slot are given back then, not
+@pytest.mark.parametrize(
+    ("server", "outcome"),
+    [
+        # A page longer than one read: the first read ends the exchange.
+        (lambda: hostile.status_server(503, body=b"x" * 100_000), Outcome.HTTP_STATUS),
+        (hostile.silent_server, Outcome.TIMEOUT),
+    ],
+    ids=["rejected", "unanswered"],
+)
+async def test_decided_at_the_deadline_before_the_transport_gives_the_slot_back_at_once(
+    server: Callable[[], hostile.HostileServer], outcome: Outcome
+) -> None:
+    """A 503 waiting, or nothing answered, when the handshake deadline comes before the
+    transport: the upgrade's outcome, and the socket and slot are given back then, not
     when the run ends."""
-    async with hostile.status_server(503, body=b"x" * 100_000) as server:
+    async with server() as target:
         registry = ConnectionRegistry(10)
         fds = open_fds()
-        batch, _ = await armed_batch(make_spec(server.url, handshake_timeout=0.2), registry, 1)
+        batch, _ = await armed_batch(make_spec(target.url, handshake_timeout=0.2), registry, 1)
         conn = only(batch)
         conn.fire()
         async with asyncio.timeout(scaled(5)):
-            await conn.done  # decided by the deadline's read, with no transport yet
+            await conn.done  # decided at the deadline, with no transport yet
         a = batch.attempts[0]
-        assert a.outcome == Outcome.HTTP_STATUS, a.detail
-        assert a.status == 503
+        assert (a.outcome, a.step) == (outcome, "upgrade"), a.detail
         assert registry.open == 0
         assert await conn.complete() is conn
-        assert await fds_settle_at(fds) == fds
-
-
-async def test_no_answer_at_the_deadline_before_the_transport_gives_the_slot_back() -> None:
-    """Connected, the request sent, nothing answered by the handshake deadline, no transport
-    yet: an upgrade timeout, and the socket and slot are given back then."""
-    async with hostile.silent_server() as server:
-        registry = ConnectionRegistry(10)
-        fds = open_fds()
-        batch, _ = await armed_batch(make_spec(server.url, handshake_timeout=0.2), registry, 1)
-        conn = only(batch)
-        conn.fire()
-        async with asyncio.timeout(scaled(5)):
-            await conn.done
-        a = batch.attempts[0]
-        assert a.outcome == Outcome.TIMEOUT, a.detail
-        assert a.step == "upgrade"
-        assert registry.open == 0
-        await conn.complete()
         assert await fds_settle_at(fds) == fds
 
 
@@ -163,11 +162,7 @@ async def test_cancelled_while_awaiting_its_outcome_ends_it() -> None:
         completing.cancel()
         with pytest.raises(asyncio.CancelledError):
             await completing
-        a = batch.attempts[0]
-        assert a.outcome == Outcome.ERROR
-        assert a.detail == "cancelled before the attempt finished"
-        assert registry.open == 0
-        assert await fds_settle_at(fds) == fds
+        await assert_cancelled_and_released(batch.attempts[0], registry, fds)
 
 
 async def test_aborted_while_handed_to_its_transport_leaves_nothing() -> None:
@@ -185,11 +180,7 @@ async def test_aborted_while_handed_to_its_transport_leaves_nothing() -> None:
         with pytest.raises(asyncio.CancelledError):
             async with asyncio.timeout(scaled(5)):
                 await completing
-        a = batch.attempts[0]
-        assert a.outcome == Outcome.ERROR
-        assert a.detail == "cancelled before the attempt finished"
-        assert registry.open == 0
-        assert await fds_settle_at(fds) == fds
+        await assert_cancelled_and_released(batch.attempts[0], registry, fds)
 
 
 async def test_a_batch_past_the_arm_limit_opens_the_rest_at_the_instant(
@@ -229,13 +220,7 @@ def ca() -> trustme.CA:
 async def test_a_tls_batch_cancelled_while_firing_leaves_nothing(ca: trustme.CA) -> None:
     """wss, partly armed, cancelled after its first chunk got its tasks: those tasks are
     cancelled, every armed connection ends, every slot and descriptor comes back."""
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost", "127.0.0.1").configure_cert(server_context)
-    client = ssl.create_default_context()
-    ca.configure_trust(client)
-    async with await start_reference_target(
-        TargetBehaviour(), ssl_context=server_context
-    ) as target:
+    async with tls_target(ca) as (target, client):
         registry = ConnectionRegistry(1000)
         fds = open_fds()
         spec = make_spec(target.url, ssl_context=client, server_hostname="localhost")
