@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Callable
-from typing import Any
 
 from spikewatch.config import ScenarioConfig
 from spikewatch.core.abort import AbortRule
@@ -156,19 +155,20 @@ class SpikeFiring:
         rule: AbortRule,
         attempt_bound: float,
         lead: float,
-        **fire_options: Any,
+        *,
+        churn: bool = False,
+        max_in_flight: int | None = None,
     ) -> str:
-        """Start ``lead`` from now, make the plan's attempts and have the workers fire them.
-
-        ``fire_options`` go to :meth:`SpikeOnWorkers.fire` (a churn's); return the abort
-        reason, if any.
-        """
+        """Start ``lead`` from now, make the plan's attempts and have the workers fire them
+        (a churn's, with its bound); return the abort reason, if any."""
         spike_start = await self.start(lead=lead)
         start_mark = self.monitor.mark()
         new_attempt = self.run.new_attempt
         self.attempts.extend(new_attempt(Phase.SPIKE, spike_start + p.offset) for p in plan)
         answer_by = spike_start + plan_duration(plan) + attempt_bound + ANSWER_MARGIN
-        abort_reason = await workers.fire(self.attempts, rule, answer_by, **fire_options)
+        abort_reason = await workers.fire(
+            self.attempts, rule, answer_by, churn=churn, max_in_flight=max_in_flight
+        )
         self.marks = (start_mark, self.monitor.mark())
         return abort_reason
 
