@@ -15,8 +15,8 @@ is parsed, and its round trip and timeout start then. A handshake deadline that 
 before the transport reads what had arrived by then first. On ``wss://`` the transport
 (the TLS handshake) starts right after each chunk of connects instead.
 
-An attempt that cannot be armed (no free slot yet, no credential, no descriptor) is opened
-the usual way at the instant (``open_connection``), which records why it failed if it does.
+An attempt that cannot be armed (no free slot yet, no descriptor) is opened the usual way
+at the instant (``open_connection``), which records why it failed if it does.
 An armed connection never started (the abort rule, a cancel, the run's end) is aborted like
 any other: its socket closed, its slot given back.
 """
@@ -34,14 +34,12 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, cast
 
 from spikewatch.core.attempt import Attempt
-from spikewatch.core.classify import classify_connect_error
 from spikewatch.core.outcomes import Outcome
 from spikewatch.engine.clock import now as _now
 from spikewatch.engine.connection import ClientConnection
 from spikewatch.engine.launch import launch
 from spikewatch.engine.registry import ConnectionRegistry
 from spikewatch.engine.spec import ConnectionSpec
-from spikewatch.errors import SpikewatchError
 from spikewatch.protocol.exchange import Step
 
 __all__ = [
@@ -118,8 +116,7 @@ class ArmedConnection(ClientConnection):
         self._rearm(exchange.deadline, self._on_handshake_deadline)
         err = sock.connect_ex((spec.address, spec.port))
         if err and err not in _CONNECTING:
-            exc = OSError(err, os.strerror(err))
-            self.connect_failed(*classify_connect_error(exc, tls=spec.ssl is not None))
+            self.connect_raised(OSError(err, os.strerror(err)))
             return
         if spec.ssl is None:
             data = self._session.data_to_send()
@@ -128,7 +125,7 @@ class ArmedConnection(ClientConnection):
             except BlockingIOError:  # still connecting: the transport writes it
                 sent = 0
             except OSError as exc:  # the connect failed (refused at once, say)
-                self.connect_failed(*classify_connect_error(exc, tls=False))
+                self.connect_raised(exc)
                 return
             self._wired = sent > 0
             self._unsent = data[sent:]
@@ -149,13 +146,8 @@ class ArmedConnection(ClientConnection):
                 await self._loop.create_connection(
                     lambda: self, sock=sock, ssl=spec.ssl, server_hostname=spec.server_hostname
                 )
-            except asyncio.CancelledError:
-                if not self.connect_expired or task.uncancel() > 0:
-                    self.abort()
-                    raise
-                self.connect_timed_out()
-            except Exception as exc:  # noqa: BLE001 - every connect failure becomes a classified outcome
-                self.connect_failed(*classify_connect_error(exc, tls=spec.ssl is not None))
+            except (asyncio.CancelledError, Exception) as exc:  # noqa: BLE001 - every connect failure becomes an outcome
+                self.connect_raised(exc, task)  # raises a cancel that is not our deadline's
         self._drop_socket()  # ended before its transport: the socket is still ours
         try:
             await self.done
@@ -189,7 +181,10 @@ class ArmedConnection(ClientConnection):
     def _close_transport(self, now: float) -> None:
         super()._close_transport(now)
         if self._transport is None:
-            self._drop_socket()  # over before it had a transport
+            # Over before it had a transport (decided at the handshake deadline, by what
+            # had arrived or had not): no connection_lost will come to give the slot back.
+            self._drop_socket()
+            self._let_go()
 
     def _on_handshake_deadline(self) -> None:
         sock = self._sock
@@ -208,18 +203,10 @@ class ArmedConnection(ClientConnection):
 
     async def _connected(self, sock: socket.socket) -> None:
         """Wait until the socket's connect has finished; raise its error if it failed."""
-        for waited in (False, True):
-            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            if err:
-                raise OSError(err, os.strerror(err))
-            try:
-                sock.getpeername()
-            except OSError:
-                if waited:  # writable, yet neither connected nor failed: failed before
-                    raise
-            else:
-                self._wired = True
-                return
+        _raise_connect_error(sock)
+        try:
+            sock.getpeername()
+        except OSError:  # still connecting: wait until the socket is writable
             loop = self._loop
             writable: asyncio.Future[None] = loop.create_future()
             fd = sock.fileno()
@@ -228,6 +215,9 @@ class ArmedConnection(ClientConnection):
                 await writable
             finally:
                 loop.remove_writer(fd)
+            _raise_connect_error(sock)
+            sock.getpeername()  # writable and no error: connected (else this raises)
+        self._wired = True
 
     def _pull(self, sock: socket.socket) -> None:
         """Read what reached the socket before its transport did, at its arrival time.
@@ -247,11 +237,12 @@ class ArmedConnection(ClientConnection):
                 return
             now = _now()
             arrived = now
-            for level, kind, stamp in ancdata:
-                if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(stamp) >= 16:
-                    seconds, nanoseconds = struct.unpack("qq", stamp[:16])
-                    ago = time.time() - (seconds + nanoseconds * 1e-9)
-                    arrived = min(now, max(started, now - ago))
+            # The one control message a TCP read can carry here is the SCM_TIMESTAMPNS
+            # this socket asked for (arm_connection): a struct timespec, two 64-bit fields.
+            for _, _, stamp in ancdata:
+                seconds, nanoseconds = struct.unpack("qq", stamp)
+                ago = time.time() - (seconds + nanoseconds * 1e-9)
+                arrived = min(now, max(started, now - ago))
             seq = exchange.seq
             self.data_received(data, arrived)
             if exchange.seq != seq and exchange.deadline and arrived < now:
@@ -284,8 +275,17 @@ def keep_arrival_stamps() -> None:
 
 
 def _set_once(future: asyncio.Future[None]) -> None:
+    # Done already when its task was cancelled earlier in the loop turn that found the
+    # socket writable: the waiter's remove_writer comes only when that task resumes.
     if not future.done():
         future.set_result(None)
+
+
+def _raise_connect_error(sock: socket.socket) -> None:
+    """Raise the error a non-blocking connect ended with, if it failed."""
+    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if err:
+        raise OSError(err, os.strerror(err))
 
 
 def arm_connection(
@@ -305,16 +305,11 @@ def arm_connection(
     except OSError:
         registry.release()
         return None
-    try:
-        sock.setblocking(False)
-        if spec.ssl is None:
-            sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
-        loop = asyncio.get_running_loop()
-        return ArmedConnection(spec, attempt, loop, registry, sock, keep_open=keep_open)
-    except (OSError, SpikewatchError):
-        sock.close()
-        registry.release()
-        return None
+    sock.setblocking(False)
+    if spec.ssl is None:
+        sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+    loop = asyncio.get_running_loop()
+    return ArmedConnection(spec, attempt, loop, registry, sock, keep_open=keep_open)
 
 
 class ArmedBatch:

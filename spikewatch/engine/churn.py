@@ -17,18 +17,17 @@ from collections.abc import Callable
 
 from spikewatch.core.abort import AbortRule
 from spikewatch.core.attempt import Attempt
-from spikewatch.core.outcomes import Outcome, Phase
+from spikewatch.core.outcomes import Phase
 from spikewatch.core.phases import ChurnPlan
-from spikewatch.core.plan import PlannedConnection, plan_duration
+from spikewatch.core.plan import PlannedConnection
 from spikewatch.engine.churn_pace import ChurnStarts, until_closed
 from spikewatch.engine.connection import open_connection
 from spikewatch.engine.inflight import RunInFlight
 from spikewatch.engine.prober_monitor import ProberMonitor
 from spikewatch.engine.registry import PROBE_RESERVE, ConnectionRegistry
 from spikewatch.engine.spec import ConnectionSpec
-from spikewatch.engine.spike import WORKER_LEAD, SpikeFiring
+from spikewatch.engine.spike import WORKER_LEAD, AbortTally, SpikeFiring
 from spikewatch.engine.spike_on_workers import SpikeOnWorkers
-from spikewatch.engine.worker_pool import ANSWER_MARGIN
 
 __all__ = ["ChurnFiring"]
 
@@ -60,6 +59,11 @@ class ChurnFiring(SpikeFiring):
         self.peak_in_flight = 0
         self.started: float | None = None
 
+    async def start(self, lead: float = 0.0) -> float:
+        """Return the churn's planned start (:meth:`SpikeFiring.start`), and keep it."""
+        self.started = await super().start(lead)
+        return self.started
+
     def plan_record(self) -> ChurnPlan | None:
         """Return what the churn was asked to do and its peak; None before it started."""
         if self.started is None:
@@ -80,21 +84,11 @@ class ChurnFiring(SpikeFiring):
         rule: AbortRule,
     ) -> str:
         """Fire the churn from this event loop; return the abort reason, if any."""
-        finished = failed = 0
-        abort_reason = ""
+        tally = AbortTally(rule)
 
         async def cycle(attempt: Attempt) -> None:
-            nonlocal finished, failed, abort_reason
             conn = await open_connection(spec, attempt, registry, reserve=PROBE_RESERVE)
-            if attempt.outcome != Outcome.ABORTED:
-                finished += 1
-                if attempt.outcome != Outcome.OK:
-                    failed += 1
-                if not abort_reason and rule.should_abort(finished, failed):
-                    abort_reason = (
-                        f"abort.error_ratio={rule.error_ratio:g} reached:"
-                        f" {failed} of {finished} failed"
-                    )
+            tally.count(attempt)
             await until_closed(conn)
 
         def record(_: int, planned: float) -> Attempt:
@@ -102,16 +96,16 @@ class ChurnFiring(SpikeFiring):
             self.attempts.append(attempt)
             return attempt
 
-        start = self.started = await self.start()
+        start = await self.start()
         start_mark = self.monitor.mark()
         starts = ChurnStarts(self.max_in_flight)
         planned = ((start + p.offset, p.index) for p in plan)
         try:
-            await starts.fire(planned, record, cycle, self.run.spawn, lambda: abort_reason)
+            await starts.fire(planned, record, cycle, self.run.spawn, lambda: tally.reason)
         finally:
             self.peak_in_flight = starts.peak_in_flight
         self.marks = (start_mark, self.monitor.mark())
-        return abort_reason
+        return tally.reason
 
     async def on_workers(
         self,
@@ -125,16 +119,15 @@ class ChurnFiring(SpikeFiring):
         ``attempt_bound`` is the longest one cycle may take, its close included: a worker
         reports its share once every connection of it is gone.
         """
-        start = self.started = await self.start(lead=WORKER_LEAD)
-        start_mark = self.monitor.mark()
-        new_attempt = self.run.new_attempt
-        self.attempts.extend(new_attempt(Phase.SPIKE, start + p.offset) for p in plan)
-        answer_by = start + plan_duration(plan) + attempt_bound + ANSWER_MARGIN
         try:
-            abort_reason = await workers.fire(
-                self.attempts, rule, answer_by, churn=True, max_in_flight=self.max_in_flight
+            return await self._fire_on_workers(
+                workers,
+                plan,
+                rule,
+                attempt_bound,
+                WORKER_LEAD,
+                churn=True,
+                max_in_flight=self.max_in_flight,
             )
         finally:
             self.peak_in_flight = workers.peak_in_flight
-        self.marks = (start_mark, self.monitor.mark())
-        return abort_reason

@@ -228,6 +228,22 @@ class ClientConnection(asyncio.Protocol):
         self._settle()
         self._let_go()
 
+    def connect_raised(self, exc: BaseException, task: asyncio.Task[object] | None = None) -> None:
+        """Record how a connect that raised ``exc`` ended (no transport exists).
+
+        A cancel of ``task`` (the one in the TCP connect or TLS handshake) by this
+        connection's own handshake deadline is a timeout; any other cancel (a shutdown)
+        aborts the attempt and is raised again; any other error is classified (refused,
+        reset, TLS, ...). Either way the attempt is settled and its slot given back.
+        """
+        if not isinstance(exc, asyncio.CancelledError):
+            self.connect_failed(*classify_connect_error(exc, tls=self._spec.ssl is not None))
+        elif self.connect_expired and task is not None and task.uncancel() == 0:
+            self.connect_timed_out()
+        else:
+            self.abort()
+            raise exc
+
     def connect_timed_out(self) -> None:
         """Record that the handshake deadline passed before the TCP (or TLS) connection."""
         what = "TCP/TLS connection" if self._spec.ssl is not None else "TCP connection"
@@ -442,14 +458,8 @@ async def open_connection(
             ssl=spec.ssl,
             server_hostname=spec.server_hostname,
         )
-    except asyncio.CancelledError:
-        # Our deadline's cancel is a timeout; any other cancel (shutdown) goes on up.
-        if not conn.connect_expired or task.uncancel() > 0:
-            conn.abort()
-            raise
-        conn.connect_timed_out()
-    except Exception as exc:  # noqa: BLE001 - every connect failure becomes a classified outcome
-        conn.connect_failed(*classify_connect_error(exc, tls=spec.ssl is not None))
+    except (asyncio.CancelledError, Exception) as exc:  # noqa: BLE001 - every connect failure becomes an outcome
+        conn.connect_raised(exc, task)  # raises a cancel that is not our deadline's
     try:
         await conn.done
     except asyncio.CancelledError:

@@ -33,7 +33,7 @@ from spikewatch.engine.inflight import RunInFlight
 from spikewatch.engine.prober_monitor import Mark, ProberMonitor
 from spikewatch.engine.registry import PROBE_RESERVE, ConnectionRegistry
 from spikewatch.engine.spec import ConnectionSpec
-from spikewatch.engine.spike_on_workers import SpikeOnWorkers
+from spikewatch.engine.spike_on_workers import SpikeOnWorkers, abort_reached
 from spikewatch.engine.worker_pool import ANSWER_MARGIN
 
 #: A sharded replica that reaches its spike later than this after the shared instant
@@ -62,6 +62,29 @@ def spike_plan(
     if share is not None and share[1] > 1:
         plan = shard_plan(plan, share[0], share[1])
     return plan
+
+
+class AbortTally:
+    """The abort rule judged as attempts finish here: counts, and the reason once it stops."""
+
+    __slots__ = ("failed", "finished", "reason", "rule")
+
+    def __init__(self, rule: AbortRule) -> None:
+        self.rule = rule
+        self.finished = self.failed = 0
+        #: Why the rule stopped the spike; empty while it has not.
+        self.reason = ""
+
+    def count(self, attempt: Attempt) -> None:
+        """Count ``attempt``, which has its outcome (an aborted one did not finish)."""
+        outcome = attempt.outcome
+        if outcome == Outcome.ABORTED:
+            return
+        self.finished += 1
+        if outcome != Outcome.OK:
+            self.failed += 1
+        if not self.reason:
+            self.reason = abort_reached(self.rule, self.finished, self.failed)
 
 
 class SpikeFiring:
@@ -122,12 +145,30 @@ class SpikeFiring:
         """Fire the spike over the worker processes; return the abort reason, if any."""
         first = sum(1 for p in plan if p.group == plan[0].group) if plan else 0
         share = -(-first // max(workers.pool.size, 1))
-        spike_start = await self.start(lead=WORKER_LEAD + share * ARM_SECONDS_PER_CONNECTION)
+        lead = WORKER_LEAD + share * ARM_SECONDS_PER_CONNECTION
+        return await self._fire_on_workers(workers, plan, rule, attempt_bound, lead)
+
+    async def _fire_on_workers(
+        self,
+        workers: SpikeOnWorkers,
+        plan: tuple[PlannedConnection, ...],
+        rule: AbortRule,
+        attempt_bound: float,
+        lead: float,
+        *,
+        churn: bool = False,
+        max_in_flight: int | None = None,
+    ) -> str:
+        """Start ``lead`` from now, make the plan's attempts and have the workers fire them
+        (a churn's, with its bound); return the abort reason, if any."""
+        spike_start = await self.start(lead=lead)
         start_mark = self.monitor.mark()
         new_attempt = self.run.new_attempt
         self.attempts.extend(new_attempt(Phase.SPIKE, spike_start + p.offset) for p in plan)
         answer_by = spike_start + plan_duration(plan) + attempt_bound + ANSWER_MARGIN
-        abort_reason = await workers.fire(self.attempts, rule, answer_by)
+        abort_reason = await workers.fire(
+            self.attempts, rule, answer_by, churn=churn, max_in_flight=max_in_flight
+        )
         self.marks = (start_mark, self.monitor.mark())
         return abort_reason
 
@@ -144,11 +185,9 @@ class SpikeFiring:
         first before the spike's start is set, the next ones as soon as the one before
         is out, but no earlier than :data:`ARM_AHEAD` before their instant.
         """
-        finished = failed = 0
-        abort_reason = ""
+        tally = AbortTally(rule)
 
         async def one(attempt: Attempt, armed: ArmedConnection | None) -> None:
-            nonlocal finished, failed, abort_reason
             if armed is not None:
                 conn: ClientConnection | None = await armed.complete()
             else:
@@ -157,15 +196,7 @@ class SpikeFiring:
                 )
             if conn is not None and attempt.outcome == Outcome.OK:
                 self.held.append(conn)
-            if attempt.outcome == Outcome.ABORTED:
-                return
-            finished += 1
-            if attempt.outcome != Outcome.OK:
-                failed += 1
-            if not abort_reason and rule.should_abort(finished, failed):
-                abort_reason = (
-                    f"abort.error_ratio={rule.error_ratio:g} reached: {failed} of {finished} failed"
-                )
+            tally.count(attempt)
 
         groups = [list(g) for _, g in itertools.groupby(plan, key=lambda p: p.group)]
         tasks: list[asyncio.Task[None]] = []
@@ -178,14 +209,14 @@ class SpikeFiring:
                 planned = spike_start + group[0].offset
                 if batch is None:
                     await sleep_until(planned - ARM_AHEAD)
-                    batch = await self._arm(group, spec, registry, armed=not abort_reason)
+                    batch = await self._arm(group, spec, registry, armed=not tally.reason)
                 await sleep_until(planned)
                 self.attempts.extend(batch.attempts)
-                if abort_reason:
+                if tally.reason:
                     now = _now()
                     for attempt in batch.attempts:
                         attempt.planned = planned
-                        attempt.abort(now, abort_reason)
+                        attempt.abort(now, tally.reason)
                     batch.release()
                 else:
                     tls = spec.ssl is not None
@@ -196,7 +227,7 @@ class SpikeFiring:
             if batch is not None:
                 batch.release()  # armed, never started: a cancel or a deadline
         self.marks = (start_mark, self.monitor.mark())
-        return abort_reason
+        return tally.reason
 
     async def _arm(
         self,

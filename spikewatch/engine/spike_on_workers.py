@@ -50,8 +50,16 @@ from spikewatch.engine.worker_pool import (
     WorkerPool,
     WorkerProcess,
 )
+from spikewatch.protocol.receive_budget import explain
 
 log = logging.getLogger(__name__)
+
+
+def abort_reached(rule: AbortRule, finished: int, failed: int) -> str:
+    """Return why ``rule`` stops the spike after these counts, or "" while it does not."""
+    if not rule.should_abort(finished, failed):
+        return ""
+    return f"abort.error_ratio={rule.error_ratio:g} reached: {failed} of {finished} failed"
 
 
 class SpikeOnWorkers:
@@ -232,8 +240,7 @@ class SpikeOnWorkers:
                 churn=self._churn,
                 max_in_flight=in_flight[0],
                 in_flight_full=in_flight[1],
-                # The daemon's budget split evenly: all processes together hold no more.
-                receive_budget_bytes=max(1, self.registry.receive_budget.limit // self.pool.size),
+                receive_budget_bytes=self._receive_share,
             )
         )
         loop = asyncio.get_running_loop()
@@ -259,19 +266,39 @@ class SpikeOnWorkers:
         if not isinstance(answer, Attempts):
             raise WireError(f"{answer.type!r} instead of its attempts")
         apply_share({a.conn: a for a in share}, answer.attempts)
+        said, named = self._receive_share_named()
+        for attempt in share:
+            if said in attempt.detail:
+                attempt.detail = attempt.detail.replace(said, named)
         self.peak_in_flight += answer.peak_in_flight
         return True
 
+    @property
+    def _receive_share(self) -> int:
+        """A worker's share of limits.max_receive_buffer_bytes: the daemon's budget split
+        evenly, so that all processes together hold no more."""
+        return max(1, self.registry.receive_budget.limit // self.pool.size)
+
+    def _receive_share_named(self) -> tuple[str, str]:
+        """Return how a worker words a refusal for want of its receive budget, and the same
+        naming the share as what it is: a part of the configured total."""
+        share = self._receive_share
+        said = explain(share)
+        whole = (
+            f"worker share {share} of limits.max_receive_buffer_bytes="
+            f"{self.registry.receive_budget.limit} over {self.pool.size} workers"
+        )
+        return said, said.replace(f"limits.max_receive_buffer_bytes={share}", whole)
+
     def _check_abort(self) -> None:
         """Apply the abort rule to every worker's progress together."""
+        if self._abort_reason:
+            return
         finished = sum(c[0] for c in self._counts)
         failed = sum(c[1] for c in self._counts)
-        rule = self._rule
-        if self._abort_reason or not rule.should_abort(finished, failed):
+        self._abort_reason = abort_reached(self._rule, finished, failed)
+        if not self._abort_reason:
             return
-        self._abort_reason = (
-            f"abort.error_ratio={rule.error_ratio:g} reached: {failed} of {finished} failed"
-        )
         for w in self.pool.workers:
             if self._ready[w.number]:
                 with contextlib.suppress(WorkerLostError):

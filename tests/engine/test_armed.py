@@ -6,6 +6,8 @@ import asyncio
 import os
 import socket
 import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -364,8 +366,10 @@ def ca() -> trustme.CA:
     return trustme.CA()
 
 
-async def test_an_armed_batch_over_tls(ca: trustme.CA, tmp_path: Path) -> None:
-    """wss: the TLS handshake starts right after each chunk of connects; all succeed."""
+@asynccontextmanager
+async def tls_target(ca: trustme.CA) -> AsyncIterator[tuple[RunningTarget, ssl.SSLContext]]:
+    """The reference target over TLS (``ca``'s certificate for localhost), and a client
+    context that trusts ``ca``."""
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("localhost", "127.0.0.1").configure_cert(server_context)
     client = ssl.create_default_context()
@@ -373,6 +377,12 @@ async def test_an_armed_batch_over_tls(ca: trustme.CA, tmp_path: Path) -> None:
     async with await start_reference_target(
         TargetBehaviour(), ssl_context=server_context
     ) as target:
+        yield target, client
+
+
+async def test_an_armed_batch_over_tls(ca: trustme.CA, tmp_path: Path) -> None:
+    """wss: the TLS handshake starts right after each chunk of connects; all succeed."""
+    async with tls_target(ca) as (target, client):
         registry = ConnectionRegistry(200)
         spec = make_spec(
             target.url, welcome=WELCOME, ssl_context=client, server_hostname="localhost"
@@ -386,11 +396,7 @@ async def test_an_armed_batch_over_tls(ca: trustme.CA, tmp_path: Path) -> None:
 
 async def test_an_untrusted_certificate_is_a_tls_error(ca: trustme.CA) -> None:
     """wss to an untrusted certificate, armed: tls_error, socket and slot released."""
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost", "127.0.0.1").configure_cert(server_context)
-    async with await start_reference_target(
-        TargetBehaviour(), ssl_context=server_context
-    ) as target:
+    async with tls_target(ca) as (target, _):
         registry = ConnectionRegistry(10)
         spec = make_spec(
             target.url, ssl_context=ssl.create_default_context(), server_hostname="localhost"

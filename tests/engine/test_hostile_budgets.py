@@ -172,7 +172,8 @@ def welcome_then_unfinished_server(
 
 async def test_each_worker_holds_its_share_of_the_receive_budget(tmp_path: Path) -> None:
     """Over 2 workers each process holds half of limits.max_receive_buffer_bytes in partial
-    messages: one 60,000-byte part fits a worker's 65,536, the others are refused."""
+    messages: one 60,000-byte part fits a worker's 65,536, the others are refused, and
+    their detail names the share and the total."""
     pool = WorkerPool(2, lag_interval=0.02)
     await pool.start()
     try:
@@ -199,7 +200,12 @@ async def test_each_worker_holds_its_share_of_the_receive_budget(tmp_path: Path)
     # welcome), two of 60,000 never fit in 65,536: 2 held, 6 refused. With the default
     # 64 MiB of a worker before, all 8 were held.
     assert len(refused) == 6, outcomes
-    assert all("limits.max_receive_buffer_bytes=65536" in a.detail for a in refused), refused
+    # The detail names the worker's share and the configured total it is a part of.
+    named = (
+        "the prober's receive buffers are full (worker share 65536 of"
+        " limits.max_receive_buffer_bytes=131072 over 2 workers): "
+    )
+    assert all(a.detail.startswith(named) for a in refused), refused
     assert prober.registry.open == 0
 
 

@@ -1,11 +1,20 @@
-"""Tests for spikewatch.engine.spike: when a sharded replica starts its spike (no sockets)."""
+"""Tests for spikewatch.engine.spike: when a sharded replica starts its spike, and the abort
+tally (no sockets)."""
 
 from __future__ import annotations
 
+from spikewatch.core.abort import AbortRule
+from spikewatch.core.attempt import Attempt
+from spikewatch.core.outcomes import Outcome, Phase
 from spikewatch.engine.clock import now
 from spikewatch.engine.inflight import RunInFlight
 from spikewatch.engine.prober_monitor import ProberMonitor
-from spikewatch.engine.spike import SHARED_INSTANT_TOLERANCE, WORKER_LEAD, SpikeFiring
+from spikewatch.engine.spike import (
+    SHARED_INSTANT_TOLERANCE,
+    WORKER_LEAD,
+    AbortTally,
+    SpikeFiring,
+)
 
 SPIKE_AT = 1_700_000_000.0
 
@@ -48,3 +57,15 @@ async def test_over_workers_an_unshared_start_is_the_lead_from_now() -> None:
     before = now()
     start = await spike.start(lead=WORKER_LEAD)
     assert before + WORKER_LEAD <= start <= now() + WORKER_LEAD
+
+
+def test_the_abort_tally_keeps_the_first_reason_and_skips_aborted_attempts() -> None:
+    """The reason is the counts when the rule first held; aborted attempts are not counted."""
+    tally = AbortTally(AbortRule(0.5, 2))
+    for conn, outcome in enumerate((Outcome.OK, Outcome.ERROR, Outcome.ABORTED, Outcome.OK)):
+        attempt = Attempt(Phase.SPIKE, conn)
+        attempt.started = 1.0
+        attempt.decide(outcome, "", 2.0, "connect")
+        tally.count(attempt)
+    assert (tally.finished, tally.failed) == (3, 1)
+    assert tally.reason == "abort.error_ratio=0.5 reached: 1 of 2 failed"
