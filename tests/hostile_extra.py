@@ -166,6 +166,26 @@ def idle_timeout_server(after: float) -> HostileServer:
     return HostileServer(handle)
 
 
+def budget_buster_server(after: float) -> HostileServer:
+    """Welcome and echo, then send any connection still open ``after`` seconds later a
+    binary frame declaring 100,000 bytes and sending 60,000 of them: more than a small
+    limits.max_receive_buffer_bytes, so that the prober's own budget closes it."""
+    welcome = encode_frame(Opcode.TEXT, b'{"type":"welcome"}')
+    unfinished = encode_frame(Opcode.BINARY, b"m" * 60_000, declared_length=100_000)
+
+    async def handle(connection: HostileConnection) -> None:
+        await connection.accept_upgrade()
+        await connection.send(welcome)
+        serving = asyncio.create_task(connection.serve_frames(echo=True))
+        done, _ = await asyncio.wait({serving}, timeout=after)
+        if not done:
+            serving.cancel()
+            await connection.send(unfinished)
+            await connection.discard_until_eof()
+
+    return HostileServer(handle)
+
+
 def pong_less_server() -> HostileServer:
     """Welcome and echo data frames, but never answer a ping (a server whose ping handling
     is broken, or behind a proxy that eats control frames); close frames get their answer."""

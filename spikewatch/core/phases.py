@@ -70,6 +70,9 @@ class SpikePhase:
     aborted: bool = False
     held_dropped: int = 0
     held_drop_example: str | None = None
+    #: Held connections the prober's own receive budget closed: not in ``held_dropped``;
+    #: the run is invalid (its self-check names them).
+    held_lost_to_prober: int = 0
     #: Set when the spike was a churn (a rate of short connections), else None.
     churn: ChurnPlan | None = None
 

@@ -34,8 +34,8 @@ from spikewatch.core.saturation import (
     descriptor_starvation,
     judge_one_process,
     judge_prober,
+    lost_to_prober,
     receive_starvation,
-    stable_lost_to_prober,
 )
 from spikewatch.core.stats import summarize
 from spikewatch.core.timeline import (
@@ -123,6 +123,7 @@ def spike_summary(spike: SpikePhase | None) -> SpikeSummary | None:
         aborted=spike.aborted,
         held_dropped=spike.held_dropped,
         held_drop_example=spike.held_drop_example,
+        held_lost_to_prober=spike.held_lost_to_prober,
         churn=churn_summary(spike),
     )
 
@@ -191,7 +192,10 @@ def prober_report(
     starved = (
         descriptor_starvation(attempts),
         receive_starvation(attempts),
-        stable_lost_to_prober(stable.lost_to_prober if stable is not None else 0),
+        lost_to_prober(
+            stable.lost_to_prober if stable is not None else 0,
+            record.spike.held_lost_to_prober if record.spike is not None else 0,
+        ),
     )
     reasons.extend(reason for reason in starved if reason is not None)
     if not reasons:

@@ -167,6 +167,8 @@ class SpikeSummary:
     #: Spike connections held through ``hold`` that the target dropped, and why one was.
     held_dropped: int = 0
     held_drop_example: str | None = None
+    #: Held connections the prober's own receive budget closed: not the target's drops.
+    held_lost_to_prober: int = 0
     #: Set for a churn; the JSON then says ``"shape": "churn"`` and its pace.
     churn: ChurnSummary | None = None
 
@@ -185,6 +187,7 @@ class SpikeSummary:
         aborted: bool,
         held_dropped: int = 0,
         held_drop_example: str | None = None,
+        held_lost_to_prober: int = 0,
         churn: ChurnSummary | None = None,
     ) -> SpikeSummary:
         """Summarize the spike's attempts."""
@@ -199,6 +202,7 @@ class SpikeSummary:
             aborted=aborted,
             held_dropped=held_dropped,
             held_drop_example=held_drop_example,
+            held_lost_to_prober=held_lost_to_prober,
             churn=churn,
         )
 
@@ -220,6 +224,7 @@ class SpikeSummary:
             "start_lateness_seconds": lateness,
             "held_dropped": self.held_dropped,
             "held_drop_example": self.held_drop_example,
+            "held_lost_to_prober": self.held_lost_to_prober,
         }
         if self.churn is not None:
             # Only a churn says its shape: spike and ramp results stay as they were.

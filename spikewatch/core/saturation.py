@@ -121,13 +121,17 @@ def receive_starvation(attempts: Iterable[Attempt]) -> str | None:
     )
 
 
-def stable_lost_to_prober(lost: int) -> str | None:
-    """Return why stable connections the prober's receive budget closed make the run
-    invalid, if any did: they are not the target's drops, and the figures lack them."""
-    if not lost:
+def lost_to_prober(stable: int, held: int) -> str | None:
+    """Return why stable and held spike connections the prober's receive budget closed
+    make the run invalid, if any did: they are not the target's drops, and the figures
+    lack them."""
+    if not (stable or held):
         return None
+    which = " and ".join(
+        f"{count} {kind}" for count, kind in ((stable, "stable"), (held, "held spike")) if count
+    )
     return (
-        f"{lost} stable connection(s) lost to the prober's receive buffers "
+        f"{which} connection(s) lost to the prober's receive buffers "
         "(limits.max_receive_buffer_bytes): its own limit, not dropped by the target"
     )
 

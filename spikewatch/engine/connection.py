@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Mapping
-from typing import cast
+from typing import NamedTuple, cast
 
 from spikewatch.core.attempt import DEFLATE_DECLINED, Attempt
-from spikewatch.core.classify import classify_connect_error
+from spikewatch.core.classify import classify_connect_error, lost_to_prober
 from spikewatch.core.outcomes import Outcome
 from spikewatch.engine.clock import now as _now
 from spikewatch.engine.registry import ConnectionRegistry
@@ -36,6 +36,7 @@ __all__ = [
     "MAX_CONTROL_FRAMES_PER_SECOND",
     "ClientConnection",
     "Keepalive",
+    "Losses",
     "losses",
     "open_connection",
 ]
@@ -413,10 +414,28 @@ class ClientConnection(asyncio.Protocol):
             self._registry.release()
 
 
-def losses(conns: Iterable[ClientConnection]) -> tuple[int, str | None]:
-    """Count the held connections that were lost, with why the first of them was."""
-    reasons = [c.lost_reason or "" for c in conns if c.lost_at is not None]
-    return len(reasons), (reasons[0] if reasons else None)
+class Losses(NamedTuple):
+    """Held connections lost: those the target dropped (with why the first was), and
+    those the prober's own receive budget closed, which are not the target's doing."""
+
+    dropped: int = 0
+    example: str | None = None
+    to_prober: int = 0
+
+
+def losses(conns: Iterable[ClientConnection]) -> Losses:
+    """Count the held connections that were lost, by whose doing."""
+    dropped, example, to_prober = 0, None, 0
+    for conn in conns:
+        if conn.lost_at is None:
+            continue
+        reason = conn.lost_reason or ""
+        if lost_to_prober(reason):
+            to_prober += 1
+        else:
+            dropped += 1
+            example = example if example is not None else reason
+    return Losses(dropped, example, to_prober)
 
 
 async def open_connection(

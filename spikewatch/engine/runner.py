@@ -363,16 +363,20 @@ class ScenarioRun:
         await sleep_until(until)
         # Count what the target dropped during the hold before our own closes (issue 13:
         # a proxy's idle timeout closing every held connection went unreported).
-        dropped, example = losses(self.spike_conns)
+        dropped, example, to_prober = losses(self.spike_conns)
         for conn in self.spike_conns:
             conn.close()
         if self.workers is not None:
-            on_workers, their_example = await self.workers.close_held()
-            dropped += on_workers
-            example = example or their_example
-        if dropped and self.spike is not None:
+            theirs = await self.workers.close_held()
+            dropped += theirs.dropped
+            example = example or theirs.example
+            to_prober += theirs.to_prober
+        if (dropped or to_prober) and self.spike is not None:
             self.spike = dataclasses.replace(
-                self.spike, held_dropped=dropped, held_drop_example=example
+                self.spike,
+                held_dropped=dropped,
+                held_drop_example=example,
+                held_lost_to_prober=to_prober,
             )
 
     async def _close_everything(self) -> None:

@@ -20,6 +20,7 @@ from spikewatch.core.abort import AbortRule
 from spikewatch.core.attempt import Attempt
 from spikewatch.core.outcomes import Outcome
 from spikewatch.engine.clock import now as _now
+from spikewatch.engine.connection import Losses
 from spikewatch.engine.registry import ConnectionRegistry
 from spikewatch.engine.worker_messages import (
     Abort,
@@ -347,23 +348,25 @@ class SpikeOnWorkers:
 
         return list(await asyncio.gather(*(one(w) for w in self.pool.workers)))
 
-    async def close_held(self) -> tuple[int, str | None]:
+    async def close_held(self) -> Losses:
         """Have every worker close the spike connections it holds, and wait until it has.
 
-        Return how many of them the target had dropped before, and why one was.
+        Return how many of them were lost before: dropped by the target (and why one
+        was), and closed by a worker's own receive budget.
         """
         within = self._close_timeout + ANSWER_MARGIN
         answers = await self._ask(Close(run=self.run), ("closed", "failed"), within, self._ready)
-        dropped, example = 0, None
+        dropped, example, to_prober = 0, None, 0
         for answer in answers:
-            if isinstance(answer, Closed) and answer.dropped:
+            if isinstance(answer, Closed):
                 dropped += answer.dropped
                 example = example or answer.drop_example
+                to_prober += answer.lost_to_prober
         for number in range(self.pool.size):
             if self._ready[number]:
                 self._release(number, self._held[number])
                 self._held[number] = 0
-        return dropped, example
+        return Losses(dropped, example, to_prober)
 
     async def finish(self) -> None:
         """End the run on every worker: it closes what is left and reports its health."""

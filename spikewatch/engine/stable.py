@@ -64,16 +64,18 @@ class StableConnections:
 
     def record(self) -> StablePhase:
         """Return the phase's record, once the run has closed its connections."""
-        ours = [c for c in self.conns if lost_to_prober(c.lost_reason)]
-        theirs = [c for c in self.conns if not lost_to_prober(c.lost_reason)]
-        dropped, example = losses(theirs)
+        lost = losses(self.conns)
         return StablePhase(
             connections=self.config.connections,
             attempts=self.attempts,
             rtts=tuple(self.rtts),
-            dropped=dropped,
-            drop_example=example,
-            unanswered=sum(1 for c in theirs if c.lost_at is None and c.keepalive_unanswered),
-            drops=tuple(lost for c in theirs if (lost := c.lost_at) is not None),
-            lost_to_prober=len(ours),
+            dropped=lost.dropped,
+            drop_example=lost.example,
+            unanswered=sum(1 for c in self.conns if c.lost_at is None and c.keepalive_unanswered),
+            drops=tuple(
+                at
+                for c in self.conns
+                if (at := c.lost_at) is not None and not lost_to_prober(c.lost_reason)
+            ),
+            lost_to_prober=lost.to_prober,
         )

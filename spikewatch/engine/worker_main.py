@@ -267,9 +267,16 @@ class Worker:
         self.send(Prepared(run=message.run))
 
     async def _close(self, run: ShareRun) -> None:
-        dropped, example = losses(run.conns)
+        lost = losses(run.conns)
         await run.close_held()
-        self.send(Closed(run=run.run, dropped=dropped, drop_example=example))
+        self.send(
+            Closed(
+                run=run.run,
+                dropped=lost.dropped,
+                drop_example=lost.example,
+                lost_to_prober=lost.to_prober,
+            )
+        )
 
     async def _finish(self, run: ShareRun) -> None:
         health = await run.finish()

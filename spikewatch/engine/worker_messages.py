@@ -205,11 +205,13 @@ class Attempts(WireMessage):
 
 
 class Closed(WireMessage):
-    """The held spike connections are closed; how many the target had dropped, and why one."""
+    """The held spike connections are closed; how many the target had dropped (and why
+    one was), and how many the worker's own receive budget had closed."""
 
     type: Literal["closed"] = "closed"
     dropped: NonNegative = 0
     drop_example: str | None = None
+    lost_to_prober: NonNegative = 0
 
 
 class Health(WireMessage):

@@ -136,6 +136,7 @@ def test_the_json_of_a_passed_run_is_the_contracts() -> None:
             "start_lateness_seconds": {"p50": 0.0005, "p99": 0.0005, "max": 0.0005},
             "held_dropped": 0,
             "held_drop_example": None,
+            "held_lost_to_prober": 0,
         },
         "stable": None,
         "recovery": {

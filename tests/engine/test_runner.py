@@ -498,6 +498,33 @@ async def test_held_spike_connections_the_target_drops_are_counted(tmp_path: Pat
     assert "dropped_held" in r.message
 
 
+async def test_held_spike_connections_the_receive_budget_closes_are_the_probers_loss(
+    tmp_path: Path,
+) -> None:
+    """Held spike connections closed by the prober's own receive budget are
+    held_lost_to_prober, not held_dropped: the run is invalid, not failed on dropped_held."""
+    async with hostile_extra.budget_buster_server(after=0.3) as server:
+        config = write_config(
+            tmp_path,
+            server.url,
+            {"spike": {"connections": 4}, "hold": "1s", "thresholds": {"dropped_held": 0}},
+        )
+        prober = make_prober(receive_budget_bytes=32_768)
+        r = (await run(config, prober)).result
+    assert r.spike is not None
+    assert r.spike.outcomes == {"ok": 4}
+    assert (r.spike.held_dropped, r.spike.held_lost_to_prober) == (0, 4)
+    assert r.spike.held_drop_example is None
+    assert r.spike.as_dict()["held_lost_to_prober"] == 4
+    assert r.result == RunResultKind.INVALID, r.message
+    assert r.prober.reasons == (
+        "4 held spike connection(s) lost to the prober's receive buffers "
+        "(limits.max_receive_buffer_bytes): its own limit, not dropped by the target",
+    )
+    assert [c.name for c in r.thresholds if not c.passed] == []
+    assert prober.registry.receive_budget.held == 0
+
+
 async def test_keepalives_unanswered_when_the_run_ends_are_reported(tmp_path: Path) -> None:
     """Stable pings that no pong answered by the run's end are neither a drop nor silence:
     stable.unanswered_at_end counts them (issue 13)."""

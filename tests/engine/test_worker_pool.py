@@ -689,3 +689,26 @@ async def test_held_connections_dropped_on_workers_are_counted(
     assert r.spike.outcomes == {"ok": 6}
     assert r.spike.held_dropped == 6
     assert r.spike.held_drop_example == "the peer closed with code 1001 (idle timeout)"
+
+
+async def test_held_connections_the_workers_budgets_close_are_the_probers_loss(
+    tmp_path: Path, pool: WorkerPool
+) -> None:
+    """A worker's own receive budget closing its held connections is counted apart
+    (held_lost_to_prober) and makes the run invalid, not a target's held drop."""
+    async with hostile_extra.budget_buster_server(after=0.3) as server:
+        config = write_config(
+            tmp_path,
+            server.url,
+            {"spike": {"connections": 6}, "hold": "1s"},
+            welcome={"match": "welcome"},
+        )
+        prober = make_prober(
+            pool=pool, lag=10.0, lateness=10.0, cpu=1e6, receive_budget_bytes=65_536
+        )
+        r = (await run(config, prober)).result
+    assert r.spike is not None
+    assert r.spike.outcomes == {"ok": 6}
+    assert (r.spike.held_dropped, r.spike.held_lost_to_prober) == (0, 6)
+    assert r.result == RunResultKind.INVALID, r.message
+    assert "6 held spike connection(s) lost to the prober's receive buffers" in r.prober.reasons[0]
