@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +23,7 @@ from spikewatch.daemon.openapi import OPENAPI_PATH, openapi_document
 from spikewatch.daemon.state import AlreadyQueuedError, QueueFullError
 from spikewatch.daemon.status_page import render_status_page
 from spikewatch.errors import ConfigProblem
+from tests.daemon.conftest import Client
 from tests.daemon.fakes import (
     API_TOKEN,
     HEADER_SECRET,
@@ -35,22 +36,8 @@ from tests.daemon.fakes import (
     finished_run,
 )
 
-Client = TestClient[web.Request, web.Application]
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 RUN = {"target": "chat-staging", "scenario": "avalanche"}
-
-
-@pytest.fixture
-def state() -> FakeDaemonState:
-    """Return a ready fake daemon with an API token configured."""
-    return FakeDaemonState()
-
-
-@pytest.fixture
-async def client(state: FakeDaemonState) -> AsyncIterator[Client]:
-    """Serve the app on 127.0.0.1, port 0, and yield a client for it."""
-    async with TestClient(TestServer(create_app(state), host="127.0.0.1", port=0)) as client:
-        yield client
 
 
 async def json_of(response: Any, status: int) -> Any:
