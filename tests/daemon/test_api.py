@@ -34,6 +34,7 @@ from tests.daemon.fakes import (
     FakeDaemonState,
     finished_result,
     finished_run,
+    status_page,
 )
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
@@ -907,14 +908,7 @@ def test_status_page_renders_times_states_and_running_runs() -> None:
     state.history.add(running)
     queued = RunEntry("run-q", "echo-local", "avalanche", "api", NOW)
     state.history.add(queued)
-    page = render_status_page(
-        version="9.9",
-        ready=True,
-        pairs=state.schedules(),
-        runs=state.history.recent(),
-        target_urls={},
-        now=NOW,
-    )
+    page = status_page(state)
     assert "in 4m 10s" in page
     assert "in 3h 2m" in page
     assert "in 2d 1h" in page
@@ -937,14 +931,7 @@ def test_status_page_shows_target_down_without_spike_figures() -> None:
     state = FakeDaemonState()
     result = finished_result(result=RunResultKind.TARGET_DOWN, run_id="down", started_at=NOW - 30)
     state.history.add(finished_run(dataclasses.replace(result, spike=None, recovery=None)))
-    page = render_status_page(
-        version="1",
-        ready=True,
-        pairs=state.schedules(),
-        runs=state.history.recent(),
-        target_urls={},
-        now=NOW,
-    )
+    page = status_page(state, version="1")
     assert '<span class="badge target_down">target_down</span>' in page
     assert '<td class="num">—</td>' in page
     assert "17s ago" in page

@@ -17,11 +17,10 @@ from spikewatch.core.result import RunResult
 from spikewatch.daemon.compare import format_comparison, stored_comparison
 from spikewatch.daemon.metrics import SpikewatchMetrics
 from spikewatch.daemon.run_store import DB_NAME, RunFilter, RunStore
-from spikewatch.daemon.status_page import render_status_page
 from spikewatch.engine.runner import RunReport
 from tests.builders import write_config
 from tests.daemon.conftest import Client
-from tests.daemon.fakes import NOW, FakeDaemonState, finished_result, finished_run
+from tests.daemon.fakes import NOW, FakeDaemonState, finished_result, finished_run, status_page
 
 DAY = 86400.0
 
@@ -233,14 +232,7 @@ def test_the_status_page_shows_each_runs_version() -> None:
         target_version_reason="url /v: <404>",
     )
     state.history.add(finished_run(unknown))
-    page = render_status_page(
-        version="9.9",
-        ready=True,
-        pairs=state.schedules(),
-        runs=state.history.recent(),
-        target_urls={},
-        now=NOW,
-    )
+    page = status_page(state)
     assert '<span class="version">1.4.2</span>' in page
     assert 'version <span class="version" title=' in page  # the pair's last run
     assert '<span class="version" title="url /v: &lt;404&gt;">unknown</span>' in page
