@@ -22,6 +22,9 @@ from tests.conftest import scaled
 from tests.daemon.proc import DaemonProcess
 
 REPO = Path(__file__).resolve().parents[2]
+
+#: The daemon's scenario's recovery section in these tests, but for its timeout.
+RECOVERY = {"probe_interval": "100ms", "consecutive": 3, "tolerance": 1.0, "slack": "20ms"}
 RULES = REPO / "deploy" / "prometheus" / "rules" / "spikewatch.rules.yml"
 
 #: Executable → the Debian package that carries it.

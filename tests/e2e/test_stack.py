@@ -17,7 +17,7 @@ import pytest
 
 from spikewatch.target import RunningTarget, TargetBehaviour, start_reference_target
 from tests.builders import write_config
-from tests.e2e.stack import REPO, RULES, alerting_stack, query, wait_for_query
+from tests.e2e.stack import RECOVERY, REPO, RULES, alerting_stack, query, wait_for_query
 from tests.grafana.dashboard_queries import panel_queries, render_query
 
 DASHBOARDS = sorted((REPO / "grafana" / "dashboards").glob("*.json"))
@@ -46,13 +46,7 @@ def daemon_document(url: str) -> dict[str, Any]:
                 "spike": {"connections": 20, "batches": 2, "batch_interval": "100ms"},
                 "stable": {"connections": 3, "ping_interval": "200ms"},
                 "baseline": {"probes": 3, "interval": "50ms"},
-                "recovery": {
-                    "probe_interval": "100ms",
-                    "consecutive": 3,
-                    "tolerance": 1.0,
-                    "slack": "20ms",
-                    "timeout": "3s",
-                },
+                "recovery": {**RECOVERY, "timeout": "3s"},
                 "thresholds": {"success_ratio": 0.9, "recovery": "2s", "dropped_stable": 0},
             }
         ],

@@ -15,7 +15,7 @@ import pytest
 
 from spikewatch.target import TargetBehaviour, start_reference_target
 from tests.builders import write_config
-from tests.e2e.stack import alerting_stack, query, wait_for_query
+from tests.e2e.stack import RECOVERY, alerting_stack, query, wait_for_query
 
 pytestmark = pytest.mark.slow
 
@@ -39,13 +39,7 @@ def daemon_document(url: str, history: Path) -> dict[str, Any]:
                 "schedule": {"every": "4s"},
                 "spike": {"connections": 20},
                 "baseline": {"probes": 3, "interval": "50ms"},
-                "recovery": {
-                    "probe_interval": "100ms",
-                    "consecutive": 3,
-                    "tolerance": 1.0,
-                    "slack": "20ms",
-                    "timeout": "1.5s",
-                },
+                "recovery": {**RECOVERY, "timeout": "1.5s"},
             }
         ],
     }
