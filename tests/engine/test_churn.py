@@ -97,6 +97,23 @@ async def counting() -> AsyncIterator[tuple[CountingServer, str]]:
         yield served
 
 
+async def assert_counted_on_the_server(
+    report: RunReport, server: CountingServer, rate: int, total: int
+) -> None:
+    """The run passed with its ``total`` churn connections ok, each opened and closed (1000)
+    on the server as spikewatch counted it, started at i/``rate`` from the churn's start."""
+    r = report.result
+    assert r.result == RunResultKind.PASSED, r.message
+    assert r.spike is not None
+    assert r.spike.outcomes == {"ok": total}
+    ok = sum(1 for a in report.attempts if a.outcome == Outcome.OK)
+    await asyncio.wait_for(server.wait_for(lambda s: s.closes.total() == ok), scaled(5))
+    assert server.opens == ok == len(report.attempts)
+    assert server.closes == {1000: ok}
+    planned = [a.planned or 0.0 for a in spike_attempts(report)]
+    assert planned == pytest.approx([planned[0] + i / rate for i in range(total)], abs=1e-9)
+
+
 async def test_churn_counts_equal_the_servers_and_keep_the_schedule(
     tmp_path: Path, counting: tuple[CountingServer, str]
 ) -> None:
@@ -105,16 +122,9 @@ async def test_churn_counts_equal_the_servers_and_keep_the_schedule(
     server, url = counting
     config = write_config(tmp_path, url, {"churn": {"rate": 80, "duration": "500ms"}})
     report = await run(config)
+    await assert_counted_on_the_server(report, server, rate=80, total=40)
     r = report.result
-    assert r.result == RunResultKind.PASSED, r.message
     assert r.spike is not None
-    assert r.spike.outcomes == {"ok": 40}
-    ok = sum(1 for a in report.attempts if a.outcome == Outcome.OK)
-    await asyncio.wait_for(server.wait_for(lambda s: s.closes.total() == ok), scaled(5))
-    assert server.opens == ok == len(report.attempts)
-    assert server.closes == {1000: ok}
-    planned = [a.planned or 0.0 for a in spike_attempts(report)]
-    assert planned == pytest.approx([planned[0] + i / 80 for i in range(40)], abs=1e-9)
     assert all(a.lateness is not None and a.lateness >= 0 for a in spike_attempts(report))
     assert r.spike.churn is not None
     assert r.spike.churn.rate == 80
