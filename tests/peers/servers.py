@@ -164,6 +164,10 @@ class PeerServer:
         """Wait (off the event loop) until the server's account satisfies ``done()``."""
         await asyncio.to_thread(self.wait, done, timeout, what)
 
+    def mark(self) -> int:
+        """Return where the account stands now: later counts start from here."""
+        return len(self.lines)
+
     def wait_exit(self) -> int:
         """Block until the process exits; return its exit status."""
         return self._process.wait()
@@ -194,9 +198,9 @@ class JsonPeer(PeerServer):
             raise
         self.port: int = self.events(LISTENING)[0]["port"]
 
-    def mark(self) -> int:
-        """Return where the account stands now: later counts start from here."""
-        return len(self.lines)
+    def tally(self, kind: str, since: int = 0) -> int:
+        """Return how many ``kind`` events the server printed since ``since``."""
+        return self.count(kind, since)
 
     def events(self, kind: str | None = None, since: int = 0) -> list[dict[str, Any]]:
         """Return the events printed since ``since`` (those of ``kind`` only, when given)."""
@@ -238,9 +242,9 @@ class LogPeer(PeerServer):
                 self.stop()
                 raise
 
-    def mark(self) -> int:
-        """Return where the log stands now: later counts start from here."""
-        return len(self.lines)
+    def tally(self, pattern: str, since: int = 0) -> int:
+        """Return how many log lines since ``since`` match ``pattern``."""
+        return len(self.matching(pattern, since))
 
     def matching(self, pattern: str, since: int = 0) -> list[re.Match[str]]:
         """Return the matches of ``pattern`` (re.search) in the log since ``since``."""
