@@ -19,12 +19,11 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from run import BENCH, PROCESS_TIMEOUT, BenchError, install, target, tools
+from run import BENCH, BenchError, install, run_script, target, tools
 
 ROOT = BENCH.parent
 
@@ -32,29 +31,8 @@ ROOT = BENCH.parent
 def burst(tree: Path, client: str, port: int, size: int, args: argparse.Namespace) -> float:
     """Return the CPU seconds of one burst of ``client`` imported from ``tree``."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    done = subprocess.run(  # noqa: S603 - our own interpreter and script
-        [
-            sys.executable,
-            str(BENCH / "clients.py"),
-            "burst",
-            client,
-            str(port),
-            str(size),
-            str(args.concurrency),
-            "--loop",
-            args.loop,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=PROCESS_TIMEOUT,
-        check=False,
-        env=env,
-    )
-    if done.returncode != 0:
-        raise BenchError(f"burst from {tree} exited {done.returncode}: {done.stderr[-2000:]}")
-    figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    if figures.get("failed"):
-        raise BenchError(f"burst from {tree}: {figures['failed']} failed: {figures['failures']}")
+    size_args = (str(port), str(size), str(args.concurrency), "--loop", args.loop)
+    figures = run_script("clients.py", "burst", client, *size_args, env=env)
     return float(figures["cpu_seconds"])
 
 

@@ -37,7 +37,7 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 
-from run import install, tools  # noqa: E402 - bench/ is the script's directory
+from run import install, server_process, tools  # noqa: E402 - bench/ is the script's directory
 
 from spikewatch.config import parse_config  # noqa: E402 - after the path is set
 from spikewatch.core.attempt import Attempt  # noqa: E402
@@ -60,7 +60,6 @@ ECHO = {
     "payload": '{"type":"ping","seq":{seq},"items":[' + ",".join(['"item"'] * 80) + "]}",
     "match": '"seq":{seq}',
 }
-START_TIMEOUT = 10.0
 
 
 def _rss(pid: int | str = "self") -> int:
@@ -159,24 +158,12 @@ def _server(kind: str) -> Iterator[tuple[int, int]]:
         cmd = [shutil.which("node") or "node", str(BENCH / "deflate_target.js"), "0", "true"]
     else:
         cmd = [sys.executable, __file__, "serve-websockets"]
-    process = subprocess.Popen(  # noqa: S603 - our own scripts
-        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert process.stdout is not None
-        deadline = time.monotonic() + START_TIMEOUT
-        line = ""
-        while not line.startswith("listening ") and time.monotonic() < deadline:
-            line = process.stdout.readline()
-            if not line:
-                raise RuntimeError(f"{kind} server exited with {process.wait()}")
+    with server_process(cmd, f"the {kind} server") as (port, process):
         # Node prints a line per connection and per close: drain them in the background.
         stdout = process.stdout
+        assert stdout is not None
         threading.Thread(target=stdout.read, daemon=True).start()
-        yield int(line.split()[1]), process.pid
-    finally:
-        process.terminate()
-        process.wait()
+        yield port, process.pid
 
 
 def _child(*args: str) -> subprocess.Popen[str]:

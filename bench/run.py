@@ -115,37 +115,51 @@ def install(npm: str) -> float | None:
 
 
 @contextmanager
-def target(node: str) -> Iterator[int]:
-    """Run the Node target on 127.0.0.1 (a free port) and yield its port."""
-    process = subprocess.Popen(  # noqa: S603 - fixed command, no user input
-        [node, str(BENCH / "target.js"), "0"],
-        stdout=subprocess.PIPE,
-        text=True,
+def server_process(argv: list[str], name: str) -> Iterator[tuple[int, subprocess.Popen[str]]]:
+    """Run ``argv``, a server on 127.0.0.1 whose first line is ``listening <port>``; yield
+    its port and process once it printed that line, and stop it when the block ends."""
+    process = subprocess.Popen(  # noqa: S603 - our own scripts, no user input
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True
     )
     try:
         assert process.stdout is not None
         deadline = time.monotonic() + TARGET_START_TIMEOUT
         line = ""
-        # readline blocks; the target prints its line at once or dies (EOF), never stalls.
+        # readline blocks; the server prints its line at once or dies (EOF), never stalls.
         while not line.startswith("listening ") and time.monotonic() < deadline:
             line = process.stdout.readline()
             if not line:
-                raise BenchError(f"the target exited with status {process.wait()}")
+                raise BenchError(f"{name} exited with status {process.wait()}")
         if not line.startswith("listening "):
-            raise BenchError(f"the target did not listen within {TARGET_START_TIMEOUT:g}s")
-        yield int(line.split()[1])
+            raise BenchError(f"{name} did not listen within {TARGET_START_TIMEOUT:g}s")
+        yield int(line.split()[1]), process
     finally:
         stop_process(process)
 
 
-def _python(script: str, *args: str) -> dict[str, Any]:
-    """Run ``bench/<script> args`` in a fresh interpreter; return its JSON line."""
+@contextmanager
+def target(node: str) -> Iterator[int]:
+    """Run the Node target on 127.0.0.1 (a free port) and yield its port."""
+    with server_process([node, str(BENCH / "target.js"), "0"], "the target") as (port, _):
+        yield port
+
+
+def run_script(
+    script: str,
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = PROCESS_TIMEOUT,
+) -> dict[str, Any]:
+    """Run ``bench/<script> args`` in a fresh interpreter (with ``env``, else this one's);
+    return its last line's JSON, raising when it exits non-zero or counts failed
+    connections."""
     done = subprocess.run(  # noqa: S603 - our own interpreter and script
         [sys.executable, str(BENCH / script), *args],
         capture_output=True,
         text=True,
-        timeout=PROCESS_TIMEOUT,
+        timeout=timeout,
         check=False,
+        env=env,
     )
     if done.returncode != 0:
         raise BenchError(
@@ -171,7 +185,7 @@ def _burst(
             return artillery.measure(node, port, size, phase)
         except artillery.ArtilleryError as exc:
             raise BenchError(str(exc)) from exc
-    return _python(
+    return run_script(
         "clients.py", "burst", client, str(port), str(size), str(concurrency), "--loop", loop
     )
 
@@ -314,7 +328,7 @@ def measure_rss(port: int, args: argparse.Namespace) -> list[dict[str, Any]]:
             for loop in args.loops:
                 for client in clients:
                     print(f"== rss round {round_ + 1} {client}/{loop} x{size}", file=sys.stderr)
-                    sample = _python(
+                    sample = run_script(
                         "clients.py",
                         "hold",
                         client,
@@ -365,7 +379,7 @@ def measure_avalanche(port: int, args: argparse.Namespace) -> list[dict[str, Any
     # One discarded run first: a fresh target answers its first thousands of connections
     # while its JIT warms up, in bursts that show as the prober's loop lag.
     print(f"== avalanche warm-up, {n} in {shapes[1][0]} batches", file=sys.stderr)
-    _python("avalanche.py", str(port), str(n), str(shapes[1][0]), str(shapes[1][1]))
+    run_script("avalanche.py", str(port), str(n), str(shapes[1][0]), str(shapes[1][1]))
     runs = []
     for round_ in range(args.avalanche_rounds):
         for loop in args.loops:
@@ -374,7 +388,7 @@ def measure_avalanche(port: int, args: argparse.Namespace) -> list[dict[str, Any
                     f"== avalanche round {round_ + 1} {n} in {batches} batch(es) on {loop}",
                     file=sys.stderr,
                 )
-                figures = _python(
+                figures = run_script(
                     "avalanche.py", str(port), str(n), str(batches), str(interval), "--loop", loop
                 )
                 spike = figures["result"]["spike"]

@@ -40,7 +40,7 @@ from typing import Any
 
 import connect_floor
 from clients import raise_fd_limit
-from run import BENCH, BenchError, install, target, tools
+from run import BENCH, BenchError, install, run_script, target, tools
 
 MAX_CONNECTIONS = 10_000
 #: One avalanche run may take no longer than this (seconds).
@@ -65,28 +65,19 @@ def avalanche(  # noqa: PLR0917 - one shape of one run
     env = dict(os.environ)
     if tree is not None:
         env["PYTHONPATH"] = str(tree)
-    done = subprocess.run(  # noqa: S603 - our own interpreter and script
-        [
-            sys.executable,
-            str(BENCH / "avalanche.py"),
-            str(port),
-            str(total),
-            str(batches),
-            "0.1" if batches > 1 else "0",
-            "--loop",
-            loop,
-            "--workers",
-            str(workers),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT,
-        check=False,
+    figures = run_script(
+        "avalanche.py",
+        str(port),
+        str(total),
+        str(batches),
+        "0.1" if batches > 1 else "0",
+        "--loop",
+        loop,
+        "--workers",
+        str(workers),
         env=env,
+        timeout=RUN_TIMEOUT,
     )
-    if done.returncode != 0:
-        raise BenchError(f"avalanche.py exited {done.returncode}: {done.stderr[-2000:]}")
-    figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     spike = figures["result"]["spike"]
     if spike["outcomes"] != {"ok": total}:
         raise BenchError(f"{batches}x{total // batches} on {loop}: {spike['outcomes']}")
@@ -301,37 +292,71 @@ def rows(runs: list[dict[str, Any]], floors: list[dict[str, Any]]) -> list[dict[
     return out
 
 
+def _table(columns: list[tuple[str, str]], rows: list[list[str]]) -> list[str]:
+    """A Markdown table's lines: ``columns`` as (title, ``---`` or ``---:``), then ``rows``."""
+    return [
+        "| " + " | ".join(title for title, _ in columns) + " |",
+        "| " + " | ".join(align for _, align in columns) + " |",
+        *("| " + " | ".join(row) + " |" for row in rows),
+    ]
+
+
+#: The start lateness table's columns.
+ROW_COLUMNS = [
+    ("shape", "---"),
+    ("loop", "---"),
+    ("processes", "---:"),
+    ("code", "---"),
+    ("start lateness p50 / p99 / max (ms)", "---:"),
+    ("floor p50 / p99 (ms)", "---:"),
+    ("p99 / floor", "---:"),
+    ("loop lag p99 (ms)", "---:"),
+    ("handshake p50 (ms)", "---:"),
+    ("results", "---"),
+]
+
+#: The handshakes-against-the-wire table's columns.
+CAPTURE_COLUMNS = [
+    ("loop", "---"),
+    ("connections", "---:"),
+    ("SYN -> 101 on the wire p50 / p95 (ms)", "---:"),
+    ("prober's handshake p50 / p95 (ms)", "---:"),
+    ("p50 prober / wire", "---:"),
+    ("tcpdump", "---"),
+]
+
+
 def render(report: dict[str, Any]) -> str:
     """The tables, as Markdown."""
-    lines = [
-        "| shape | loop | processes | code | start lateness p50 / p99 / max (ms) "
-        "| floor p50 / p99 (ms) | p99 / floor | loop lag p99 (ms) | handshake p50 (ms) "
-        "| results |",
-        "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |",
-    ]
-    for r in report["rows"]:
-        ratio = "-" if r["p99_over_floor"] is None else f"{r['p99_over_floor']:.2f}x"
-        lines.append(
-            f"| {r['shape']} | {r['loop']} | {r['processes']} | {r['tree']} | "
-            f"{_ms(r['late_p50'])} / {_ms(r['late_p99'])} / {_ms(r['late_max'])} | "
-            f"{_ms(r['floor_p50'])} / "
-            f"{_ms(r['floor_p99'])} | {ratio} | {_ms(r['lag_p99'])} | "
-            f"{_ms(r['handshake_p50'])} | {', '.join(r['results'])} |"
-        )
-    if report["captures"]:
-        lines += [
-            "",
-            "| loop | connections | SYN -> 101 on the wire p50 / p95 (ms) "
-            "| prober's handshake p50 / p95 (ms) | p50 prober / wire | tcpdump |",
-            "| --- | ---: | ---: | ---: | ---: | --- |",
+    rows = [
+        [
+            r["shape"],
+            r["loop"],
+            str(r["processes"]),
+            r["tree"],
+            f"{_ms(r['late_p50'])} / {_ms(r['late_p99'])} / {_ms(r['late_max'])}",
+            f"{_ms(r['floor_p50'])} / {_ms(r['floor_p99'])}",
+            "-" if r["p99_over_floor"] is None else f"{r['p99_over_floor']:.2f}x",
+            _ms(r["lag_p99"]),
+            _ms(r["handshake_p50"]),
+            ", ".join(r["results"]),
         ]
-        for c in report["captures"]:
-            ratio = "-" if c["p50_ratio"] is None else f"{c['p50_ratio']:.3f}"
-            lines.append(
-                f"| {c['loop']} | {c['wire_handshakes']} of {c['connections']} | "
-                f"{_ms(c['wire_p50'])} / {_ms(c['wire_p95'])} | {_ms(c['prober_p50'])} / "
-                f"{_ms(c['prober_p95'])} | {ratio} | {c['tcpdump']} |"
-            )
+        for r in report["rows"]
+    ]
+    lines = _table(ROW_COLUMNS, rows)
+    if report["captures"]:
+        captures = [
+            [
+                c["loop"],
+                f"{c['wire_handshakes']} of {c['connections']}",
+                f"{_ms(c['wire_p50'])} / {_ms(c['wire_p95'])}",
+                f"{_ms(c['prober_p50'])} / {_ms(c['prober_p95'])}",
+                "-" if c["p50_ratio"] is None else f"{c['p50_ratio']:.3f}",
+                str(c["tcpdump"]),
+            ]
+            for c in report["captures"]
+        ]
+        lines += ["", *_table(CAPTURE_COLUMNS, captures)]
     return "\n".join(lines)
 
 

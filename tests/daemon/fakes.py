@@ -34,6 +34,7 @@ from spikewatch.daemon.state import (
     ScheduledPair,
     UnknownPairError,
 )
+from spikewatch.daemon.status_page import render_status_page
 from spikewatch.errors import ConfigProblem
 
 #: Secrets planted in the default config: no answer may ever contain them.
@@ -263,6 +264,18 @@ class FakeDaemonState:
         body = encoder(self.registry)
         cut = body.find(b"\n", len(body) // 2) + 1
         return (body[:cut], body[cut:]), content_type
+
+
+def status_page(state: FakeDaemonState, version: str = "9.9") -> str:
+    """Render the status page of ``state``'s pairs and recent runs at NOW, ready, no URLs."""
+    return render_status_page(
+        version=version,
+        ready=True,
+        pairs=state.schedules(),
+        runs=state.history.recent(),
+        target_urls={},
+        now=NOW,
+    )
 
 
 def as_mapping(value: object) -> Mapping[str, Any]:

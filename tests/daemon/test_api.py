@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +23,7 @@ from spikewatch.daemon.openapi import OPENAPI_PATH, openapi_document
 from spikewatch.daemon.state import AlreadyQueuedError, QueueFullError
 from spikewatch.daemon.status_page import render_status_page
 from spikewatch.errors import ConfigProblem
+from tests.daemon.conftest import Client
 from tests.daemon.fakes import (
     API_TOKEN,
     HEADER_SECRET,
@@ -33,24 +34,11 @@ from tests.daemon.fakes import (
     FakeDaemonState,
     finished_result,
     finished_run,
+    status_page,
 )
 
-Client = TestClient[web.Request, web.Application]
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 RUN = {"target": "chat-staging", "scenario": "avalanche"}
-
-
-@pytest.fixture
-def state() -> FakeDaemonState:
-    """Return a ready fake daemon with an API token configured."""
-    return FakeDaemonState()
-
-
-@pytest.fixture
-async def client(state: FakeDaemonState) -> AsyncIterator[Client]:
-    """Serve the app on 127.0.0.1, port 0, and yield a client for it."""
-    async with TestClient(TestServer(create_app(state), host="127.0.0.1", port=0)) as client:
-        yield client
 
 
 async def json_of(response: Any, status: int) -> Any:
@@ -920,14 +908,7 @@ def test_status_page_renders_times_states_and_running_runs() -> None:
     state.history.add(running)
     queued = RunEntry("run-q", "echo-local", "avalanche", "api", NOW)
     state.history.add(queued)
-    page = render_status_page(
-        version="9.9",
-        ready=True,
-        pairs=state.schedules(),
-        runs=state.history.recent(),
-        target_urls={},
-        now=NOW,
-    )
+    page = status_page(state)
     assert "in 4m 10s" in page
     assert "in 3h 2m" in page
     assert "in 2d 1h" in page
@@ -950,14 +931,7 @@ def test_status_page_shows_target_down_without_spike_figures() -> None:
     state = FakeDaemonState()
     result = finished_result(result=RunResultKind.TARGET_DOWN, run_id="down", started_at=NOW - 30)
     state.history.add(finished_run(dataclasses.replace(result, spike=None, recovery=None)))
-    page = render_status_page(
-        version="1",
-        ready=True,
-        pairs=state.schedules(),
-        runs=state.history.recent(),
-        target_urls={},
-        now=NOW,
-    )
+    page = status_page(state, version="1")
     assert '<span class="badge target_down">target_down</span>' in page
     assert '<td class="num">—</td>' in page
     assert "17s ago" in page

@@ -48,6 +48,14 @@ async def pages(proc: DaemonProcess, run_id: str) -> tuple[str, str]:
     return run_page, pair_page
 
 
+def corrupt_storage(tmp_path: Path) -> Path:
+    """Return a storage.path directory whose runs.sqlite3 is garbage, not SQLite."""
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / DB_NAME).write_bytes(b"\x00garbage, not SQLite\xff" * 300)
+    return state
+
+
 async def test_a_finished_run_answers_after_a_restart(
     tmp_path: Path, reference: RunningTarget
 ) -> None:
@@ -133,9 +141,7 @@ async def test_a_corrupt_database_stops_the_start_with_exit_2_naming_it(
     tmp_path: Path, reference: RunningTarget
 ) -> None:
     """`spikewatch run` on a corrupt runs.sqlite3 exits 2 at once, naming the file."""
-    state = tmp_path / "state"
-    state.mkdir()
-    (state / DB_NAME).write_bytes(b"\x00garbage, not SQLite\xff" * 300)
+    state = corrupt_storage(tmp_path)
     doc = daemon_document([reference_target(reference.url)])
     doc["storage"] = {"path": str(state)}
     config = write_config(tmp_path / "c.yaml", doc)
@@ -154,9 +160,7 @@ async def test_fallback_memory_starts_on_a_corrupt_database_and_says_so(
     tmp_path: Path, reference: RunningTarget
 ) -> None:
     """With storage.fallback: memory the daemon starts on a corrupt file, logs it, and serves."""
-    state = tmp_path / "state"
-    state.mkdir()
-    (state / DB_NAME).write_bytes(b"\x00garbage, not SQLite\xff" * 300)
+    state = corrupt_storage(tmp_path)
     doc = daemon_document([reference_target(reference.url)], schedule={"cron": "0 0 1 1 *"})
     doc["storage"] = {"path": str(state), "fallback": "memory"}
     config = write_config(tmp_path / "c.yaml", doc)

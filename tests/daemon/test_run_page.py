@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
-from spikewatch.daemon.api import create_app
 from spikewatch.daemon.charts import (
     FAILED_ROW,
     LATENCY_PLOT,
@@ -25,6 +21,7 @@ from spikewatch.daemon.charts import (
 )
 from spikewatch.daemon.history import RunEntry
 from spikewatch.daemon.run_page import render_pair_page, render_run_page
+from tests.daemon.conftest import Client
 from tests.daemon.fakes import FakeDaemonState, finished_result, finished_run
 from tests.daemon.run_docs import DURATION, LIMIT, PROBES, RECOVERED_AT, SPIKE_START, T0
 from tests.daemon.run_docs import known_run_doc as known
@@ -33,7 +30,6 @@ SVG = "{http://www.w3.org/2000/svg}"
 HOSTILE = '<script>alert("x")</script>\'&'
 HOSTILE_EXAMPLE = "</code><img src=x onerror=alert(1)><!--"
 
-Client = TestClient[Any, Any]
 
 #: The known run's scales, by hand: x to the run's duration + 2 %, y to the slowest
 #: probe (40 ms) + 15 %, over the plotting area 64..784 by 290..16.
@@ -226,13 +222,6 @@ def state() -> FakeDaemonState:
     fake.history.store.store.put(known(run_id="r-known", trigger="api"), time.time())
     fake.history.add(finished_run(finished_result(run_id="r-mem")))
     return fake
-
-
-@pytest.fixture
-async def client(state: FakeDaemonState) -> AsyncIterator[Client]:
-    """Serve the app on 127.0.0.1, port 0."""
-    async with TestClient(TestServer(create_app(state), host="127.0.0.1", port=0)) as client:
-        yield client
 
 
 async def test_the_run_page_is_served_with_the_strict_csp(client: Client) -> None:

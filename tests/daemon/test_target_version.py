@@ -7,26 +7,21 @@ import json
 import math
 import random
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 
 from spikewatch.cli import main
 from spikewatch.core.result import RunResult
-from spikewatch.daemon.api import create_app
 from spikewatch.daemon.compare import format_comparison, stored_comparison
 from spikewatch.daemon.metrics import SpikewatchMetrics
 from spikewatch.daemon.run_store import DB_NAME, RunFilter, RunStore
-from spikewatch.daemon.status_page import render_status_page
 from spikewatch.engine.runner import RunReport
 from tests.builders import write_config
-from tests.daemon.fakes import NOW, FakeDaemonState, finished_result, finished_run
+from tests.daemon.conftest import Client
+from tests.daemon.fakes import NOW, FakeDaemonState, finished_result, finished_run, status_page
 
-Client = TestClient[web.Request, web.Application]
 DAY = 86400.0
 
 #: The schema-1 table, as a store before issue 17 wrote it.
@@ -200,17 +195,6 @@ def test_compare_with_an_unusable_history_is_a_config_error(
 # --- the API and the status page ----------------------------------------------------------
 
 
-@pytest.fixture
-def state() -> FakeDaemonState:
-    return FakeDaemonState()
-
-
-@pytest.fixture
-async def client(state: FakeDaemonState) -> AsyncIterator[Client]:
-    async with TestClient(TestServer(create_app(state), host="127.0.0.1", port=0)) as client:
-        yield client
-
-
 def versioned(run_id: str, version: str, recovery: float) -> RunResult:
     result = finished_result(run_id=run_id, recovery_seconds=recovery)
     return dataclasses.replace(result, target_version=version)
@@ -248,14 +232,7 @@ def test_the_status_page_shows_each_runs_version() -> None:
         target_version_reason="url /v: <404>",
     )
     state.history.add(finished_run(unknown))
-    page = render_status_page(
-        version="9.9",
-        ready=True,
-        pairs=state.schedules(),
-        runs=state.history.recent(),
-        target_urls={},
-        now=NOW,
-    )
+    page = status_page(state)
     assert '<span class="version">1.4.2</span>' in page
     assert 'version <span class="version" title=' in page  # the pair's last run
     assert '<span class="version" title="url /v: &lt;404&gt;">unknown</span>' in page

@@ -5,15 +5,27 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import signal
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 import yaml
+from aiohttp import web
 
 from tests.conftest import scaled
+from tests.daemon.proc import DaemonProcess
+
+REPO = Path(__file__).resolve().parents[2]
+
+#: The daemon's scenario's recovery section in these tests, but for its timeout.
+RECOVERY = {"probe_interval": "100ms", "consecutive": 3, "tolerance": 1.0, "slack": "20ms"}
+RULES = REPO / "deploy" / "prometheus" / "rules" / "spikewatch.rules.yml"
 
 #: Executable → the Debian package that carries it.
 PACKAGES = {"prometheus": "prometheus", "prometheus-alertmanager": "prometheus-alertmanager"}
@@ -143,3 +155,91 @@ async def query(session: aiohttp.ClientSession, base: str, expr: str) -> list[di
     assert body.get("status") == "success", f"{expr!r}: {body}"
     result: list[dict[str, Any]] = body["data"]["result"]
     return result
+
+
+async def wait_for_query(
+    session: aiohttp.ClientSession, base: str, expr: str, timeout: float = 60
+) -> list[dict[str, Any]]:
+    """Wait until the instant query ``expr`` returns a non-empty result; return it."""
+    async with asyncio.timeout(scaled(timeout)):
+        while not (found := await query(session, base, expr)):
+            # Prometheus scrapes and evaluates on its own interval; no event crosses into it.
+            await asyncio.sleep(0.5)
+    return found
+
+
+class Webhook:
+    """An Alertmanager webhook receiver: remembers every alert it is sent."""
+
+    def __init__(self) -> None:
+        self.alerts: list[dict[str, Any]] = []
+        self.changed = asyncio.Event()
+        self.runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        payload = await request.json()
+        self.alerts.extend(payload.get("alerts", []))
+        self.changed.set()
+        self.changed = asyncio.Event()
+        return web.json_response({"status": "ok"})
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/hook", self.handle)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = self.runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}/hook"
+
+    async def wait_for(self, alertname: str, timeout: float) -> dict[str, Any]:
+        async with asyncio.timeout(scaled(timeout)):
+            while True:
+                changed = self.changed
+                for alert in self.alerts:
+                    if alert["labels"].get("alertname") == alertname:
+                        return alert
+                await changed.wait()
+
+
+@dataclass
+class AlertingStack:
+    """A daemon scraped by Prometheus (shipped rules, evaluated every second), whose
+    Alertmanager delivers to ``hook``; ``base`` is Prometheus's URL."""
+
+    session: aiohttp.ClientSession
+    daemon: DaemonProcess
+    hook: Webhook
+    base: str
+
+
+@asynccontextmanager
+async def alerting_stack(tmp: Path, config: Path) -> AsyncIterator[AlertingStack]:
+    """Start the daemon on ``config``, Alertmanager and Prometheus; at the end stop them
+    all and check that the daemon exits 0 on SIGTERM."""
+    hook = Webhook()
+    await hook.start()
+    daemon = await DaemonProcess(config).start()
+    servers: list[Server] = []
+    try:
+        async with aiohttp.ClientSession() as session:
+            am = alertmanager(tmp, webhook=hook.url)
+            await am.start(session)
+            servers.append(am)
+            am_address = am.ready_url.removeprefix("http://").removesuffix("/-/ready")
+            rules = accelerated_rules(RULES, tmp / "rules.yml")
+            scrape = daemon.base.removeprefix("http://")
+            prom = prometheus(tmp, scrape=scrape, rules=rules, alertmanager=am_address)
+            await prom.start(session)
+            servers.append(prom)
+            yield AlertingStack(session, daemon, hook, prom.ready_url.removesuffix("/-/ready"))
+    finally:
+        for server in reversed(servers):
+            await server.stop()
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait(15) == 0
+        await daemon.stop()
+        if hook.runner is not None:
+            await hook.runner.cleanup()

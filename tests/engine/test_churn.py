@@ -20,7 +20,7 @@ from spikewatch.engine.inflight import RunInFlight
 from spikewatch.engine.prober_monitor import ProberMonitor
 from spikewatch.engine.registry import PROBE_RESERVE
 from spikewatch.engine.runner import Prober, RunReport, execute_run
-from spikewatch.target import TargetBehaviour, start_reference_target
+from spikewatch.target import TargetBehaviour, TargetStats, start_reference_target
 from tests import hostile
 from tests.builders import WELCOME, RunConfigs, make_prober
 from tests.conftest import scaled
@@ -97,6 +97,23 @@ async def counting() -> AsyncIterator[tuple[CountingServer, str]]:
         yield served
 
 
+async def assert_counted_on_the_server(
+    report: RunReport, server: CountingServer, rate: int, total: int
+) -> None:
+    """The run passed with its ``total`` churn connections ok, each opened and closed (1000)
+    on the server as spikewatch counted it, started at i/``rate`` from the churn's start."""
+    r = report.result
+    assert r.result == RunResultKind.PASSED, r.message
+    assert r.spike is not None
+    assert r.spike.outcomes == {"ok": total}
+    ok = sum(1 for a in report.attempts if a.outcome == Outcome.OK)
+    await asyncio.wait_for(server.wait_for(lambda s: s.closes.total() == ok), scaled(5))
+    assert server.opens == ok == len(report.attempts)
+    assert server.closes == {1000: ok}
+    planned = [a.planned or 0.0 for a in spike_attempts(report)]
+    assert planned == pytest.approx([planned[0] + i / rate for i in range(total)], abs=1e-9)
+
+
 async def test_churn_counts_equal_the_servers_and_keep_the_schedule(
     tmp_path: Path, counting: tuple[CountingServer, str]
 ) -> None:
@@ -105,16 +122,9 @@ async def test_churn_counts_equal_the_servers_and_keep_the_schedule(
     server, url = counting
     config = write_config(tmp_path, url, {"churn": {"rate": 80, "duration": "500ms"}})
     report = await run(config)
+    await assert_counted_on_the_server(report, server, rate=80, total=40)
     r = report.result
-    assert r.result == RunResultKind.PASSED, r.message
     assert r.spike is not None
-    assert r.spike.outcomes == {"ok": 40}
-    ok = sum(1 for a in report.attempts if a.outcome == Outcome.OK)
-    await asyncio.wait_for(server.wait_for(lambda s: s.closes.total() == ok), scaled(5))
-    assert server.opens == ok == len(report.attempts)
-    assert server.closes == {1000: ok}
-    planned = [a.planned or 0.0 for a in spike_attempts(report)]
-    assert planned == pytest.approx([planned[0] + i / 80 for i in range(40)], abs=1e-9)
     assert all(a.lateness is not None and a.lateness >= 0 for a in spike_attempts(report))
     assert r.spike.churn is not None
     assert r.spike.churn.rate == 80
@@ -175,11 +185,9 @@ async def test_churn_passes_a_maxconn_queue_that_a_spike_of_the_same_total_fails
     assert served[1] <= 4, "the queue never served more than 4 at once"
 
 
-async def test_the_abort_rule_stops_a_churn_at_once_and_frees_every_slot(
-    tmp_path: Path,
-) -> None:
-    """Past abort.error_ratio the churn stops: every start still planned is aborted now
-    (a 10 s churn ends in well under that), the run is aborted, no slot stays taken."""
+async def run_refused_after_baseline(tmp_path: Path, prober: Prober) -> RunReport:
+    """A 10 s churn at 20/s (abort.error_ratio 0.5) against a server that serves the
+    baseline's 2 probes and answers 503 to every later upgrade; returns once none is open."""
     answered = [0]
     refused = hostile.http_response(503, [("Connection", "close")])
 
@@ -193,7 +201,6 @@ async def test_the_abort_rule_stops_a_churn_at_once_and_frees_every_slot(
         await connection.read_request()
         await connection.send(refused)
 
-    prober = make_prober()
     async with hostile.HostileServer(handle) as server:
         config = write_config(
             tmp_path,
@@ -206,14 +213,31 @@ async def test_the_abort_rule_stops_a_churn_at_once_and_frees_every_slot(
         )
         report = await run(config, prober)
         await asyncio.wait_for(server.wait_for(lambda s: s.open == 0), scaled(5))
+    return report
+
+
+def assert_aborted_early(report: RunReport, most_made: int, within: float) -> None:
+    """The run aborted its churn of 200 after 3 to ``most_made`` refused starts, the rest
+    aborted, the recovery begun ``within`` seconds of the churn's start."""
     r = report.result
     assert r.result == RunResultKind.ABORTED, r.message
     assert r.spike is not None
     assert r.spike.attempted == 200
     made = r.spike.attempted - r.spike.outcomes["aborted"]
-    assert 3 <= made <= 10
+    assert 3 <= made <= most_made
     assert r.spike.outcomes["http_status"] == made
-    assert r.timeline["t0"] - r.timeline["spike_start"] < 2.0
+    assert r.timeline["t0"] - r.timeline["spike_start"] < within
+
+
+async def test_the_abort_rule_stops_a_churn_at_once_and_frees_every_slot(
+    tmp_path: Path,
+) -> None:
+    """Past abort.error_ratio the churn stops: every start still planned is aborted now
+    (a 10 s churn ends in well under that), the run is aborted, no slot stays taken."""
+    report = await run_refused_after_baseline(tmp_path, make_prober())
+    assert_aborted_early(report, most_made=10, within=2.0)
+    r = report.result
+    assert r.spike is not None
     assert r.spike.churn is not None
     assert r.spike.churn.achieved_rate < 20
 
@@ -241,22 +265,31 @@ async def test_a_deadline_in_the_middle_of_a_churn_leaves_no_slot_taken(
     assert r.spike.outcomes.get("ok", 0) > 0
 
 
-async def test_max_in_flight_aborts_starts_past_it_instead_of_queueing(tmp_path: Path) -> None:
-    """With max_in_flight 3 and upgrades that take 0.5 s, the first 3 of 20 starts in 0.4 s
-    are made and the other 17 aborted; at most 3 were open at once, on both sides."""
-    prober = make_prober()
+async def run_behind_slow_upgrades(
+    tmp_path: Path, prober: Prober, churn: dict[str, Any]
+) -> tuple[RunReport, TargetStats]:
+    """``churn`` against the reference target whose upgrades take 0.5 s (recovery probes
+    every 100 ms, tolerance 1); returns the run and the target's counts once none is open."""
     async with await start_reference_target(TargetBehaviour(handshake_delay=0.5)) as target:
         config = write_config(
             tmp_path,
             target.url,
             {
-                "churn": {"rate": 50, "duration": "400ms", "max_in_flight": 3},
+                "churn": churn,
                 "recovery": {"probe_interval": "100ms", "timeout": "3s", "tolerance": 1},
             },
             echo=None,
         )
         report = await run(config, prober)
         stats = await asyncio.wait_for(target.wait_for_stats(lambda s: s.open == 0), scaled(5))
+    return report, stats
+
+
+async def test_max_in_flight_aborts_starts_past_it_instead_of_queueing(tmp_path: Path) -> None:
+    """With max_in_flight 3 and upgrades that take 0.5 s, the first 3 of 20 starts in 0.4 s
+    are made and the other 17 aborted; at most 3 were open at once, on both sides."""
+    churn = {"rate": 50, "duration": "400ms", "max_in_flight": 3}
+    report, stats = await run_behind_slow_upgrades(tmp_path, make_prober(), churn)
     r = report.result
     assert r.spike is not None
     assert r.spike.outcomes == {"ok": 3, "aborted": 17}
@@ -272,18 +305,7 @@ async def test_the_registrys_limit_aborts_churn_starts_past_it(tmp_path: Path) -
     """With 2 slots free beside the probes' reserve and upgrades that take 0.5 s, 2 of the
     churn's 10 starts are made and 8 aborted by the limit, as a spike's would be."""
     prober = make_prober(PROBE_RESERVE + 2)
-    async with await start_reference_target(TargetBehaviour(handshake_delay=0.5)) as target:
-        config = write_config(
-            tmp_path,
-            target.url,
-            {
-                "churn": {"rate": 50, "duration": "200ms"},
-                "recovery": {"probe_interval": "100ms", "timeout": "3s", "tolerance": 1},
-            },
-            echo=None,
-        )
-        report = await run(config, prober)
-        await asyncio.wait_for(target.wait_for_stats(lambda s: s.open == 0), scaled(5))
+    report, _ = await run_behind_slow_upgrades(tmp_path, prober, {"rate": 50, "duration": "200ms"})
     r = report.result
     assert r.spike is not None
     assert r.spike.outcomes == {"ok": 2, "aborted": 8}

@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from spikewatch.core.outcomes import Outcome, Phase, RunResultKind
+from spikewatch.core.outcomes import Phase
 from spikewatch.engine.runner import Prober
 from spikewatch.engine.worker_pool import WorkerPool
-from spikewatch.target import TargetBehaviour, start_reference_target
-from tests import hostile
 from tests.builders import make_prober
-from tests.conftest import scaled
 from tests.engine.test_churn import (
-    WELCOME_FRAME,
     CountingServer,
+    assert_aborted_early,
+    assert_counted_on_the_server,
     counting_server,
     run,
+    run_behind_slow_upgrades,
+    run_refused_after_baseline,
     spike_attempts,
     write_config,
 )
@@ -52,16 +51,9 @@ async def test_a_churn_over_two_workers_keeps_the_rate_and_the_servers_counts(
     server, url = counting
     config = write_config(tmp_path, url, {"churn": {"rate": 120, "duration": "500ms"}})
     report = await run(config, lenient(pool))
+    await assert_counted_on_the_server(report, server, rate=120, total=60)
     r = report.result
-    assert r.result == RunResultKind.PASSED, r.message
     assert r.spike is not None
-    assert r.spike.outcomes == {"ok": 60}
-    ok = sum(1 for a in report.attempts if a.outcome == Outcome.OK)
-    await asyncio.wait_for(server.wait_for(lambda s: s.closes.total() == ok), scaled(5))
-    assert server.opens == ok == len(report.attempts)
-    assert server.closes == {1000: ok}
-    planned = [a.planned or 0.0 for a in spike_attempts(report)]
-    assert planned == pytest.approx([planned[0] + i / 120 for i in range(60)], abs=1e-9)
     assert r.spike.churn is not None
     assert r.spike.churn.peak_in_flight >= 1
     assert r.spike.churn.achieved_rate > 60
@@ -73,58 +65,15 @@ async def test_the_abort_rule_stops_a_churn_on_every_worker(
 ) -> None:
     """Refused after the baseline, a 10 s churn over 2 workers stops early: the rest of
     it aborted, the run aborted, every slot given back."""
-    answered = [0]
-    refused = hostile.http_response(503, [("Connection", "close")])
-
-    async def handle(connection: hostile.HostileConnection) -> None:
-        answered[0] += 1
-        if answered[0] <= 2:  # the baseline's probes
-            await connection.accept_upgrade()
-            await connection.send(WELCOME_FRAME)
-            await connection.serve_frames(echo=True)
-            return
-        await connection.read_request()
-        await connection.send(refused)
-
-    prober = lenient(pool)
-    async with hostile.HostileServer(handle) as server:
-        config = write_config(
-            tmp_path,
-            server.url,
-            {
-                "churn": {"rate": 20, "duration": "10s"},
-                "abort": {"error_ratio": 0.5, "min_attempts": 3},
-                "recovery": {"probe_interval": "50ms", "timeout": "200ms"},
-            },
-        )
-        report = await run(config, prober)
-        await asyncio.wait_for(server.wait_for(lambda s: s.open == 0), scaled(5))
-    r = report.result
-    assert r.result == RunResultKind.ABORTED, r.message
-    assert r.spike is not None
-    assert r.spike.attempted == 200
-    made = r.spike.attempted - r.spike.outcomes["aborted"]
-    assert 3 <= made <= 20
-    assert r.spike.outcomes["http_status"] == made
-    assert r.timeline["t0"] - r.timeline["spike_start"] < 3.0
+    report = await run_refused_after_baseline(tmp_path, lenient(pool))
+    assert_aborted_early(report, most_made=20, within=3.0)
 
 
 async def test_max_in_flight_is_dealt_to_the_workers(tmp_path: Path, pool: WorkerPool) -> None:
     """max_in_flight 4 over 2 workers: each opens at most 2 at once; with upgrades that
     take 0.5 s, 4 of 20 starts in 0.4 s are made, the rest aborted naming the share."""
-    prober = lenient(pool)
-    async with await start_reference_target(TargetBehaviour(handshake_delay=0.5)) as target:
-        config = write_config(
-            tmp_path,
-            target.url,
-            {
-                "churn": {"rate": 50, "duration": "400ms", "max_in_flight": 4},
-                "recovery": {"probe_interval": "100ms", "timeout": "3s", "tolerance": 1},
-            },
-            echo=None,
-        )
-        report = await run(config, prober)
-        stats = await asyncio.wait_for(target.wait_for_stats(lambda s: s.open == 0), scaled(5))
+    churn = {"rate": 50, "duration": "400ms", "max_in_flight": 4}
+    report, stats = await run_behind_slow_upgrades(tmp_path, lenient(pool), churn)
     r = report.result
     assert r.spike is not None
     assert r.spike.outcomes == {"ok": 4, "aborted": 16}

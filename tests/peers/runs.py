@@ -9,9 +9,11 @@ from urllib.parse import urlsplit, urlunsplit
 import yaml
 
 from spikewatch.config import SpikewatchConfig, load_config
+from spikewatch.core.outcomes import RunResultKind
 from spikewatch.core.result import RunResult
 from spikewatch.engine.runner import execute_run
 from tests.builders import make_prober, write_config
+from tests.peers.servers import JsonPeer, LogPeer
 
 #: The example configs (the README's "Real protocols: example configs").
 CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -64,3 +66,17 @@ def made(result: RunResult) -> int:
     spike = result.spike.attempted if result.spike is not None else 0
     recovery = result.recovery.probes if result.recovery is not None else 0
     return result.baseline.probes + stable + spike + recovery
+
+
+async def run_example(
+    tmp_path: Path, name: str, peer: JsonPeer | LogPeer, ended: str
+) -> tuple[RunResult, int, int]:
+    """Run example ``name`` as shipped against ``peer``; check that it passed, and wait until
+    the peer's account has one ``ended`` (an event, or a log pattern) per connection made.
+    Return the result, the connections made, and the peer's mark from before the run."""
+    mark = peer.mark()
+    result = await run(config_of(tmp_path, name, peer.port))
+    assert result.result == RunResultKind.PASSED, (result.message, result.errors)
+    n = made(result)
+    await peer.until(lambda: peer.tally(ended, mark) == n, f"{n} of {ended!r}")
+    return result, n, mark

@@ -10,6 +10,8 @@ spikewatch's figures. Nothing here is installed on the fly: a missing program fa
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import json
 import os
 import re
@@ -21,7 +23,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tests.conftest import scaled
 
@@ -33,6 +35,15 @@ START_TIMEOUT = 20.0
 
 #: The JSON scripts' first line: ``{"event": "listening", "port": N}``.
 LISTENING = "listening"
+
+#: How many sets of ports a server that cannot listen on port 0 is started on before
+#: :func:`on_free_ports` gives up.
+PORT_ATTEMPTS = 5
+
+#: What mosquitto, nginx and HAProxy print when a port they were given is taken.
+ADDRESS_IN_USE = re.compile(r"[Aa]ddress already in use|[Cc]annot bind|could not bind")
+
+Peer = TypeVar("Peer", bound="PeerServer")
 
 
 def program(name: str) -> str:
@@ -54,6 +65,46 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def held_elsewhere(port: int) -> bool:
+    """Return whether some process listens on (or holds) loopback ``port`` now."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                return True
+            raise
+        return False
+
+
+def on_free_ports(
+    name: str,
+    count: int,
+    start: Callable[[list[int]], Peer],
+    pick: Callable[[], int] = free_port,
+    attempts: int = PORT_ATTEMPTS,
+) -> Peer:
+    """Start a server that takes its ports as configuration: ``start(ports)`` with ``count``
+    ports from ``pick``. Another process may take a port between the pick and the server's
+    bind; when the start fails so (its log says the address is in use, or a port is held by
+    someone else now), start again on new ports, ``attempts`` times at most."""
+    taken: list[int] = []
+    for _ in range(attempts):
+        ports = [pick() for _ in range(count)]
+        try:
+            return start(ports)
+        except AssertionError as failure:
+            held = [port for port in ports if held_elsewhere(port)]
+            if not held and ADDRESS_IN_USE.search(str(failure)) is None:
+                raise
+            taken.extend(held or ports)
+    raise AssertionError(
+        f"{name} could not listen: {attempts} starts, each on a port another process took "
+        f"first ({', '.join(map(str, taken))})"
+    )
 
 
 def fill(template: str, directory: Path, **values: object) -> Path:
@@ -113,6 +164,14 @@ class PeerServer:
         """Wait (off the event loop) until the server's account satisfies ``done()``."""
         await asyncio.to_thread(self.wait, done, timeout, what)
 
+    def mark(self) -> int:
+        """Return where the account stands now: later counts start from here."""
+        return len(self.lines)
+
+    def wait_exit(self) -> int:
+        """Block until the process exits; return its exit status."""
+        return self._process.wait()
+
     def stop(self) -> None:
         """Stop the process (SIGTERM, then SIGKILL) and its reader."""
         if self._process.poll() is None:
@@ -139,9 +198,9 @@ class JsonPeer(PeerServer):
             raise
         self.port: int = self.events(LISTENING)[0]["port"]
 
-    def mark(self) -> int:
-        """Return where the account stands now: later counts start from here."""
-        return len(self.lines)
+    def tally(self, kind: str, since: int = 0) -> int:
+        """Return how many ``kind`` events the server printed since ``since``."""
+        return self.count(kind, since)
 
     def events(self, kind: str | None = None, since: int = 0) -> list[dict[str, Any]]:
         """Return the events printed since ``since`` (those of ``kind`` only, when given)."""
@@ -183,9 +242,9 @@ class LogPeer(PeerServer):
                 self.stop()
                 raise
 
-    def mark(self) -> int:
-        """Return where the log stands now: later counts start from here."""
-        return len(self.lines)
+    def tally(self, pattern: str, since: int = 0) -> int:
+        """Return how many log lines since ``since`` match ``pattern``."""
+        return len(self.matching(pattern, since))
 
     def matching(self, pattern: str, since: int = 0) -> list[re.Match[str]]:
         """Return the matches of ``pattern`` (re.search) in the log since ``since``."""
@@ -194,7 +253,7 @@ class LogPeer(PeerServer):
 
 
 @contextmanager
-def running(server: PeerServer) -> Iterator[PeerServer]:
+def running(server: Peer) -> Iterator[Peer]:
     """Stop ``server`` when the block ends."""
     try:
         yield server
@@ -232,39 +291,78 @@ def actioncable() -> JsonPeer:
     return JsonPeer("action cable", [program("ruby"), str(PEERS / "actioncable.rb")])
 
 
-def mosquitto(directory: Path) -> LogPeer:
-    """mosquitto with a websockets listener (tests/peers/mosquitto.conf)."""
-    port = free_port()
-    config = fill("mosquitto.conf", directory, PORT=port, MQTT_PORT=free_port())
-    # mosquitto writes its log with stdio and does not flush a pipe: stdbuf makes it by line.
-    argv = [program("stdbuf"), "-oL", program("mosquitto"), "-c", str(config)]
-    return LogPeer("mosquitto", argv, port, r"mosquitto version \S+ running")
+def mosquitto(directory: Path, pick: Callable[[], int] = free_port) -> LogPeer:
+    """mosquitto with a websockets listener (tests/peers/mosquitto.conf), on ports from
+    ``pick`` (another pick when one is taken)."""
+
+    def start(ports: list[int]) -> LogPeer:
+        port, mqtt_port = ports
+        config = fill("mosquitto.conf", directory, PORT=port, MQTT_PORT=mqtt_port)
+        # mosquitto writes its log with stdio and does not flush a pipe: stdbuf makes it by line.
+        argv = [program("stdbuf"), "-oL", program("mosquitto"), "-c", str(config)]
+        return LogPeer("mosquitto", argv, port, r"mosquitto version \S+ running")
+
+    return on_free_ports("mosquitto", 2, start, pick)
 
 
-def nginx(directory: Path, upstream: int) -> LogPeer:
-    """nginx proxying to ``upstream`` with proxy_read_timeout 3s (tests/peers/nginx.conf)."""
-    port = free_port()
-    config = fill("nginx.conf", directory, PORT=port, UPSTREAM=upstream, DIR=directory)
-    argv = [program("nginx"), "-p", str(directory), "-c", str(config)]
-    return LogPeer("nginx", argv, port, r"start worker process")
+def nginx(directory: Path, upstream: int, pick: Callable[[], int] = free_port) -> LogPeer:
+    """nginx proxying to ``upstream`` with proxy_read_timeout 3s (tests/peers/nginx.conf),
+    on a port from ``pick`` (another pick when it is taken)."""
+
+    def start(ports: list[int]) -> LogPeer:
+        [port] = ports
+        config = fill("nginx.conf", directory, PORT=port, UPSTREAM=upstream, DIR=directory)
+        argv = [program("nginx"), "-p", str(directory), "-c", str(config)]
+        return LogPeer("nginx", argv, port, r"start worker process")
+
+    return on_free_ports("nginx", 1, start, pick)
 
 
-def haproxy(directory: Path, upstream: int, queue: str) -> LogPeer:
-    """HAProxy with ``maxconn 4`` on its one server, queueing up to ``queue``."""
-    port = free_port()
-    config = fill("haproxy.cfg", directory, PORT=port, UPSTREAM=upstream, QUEUE=queue)
-    # HAProxy prints nothing once it listens; in master-worker mode (-Ws) it tells systemd's
-    # notify socket READY=1 then, so a socket here stands in for systemd and relays it.
-    notify = directory / "notify.sock"
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
-        listener.bind(str(notify))
-        listener.settimeout(scaled(START_TIMEOUT))
-        argv = [program("haproxy"), "-Ws", "-f", str(config)]
-        server = LogPeer("haproxy", argv, port, env={"NOTIFY_SOCKET": str(notify)})
-        try:
-            while b"READY=1" not in listener.recv(4096):
-                pass
-        except TimeoutError:
+def haproxy(
+    directory: Path, upstream: int, queue: str, pick: Callable[[], int] = free_port
+) -> LogPeer:
+    """HAProxy with ``maxconn 4`` on its one server, queueing up to ``queue``, on a port from
+    ``pick`` (another pick when it is taken)."""
+
+    def start(ports: list[int]) -> LogPeer:
+        [port] = ports
+        config = fill("haproxy.cfg", directory, PORT=port, UPSTREAM=upstream, QUEUE=queue)
+        # HAProxy prints nothing once it listens; in master-worker mode (-Ws) it tells
+        # systemd's notify socket READY=1 then, so a socket here stands in for systemd and
+        # relays it. When HAProxy exits first (a port taken), a thread says so on the socket.
+        notify = directory / "notify.sock"
+        notify.unlink(missing_ok=True)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+            listener.bind(str(notify))
+            listener.settimeout(scaled(START_TIMEOUT))
+            argv = [program("haproxy"), "-Ws", "-f", str(config)]
+            server = LogPeer("haproxy", argv, port, env={"NOTIFY_SOCKET": str(notify)})
+            threading.Thread(
+                target=_say_exit, args=(server, notify), name="haproxy-exit", daemon=True
+            ).start()
+            try:
+                while (said := listener.recv(4096)) != EXITED and b"READY=1" not in said:
+                    pass
+            except TimeoutError as timeout:
+                server.stop()
+                message = f"haproxy: no READY=1 within {START_TIMEOUT}s"
+                raise AssertionError(message) from timeout
+        if said == EXITED:
             server.stop()
-            raise
-    return server
+            tail = "\n".join(server.lines[-20:])
+            raise AssertionError(f"haproxy exited before it was ready:\n{tail}")
+        return server
+
+    return on_free_ports("haproxy", 1, start, pick)
+
+
+#: What :func:`_say_exit` sends on HAProxy's notify socket.
+EXITED = b"EXITED"
+
+
+def _say_exit(server: PeerServer, notify: Path) -> None:
+    """Once ``server`` exits, send :data:`EXITED` to the datagram socket at ``notify``."""
+    server.wait_exit()
+    # Once the start is over nobody listens there any more: nothing to tell.
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender, contextlib.suppress(OSError):
+        sender.sendto(EXITED, str(notify))

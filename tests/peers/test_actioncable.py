@@ -9,27 +9,21 @@ from pathlib import Path
 
 import pytest
 
-from spikewatch.core.outcomes import RunResultKind
 from tests.peers import servers
-from tests.peers.runs import config_of, made, run
+from tests.peers.runs import run_example
 
 
 @pytest.fixture(scope="module")
 def cable() -> Iterator[servers.JsonPeer]:
     """Action Cable under puma, started once for the module."""
     with servers.running(servers.actioncable()) as server:
-        assert isinstance(server, servers.JsonPeer)
         yield server
 
 
 async def test_a_channel_message_after_subscribing(tmp_path: Path, cable: servers.JsonPeer) -> None:
     """welcome → subscribe → confirm_subscription → message: every connection Action Cable
     connected, subscribed, answered once (and once per keepalive), then unsubscribed."""
-    mark = cable.mark()
-    result = await run(config_of(tmp_path, "actioncable", cable.port))
-    assert result.result == RunResultKind.PASSED, (result.message, result.errors)
-    n = made(result)
-    await cable.until(lambda: cable.count("disconnect", mark) == n, f"{n} disconnects")
+    result, n, mark = await run_example(tmp_path, "actioncable", cable, "disconnect")
     assert result.spike is not None
     assert result.spike.outcomes == {"ok": 30}
     assert result.spike.first_message is not None, "the welcome times the first message"

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from spikewatch.core.outcomes import RunResultKind
 from tests.peers import servers
-from tests.peers.runs import config_of, made, run
+from tests.peers.runs import run_example
 
 
 @pytest.fixture(scope="module", params=["websockets", "ws"])
@@ -18,7 +17,6 @@ def echo(request: pytest.FixtureRequest) -> Iterator[servers.JsonPeer]:
     """An echo server, started once for the module (per server)."""
     start = servers.python_echo if request.param == "websockets" else servers.node_echo
     with servers.running(start()) as server:
-        assert isinstance(server, servers.JsonPeer)
         yield server
 
 
@@ -26,11 +24,7 @@ async def test_the_echo_example_passes_with_the_servers_counts(
     tmp_path: Path, echo: servers.JsonPeer
 ) -> None:
     """Every connection spikewatch made the server opened, echoed once, saw closed with 1000."""
-    mark = echo.mark()
-    result = await run(config_of(tmp_path, "echo", echo.port))
-    assert result.result == RunResultKind.PASSED, (result.message, result.errors)
-    n = made(result)
-    await echo.until(lambda: echo.count("close", mark) == n, f"{n} closes")
+    result, n, mark = await run_example(tmp_path, "echo", echo, "close")
     assert result.spike is not None
     assert result.spike.outcomes == {"ok": 50}
     assert result.spike.held_dropped == 0

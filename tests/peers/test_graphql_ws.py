@@ -10,14 +10,13 @@ import pytest
 
 from spikewatch.core.outcomes import RunResultKind
 from tests.peers import servers
-from tests.peers.runs import config_of, made, run
+from tests.peers.runs import config_of, run, run_example
 
 
 @pytest.fixture(scope="module")
 def graphql() -> Iterator[servers.JsonPeer]:
     """graphql-ws, started once for the module."""
     with servers.running(servers.graphql_ws()) as server:
-        assert isinstance(server, servers.JsonPeer)
         yield server
 
 
@@ -26,11 +25,7 @@ async def test_a_subscription_receives_its_first_next(
 ) -> None:
     """connection_init → ack → subscribe → next on every connection: each one graphql-ws
     acknowledged, subscribed and sent a next, and closed with 1000."""
-    mark = graphql.mark()
-    result = await run(config_of(tmp_path, "graphql-ws", graphql.port))
-    assert result.result == RunResultKind.PASSED, (result.message, result.errors)
-    n = made(result)
-    await graphql.until(lambda: graphql.count("close", mark) == n, f"{n} closes")
+    result, n, mark = await run_example(tmp_path, "graphql-ws", graphql, "close")
     assert result.spike is not None
     assert result.spike.outcomes == {"ok": 30}
     assert result.spike.message_rtt is not None

@@ -10,7 +10,7 @@ import pytest
 
 from spikewatch.core.outcomes import RunResultKind
 from tests.peers import servers
-from tests.peers.runs import config_of, made, run
+from tests.peers.runs import config_of, run, run_example
 
 #: mosquitto's line for each CONNECT it accepted (MQTT 3.1.1 is "p2"; clean session "c1").
 CONNECTED = r"^New client connected from 127\.0\.0\.1:\d+ as (auto-\S+) \(p2, c1, k60\)\.$"
@@ -23,18 +23,13 @@ ENDED = r"^Client (auto-\S+) (disconnected|closed its connection)\.$"
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[servers.LogPeer]:
     """mosquitto, started once for the module."""
     with servers.running(servers.mosquitto(tmp_path_factory.mktemp("mosquitto"))) as server:
-        assert isinstance(server, servers.LogPeer)
         yield server
 
 
 async def test_connect_connack_in_binary(tmp_path: Path, broker: servers.LogPeer) -> None:
     """A binary CONNECT answered by CONNACK 0 on every connection: mosquitto accepted
     each one, answered each PINGREQ, and saw each end."""
-    mark = broker.mark()
-    result = await run(config_of(tmp_path, "mqtt", broker.port))
-    assert result.result == RunResultKind.PASSED, (result.message, result.errors)
-    n = made(result)
-    await broker.until(lambda: len(broker.matching(ENDED, mark)) == n, f"{n} ends")
+    result, n, mark = await run_example(tmp_path, "mqtt", broker, ENDED)
     assert result.spike is not None
     assert result.spike.outcomes == {"ok": 50}
     assert result.spike.message_rtt is not None, "CONNACK after CONNECT is the round trip"

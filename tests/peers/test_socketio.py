@@ -11,14 +11,13 @@ import pytest
 
 from spikewatch.core.outcomes import RunResultKind
 from tests.peers import servers
-from tests.peers.runs import config_of, made, run
+from tests.peers.runs import config_of, made, run, run_example
 
 
 @pytest.fixture(scope="module")
 def socketio() -> Iterator[servers.JsonPeer]:
     """Socket.IO with its own defaults (a ping every 25 s, 20 s to answer), once a module."""
     with servers.running(servers.socketio()) as server:
-        assert isinstance(server, servers.JsonPeer)
         yield server
 
 
@@ -26,7 +25,6 @@ def socketio() -> Iterator[servers.JsonPeer]:
 def quick_socketio() -> Iterator[servers.JsonPeer]:
     """Socket.IO pinging every 300 ms with 200 ms to answer, once a module."""
     with servers.running(servers.socketio(300, 200)) as server:
-        assert isinstance(server, servers.JsonPeer)
         yield server
 
 
@@ -37,11 +35,7 @@ async def test_an_event_round_trip_with_connections_alive_60s_through_heartbeats
     """40 → 40, an echo event and its echo; held and stable connections kept 60 s (past the
     45 s Socket.IO drops a silent client) by answering each '2' with '3': Socket.IO saw every
     connection, its heartbeats answered, and each disconnect was the client's own close."""
-    mark = socketio.mark()
-    result = await run(config_of(tmp_path, "socketio", socketio.port))
-    assert result.result == RunResultKind.PASSED, (result.message, result.errors)
-    n = made(result)
-    await socketio.until(lambda: socketio.count("disconnect", mark) == n, f"{n} disconnects")
+    result, n, mark = await run_example(tmp_path, "socketio", socketio, "disconnect")
     assert result.spike is not None
     assert result.spike.outcomes == {"ok": 20}
     assert result.spike.held_dropped == 0
