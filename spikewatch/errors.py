@@ -10,8 +10,10 @@ to keep this tree whole)::
     ├── AuthError              a JWT could not be minted (missing or unreadable key)
     ├── ProtocolError          the peer broke RFC 6455 or RFC 9112 (``protocol_error``)
     │   ├── MessageTooBigError     a frame or message exceeds ``max_message_bytes``
-    │   └── InvalidUtf8Error       text that is not UTF-8 (close 1007)  protocol.frames
+    │   ├── InvalidUtf8Error       text that is not UTF-8 (close 1007)  protocol.frames
+    │   └── ControlFloodError      a second's control frames at once (1008)  protocol.frames
     ├── ReceiveBudgetError     the prober's receive buffers are full  protocol.receive_budget
+    ├── TemplateError          a capture does not fit its template     protocol.conversation
     ├── WireError              a worker message outside the protocol   engine.worker_messages
     ├── WorkerLostError        a worker exited or stopped answering    engine.worker_pool
     ├── RunRequestError        a run cannot be requested now (400)     daemon.state
@@ -22,8 +24,8 @@ to keep this tree whole)::
     ├── StoreError             the run history cannot be opened/used   daemon.run_store
     └── InvalidKnobError       a knob the reference target lacks       target.behaviour
 
-``WireError`` and ``InvalidKnobError`` also derive from ``ValueError``: they are bad
-values, to a caller that knows only that. Outside the tree on purpose: ``Terminated``
+``WireError``, ``TemplateError`` and ``InvalidKnobError`` also derive from ``ValueError``:
+they are bad values, to a caller that knows only that. Outside the tree on purpose: ``Terminated``
 (``_entry``) is a ``BaseException``, like ``KeyboardInterrupt``, so that no ``except
 Exception`` swallows a SIGTERM during start-up; the config loader's private YAML error
 never leaves the loader (it becomes a ``ConfigError``).

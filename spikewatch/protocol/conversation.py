@@ -32,6 +32,7 @@ from enum import IntEnum
 from typing import Any, Protocol
 
 from spikewatch.core.echo_template import BUILTIN_NAMES, split_template
+from spikewatch.errors import SpikewatchError
 
 #: How long a captured value may be; longer ones are cut (a capture is a session id, a
 #: subscription id, a version: not a payload).
@@ -44,7 +45,7 @@ EXAMPLE_CHARS = 120
 _HEX_BYTES = re.compile(r"(?:\s*[0-9A-Fa-f]{2})*\s*")
 
 
-class TemplateError(ValueError):
+class TemplateError(SpikewatchError, ValueError):
     """A template cannot be rendered: a capture's value does not fit where it stands."""
 
 
