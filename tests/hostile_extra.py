@@ -150,28 +150,20 @@ def deaf_after_welcome_server(welcome: str) -> HostileServer:
 def idle_timeout_server(after: float) -> HostileServer:
     """Like a proxy with a read timeout: welcome and echo, then close any connection that
     is still open ``after`` seconds later (1001, "idle timeout"), as nginx did in issue 13."""
-    welcome = encode_frame(Opcode.TEXT, b'{"type":"welcome"}')
-    bye = encode_frame(Opcode.CLOSE, close_payload(1001, "idle timeout"))
-
-    async def handle(connection: HostileConnection) -> None:
-        await connection.accept_upgrade()
-        await connection.send(welcome)
-        serving = asyncio.create_task(connection.serve_frames(echo=True))
-        done, _ = await asyncio.wait({serving}, timeout=after)
-        if not done:
-            serving.cancel()
-            await connection.send(bye)
-            await connection.discard_until_eof()
-
-    return HostileServer(handle)
+    return serve_then(after, encode_frame(Opcode.CLOSE, close_payload(1001, "idle timeout")))
 
 
 def budget_buster_server(after: float) -> HostileServer:
     """Welcome and echo, then send any connection still open ``after`` seconds later a
     binary frame declaring 100,000 bytes and sending 60,000 of them: more than a small
     limits.max_receive_buffer_bytes, so that the prober's own budget closes it."""
+    return serve_then(after, encode_frame(Opcode.BINARY, b"m" * 60_000, declared_length=100_000))
+
+
+def serve_then(after: float, then: bytes) -> HostileServer:
+    """Welcome and echo; to any connection still open ``after`` seconds later send
+    ``then``, and read nothing more of it."""
     welcome = encode_frame(Opcode.TEXT, b'{"type":"welcome"}')
-    unfinished = encode_frame(Opcode.BINARY, b"m" * 60_000, declared_length=100_000)
 
     async def handle(connection: HostileConnection) -> None:
         await connection.accept_upgrade()
@@ -180,7 +172,7 @@ def budget_buster_server(after: float) -> HostileServer:
         done, _ = await asyncio.wait({serving}, timeout=after)
         if not done:
             serving.cancel()
-            await connection.send(unfinished)
+            await connection.send(then)
             await connection.discard_until_eof()
 
     return HostileServer(handle)
