@@ -146,6 +146,12 @@ class ArmedConnection(ClientConnection):
                 await self._loop.create_connection(
                     lambda: self, sock=sock, ssl=spec.ssl, server_hostname=spec.server_hostname
                 )
+                if self._transport_gone:
+                    # Closed already (connection_made read a 503, say): uvloop closed the
+                    # descriptor, then gave the socket object to the closed transport,
+                    # which never lets go of it; collected, it would close that number
+                    # again, another connection's by then (a hang, EBADF, libuv's abort).
+                    sock.detach()
             except (asyncio.CancelledError, Exception) as exc:  # noqa: BLE001 - every connect failure becomes an outcome
                 self.connect_raised(exc, task)  # raises a cancel that is not our deadline's
         self._drop_socket()  # ended before its transport: the socket is still ours

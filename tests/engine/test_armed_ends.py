@@ -285,3 +285,34 @@ async def test_a_close_waiting_at_the_hand_over_is_left_to_the_transport() -> No
         assert a.detail == "the peer closed the connection during the upgrade"
         assert registry.open == 0
         assert await fds_settle_at(fds) == fds
+
+
+async def test_an_answer_read_at_the_hand_over_leaves_no_descriptor_to_close_twice() -> None:
+    """A 503 already there when the socket gets its transport ends the attempt inside
+    connection_made, before create_connection returns: the socket object is left with no
+    descriptor (uvloop attached it to the closed transport, which never let go of it: when
+    collected it closed that number again, by then another connection's)."""
+    answered = asyncio.Event()
+
+    async def busy(connection: hostile.HostileConnection) -> None:
+        await connection.read_request()
+        await connection.send(hostile.http_response(503, body=b"busy"))
+        answered.set()
+        await connection.discard_until_eof()
+
+    async with hostile.HostileServer(busy) as server:
+        registry = ConnectionRegistry(10)
+        fds = open_fds()
+        batch, _ = await armed_batch(make_spec(server.url), registry, 1)
+        conn = only(batch)
+        sock = conn._sock  # the socket object that is handed to the transport
+        assert sock is not None
+        conn.fire()
+        async with asyncio.timeout(scaled(5)):
+            await answered.wait()
+            await conn.complete()
+        a = batch.attempts[0]
+        assert (a.outcome, a.step) == (Outcome.HTTP_STATUS, "upgrade"), a.detail
+        assert sock.fileno() == -1
+        assert registry.open == 0
+        assert await fds_settle_at(fds) == fds
