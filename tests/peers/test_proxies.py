@@ -19,6 +19,12 @@ from tests.peers.runs import config_of, document_of, made, run
 
 #: An access line: "access <status> <upstream status> <request time s>" (tests/peers/nginx.conf).
 NGINX_ACCESS = r"^access (\d{3}) (\S+) ([\d.]+)$"
+#: A request time that only a tunnel nginx held until its 3 s read timeout can reach (the
+#: probes take milliseconds). Below 3 s: nginx reads its clock once per loop turn, so on a
+#: busy machine a timeout it set from a late reading can log under 3.0 s. One CI run found
+#: 3 of 12 tunnels outside [3.0, 5.0) while spikewatch counted all 12 drops; the times
+#: were not kept then, and the check now prints them.
+TIMED_OUT_FROM = 2.5
 
 #: An access line: "access <status> <termination state> <queue wait ms>" (haproxy.cfg).
 HAPROXY_ACCESS = r"^access (-?\d+) (\S+) (-?\d+)$"
@@ -82,7 +88,7 @@ async def test_nginx_dropping_held_connections_fails_the_run_with_the_drops_coun
     assert [m[1] for m in lines] == ["101"] * n, "every upgrade went through"
     assert [m[2] for m in lines] == ["101"] * n, "as the upstream answered it"
     # nginx timed out each held tunnel after 3 s of silence; the probes closed at once.
-    timed_out = [m for m in lines if float(m[3]) >= 3.0]
+    timed_out = [m for m in lines if float(m[3]) >= TIMED_OUT_FROM]
     assert len(timed_out) == result.spike.held_dropped
     assert all(float(m[3]) < 8.0 for m in timed_out), "dropped before the hold's end"
     await upstream.until(lambda: upstream.count("close", echoed) == n, f"{n} closes")
@@ -161,4 +167,8 @@ def test_the_command_line_on_workers_reports_nginxs_drops_in_its_json(
     nginx.wait(lambda: len(nginx.matching(NGINX_ACCESS, log)) == n, 15.0, f"{n} access lines")
     lines = nginx.matching(NGINX_ACCESS, log)
     assert [m[1] for m in lines] == ["101"] * n
-    assert len([m for m in lines if 3.0 <= float(m[3]) < 5.0]) == 12, "dropped at 3 s of 5"
+    times = sorted(float(m[3]) for m in lines)
+    assert len([t for t in times if TIMED_OUT_FROM <= t < 5.0]) == 12, (
+        "dropped at 3 s of 5",
+        times,
+    )
