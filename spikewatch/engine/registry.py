@@ -33,10 +33,12 @@ class ConnectionRegistry:
         *,
         full: str | None = None,
         receive_budget_bytes: int = DEFAULT_RECEIVE_BUDGET_BYTES,
+        receive_budget_named: str = "",
     ) -> None:
         self.limit = limit
-        #: The bytes all connections together may hold in partial messages.
-        self.receive_budget = ReceiveBudget(receive_budget_bytes)
+        #: The bytes all connections together may hold in partial messages (a worker's
+        #: budget is named as its share: ``receive_budget_named``).
+        self.receive_budget = ReceiveBudget(receive_budget_bytes, receive_budget_named)
         #: Why an attempt gets no slot, when not the daemon's own limit (a worker's budget).
         self.full = full
         self._open = 0

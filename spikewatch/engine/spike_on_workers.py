@@ -51,7 +51,6 @@ from spikewatch.engine.worker_pool import (
     WorkerPool,
     WorkerProcess,
 )
-from spikewatch.protocol.receive_budget import explain
 
 log = logging.getLogger(__name__)
 
@@ -242,6 +241,7 @@ class SpikeOnWorkers:
                 max_in_flight=in_flight[0],
                 in_flight_full=in_flight[1],
                 receive_budget_bytes=self._receive_share,
+                receive_budget_named=self._receive_share_named(),
             )
         )
         loop = asyncio.get_running_loop()
@@ -267,10 +267,6 @@ class SpikeOnWorkers:
         if not isinstance(answer, Attempts):
             raise WireError(f"{answer.type!r} instead of its attempts")
         apply_share({a.conn: a for a in share}, answer.attempts)
-        said, named = self._receive_share_named()
-        for attempt in share:
-            if said in attempt.detail:
-                attempt.detail = attempt.detail.replace(said, named)
         self.peak_in_flight += answer.peak_in_flight
         return True
 
@@ -280,16 +276,13 @@ class SpikeOnWorkers:
         evenly, so that all processes together hold no more."""
         return max(1, self.registry.receive_budget.limit // self.pool.size)
 
-    def _receive_share_named(self) -> tuple[str, str]:
-        """Return how a worker words a refusal for want of its receive budget, and the same
-        naming the share as what it is: a part of the configured total."""
-        share = self._receive_share
-        said = explain(share)
-        whole = (
-            f"worker share {share} of limits.max_receive_buffer_bytes="
+    def _receive_share_named(self) -> str:
+        """Name a worker's receive budget as what it is, a part of the configured total
+        (its refusals say so, and so do its held connections' drop examples)."""
+        return (
+            f"worker share {self._receive_share} of limits.max_receive_buffer_bytes="
             f"{self.registry.receive_budget.limit} over {self.pool.size} workers"
         )
-        return said, said.replace(f"limits.max_receive_buffer_bytes={share}", whole)
 
     def _check_abort(self) -> None:
         """Apply the abort rule to every worker's progress together."""

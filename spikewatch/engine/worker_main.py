@@ -233,6 +233,7 @@ class Worker:
                 _UNLIMITED if message.slots is None else message.slots,
                 full=message.full if message.slots is not None else None,
                 receive_budget_bytes=message.receive_budget_bytes or DEFAULT_RECEIVE_BUDGET_BYTES,
+                receive_budget_named=message.receive_budget_named,
             )
             if message.churn:
                 run.fire_task = self._spawn(

@@ -15,7 +15,7 @@ milliseconds where the hand-written checks took several times that). Anything el
     Prepare {target, address, lag_interval}  Prepared | Failed {error}
     Spike {groups: [[at, [conn, ...]], ...], progress, slots, full,
            churn, max_in_flight, in_flight_full,
-           receive_budget_bytes}
+           receive_budget_bytes, receive_budget_named}
                                              Progress {finished, failed}   (0 or more)
                                              Attempts {attempts: [row, ...], peak_in_flight}
     Abort {reason}                           (nothing: groups not yet started are aborted)
@@ -145,6 +145,9 @@ class Spike(WireMessage):
     #: This worker's share of limits.max_receive_buffer_bytes (issue 12): the bytes its
     #: connections together may hold in partial messages. None: the default budget.
     receive_budget_bytes: Annotated[int, Field(ge=1)] | None = None
+    #: How a refusal names that share (a part of the configured total); empty: the
+    #: setting at ``receive_budget_bytes``.
+    receive_budget_named: str = ""
 
 
 class Abort(WireMessage):

@@ -14,7 +14,7 @@ from enum import IntEnum
 from spikewatch.errors import MessageTooBigError, ProtocolError
 from spikewatch.protocol.deflate import Inflater
 from spikewatch.protocol.entropy import random_bytes
-from spikewatch.protocol.receive_budget import ReceiveBudget, ReceiveBudgetError, explain
+from spikewatch.protocol.receive_budget import ReceiveBudget, ReceiveBudgetError
 
 
 class Opcode(IntEnum):
@@ -344,7 +344,7 @@ class FrameParser:
         if data is None:  # more than the room the budget has left
             assert budget is not None
             budget.refused += 1
-            raise ReceiveBudgetError(explain(budget.limit))
+            raise ReceiveBudgetError(budget.explain())
         if budget is not None and data:
             self._account(self._held + len(data))  # given back at the end of feed
         if opcode & 0x0F == Opcode.TEXT:

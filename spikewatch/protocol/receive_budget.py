@@ -24,10 +24,13 @@ class ReceiveBudgetError(SpikewatchError):
 class ReceiveBudget:
     """A count of the bytes held in partial messages, against a limit; no I/O."""
 
-    __slots__ = ("held", "limit", "peak", "refused")
+    __slots__ = ("held", "limit", "named", "peak", "refused")
 
-    def __init__(self, limit: int = DEFAULT_RECEIVE_BUDGET_BYTES) -> None:
+    def __init__(self, limit: int = DEFAULT_RECEIVE_BUDGET_BYTES, named: str = "") -> None:
         self.limit = limit
+        #: How a refusal names the limit, when it is not the whole configured one (a
+        #: worker's share of it); empty: ``limits.max_receive_buffer_bytes=<limit>``.
+        self.named = named
         self.held = 0
         self.peak = 0
         #: How many times a connection was refused more bytes.
@@ -38,7 +41,7 @@ class ReceiveBudget:
         held = self.held + n
         if held > self.limit:
             self.refused += 1
-            raise ReceiveBudgetError(explain(self.limit))
+            raise ReceiveBudgetError(self.explain())
         self.held = held
         self.peak = max(self.peak, held)
 
@@ -46,11 +49,16 @@ class ReceiveBudget:
         """Give ``n`` bytes back."""
         self.held -= n
 
+    def explain(self) -> str:
+        """The detail of an attempt this budget refused: the prober's limit, named."""
+        return explain(self.limit, self.named)
 
-def explain(limit: int) -> str:
-    """The detail of an attempt failed for want of receive buffer: the prober's limit."""
+
+def explain(limit: int, named: str = "") -> str:
+    """The detail of an attempt failed for want of receive buffer: the prober's limit
+    (``named`` when given, else the configured setting at ``limit``)."""
     return (
-        f"{RECEIVE_BUFFERS_FULL} (limits.max_receive_buffer_bytes={limit}): "
+        f"{RECEIVE_BUFFERS_FULL} ({named or f'limits.max_receive_buffer_bytes={limit}'}): "
         "partial messages of other connections hold them; raise the limit or lower "
         "max_message_bytes"
     )
